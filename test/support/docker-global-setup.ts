@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import Docker from 'dockerode';
 import type { TestProject } from 'vitest/node';
+import type {} from 'vitest';
 
 /**
  * Integration tests need a real Docker engine and the locally built Python base image. A missing engine

@@ -1,0 +1,117 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Logger } from 'pino';
+import { RgridError } from '../../common/errors.js';
+import type { AgentConfig } from '../config.js';
+import type { ImageCache } from '../builder/image-cache.js';
+import type { AgentIndex } from '../index/index.js';
+import type { LeaseTable } from '../index/leases.js';
+import type { IndexEntry } from '../index/types.js';
+import type { Runner } from '../runner/run.js';
+import { installErrorHandler } from './errors.js';
+import { startNdjson } from './ndjson.js';
+import { EnsureBody, EntriesQuery, RunBody, decodeBase64 } from './schemas.js';
+
+/**
+ * The agent's socket API, apart from the process entry (design.md §9): the daemon listens, tests can
+ * `inject()`. Routes under /v1; long operations stream NDJSON (see ndjson.ts).
+ */
+export type DaemonPhase = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+export interface AgentAppDeps {
+  config: AgentConfig;
+  index: AgentIndex;
+  leases: LeaseTable;
+  cache: ImageCache;
+  runner: Runner;
+  logger: Logger;
+  phase: () => DaemonPhase;
+  version: string;
+  startedAt: number;
+}
+
+/** The `ls` shape (issue 2 contract) plus the keys an operator needs to find an entry's origin. */
+export function renderEntry(e: IndexEntry): Record<string, unknown> {
+  return {
+    kind: e.kind,
+    key: e.key,
+    image_id: e.image_id,
+    runtime: e.runtime,
+    account: e.account,
+    created_at: new Date(e.created_at).toISOString(),
+    last_used_at: new Date(e.last_used_at).toISOString(),
+    use_count: e.use_count,
+    size_bytes: e.size_bytes,
+    image_tag: e.image_tag,
+    deps_key: e.deps_key,
+    script_sha256: e.script_sha256,
+    requirements_sha256: e.requirements_sha256,
+    base_image_id: e.base_image_id,
+  };
+}
+
+export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    // Fastify's per-request lines (info) would dominate the hit path; they show only at debug/trace.
+    loggerInstance: deps.logger.child({ component: 'http' }, { level: deps.logger.isLevelEnabled('debug') ? deps.logger.level : 'warn' }) as FastifyBaseLogger,
+    bodyLimit: deps.config.max_request_mb * 1024 * 1024,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  installErrorHandler(app);
+
+  // While draining, only health answers: new work would be abandoned at the deadline anyway.
+  app.addHook('onRequest', async (request) => {
+    if (deps.phase() !== 'running' && !request.url.startsWith('/v1/health')) {
+      throw new RgridError('shutting_down', `the agent is ${deps.phase()}; not accepting new requests`);
+    }
+  });
+
+  app.get('/v1/health', async () => ({
+    status: deps.phase() === 'running' ? 'ok' : deps.phase(),
+    phase: deps.phase(),
+    version: deps.version,
+    agent_id: deps.index.agentId,
+    uptime_ms: Date.now() - deps.startedAt,
+    runtimes: deps.config.runtimes,
+    builds: deps.cache.stats(),
+    runs_active: deps.runner.active,
+    leases: deps.leases.list().map((l) => ({ ...l.ref, holders: l.holders, since: new Date(l.since).toISOString() })),
+    entries: { image: deps.index.list({ kind: 'image' }).length, deps: deps.index.list({ kind: 'deps' }).length },
+  }));
+
+  app.get('/v1/entries', { schema: { querystring: EntriesQuery } }, async (request) =>
+    deps.index.list(request.query).map(renderEntry),
+  );
+
+  app.post('/v1/ensure', { schema: { body: EnsureBody } }, async (request, reply) => {
+    const body = request.body;
+    const prepared = await deps.cache.prepare({
+      account: body.account,
+      runtime: body.runtime,
+      script: decodeBase64(body.script, 'script'),
+      requirements: body.requirements ? decodeBase64(body.requirements, 'requirements') : null,
+    });
+    const op = startNdjson(request, reply);
+    op.run(async () => (await deps.cache.ensure(prepared, { onEvent: (e) => op.emit({ ...e }) })).result);
+    return reply;
+  });
+
+  app.post('/v1/run', { schema: { body: RunBody } }, async (request, reply) => {
+    const body = request.body;
+    const prepared = await deps.runner.prepare({
+      account: body.account,
+      runtime: body.runtime,
+      script: decodeBase64(body.script, 'script'),
+      requirements: body.requirements ? decodeBase64(body.requirements, 'requirements') : null,
+      inputs: (body.inputs ?? []).map((i) => ({ name: i.name, data: decodeBase64(i.data, `input ${i.name}`) })),
+      timeout_s: body.timeout_s,
+      memory_mb: body.memory_mb,
+      cpus: body.cpus,
+      collect_outputs: body.collect_outputs,
+    });
+    const op = startNdjson(request, reply);
+    op.run(() => deps.runner.run(prepared, { onEvent: (e) => op.emit({ ...e }), signal: op.signal }));
+    return reply;
+  });
+
+  return app;
+}

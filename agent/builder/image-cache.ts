@@ -1,0 +1,205 @@
+import type Docker from 'dockerode';
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import { depsKey as computeDepsKey, imageKey as computeImageKey, pipSettingsFingerprint, requirementsDigest, scriptSha256 } from '../../common/cache-keys.js';
+import { RgridError } from '../../common/errors.js';
+import type { AgentConfig } from '../config.js';
+import type { AgentIndex } from '../index/index.js';
+import type { Lease, LeaseTable } from '../index/leases.js';
+import { refId, type EntryRef, type IndexEntry } from '../index/types.js';
+import { engineError, isNotFound } from './engine-build.js';
+import { buildDepsImage, buildExecImage, type BuildContextDeps } from './image-builds.js';
+import { requirementsFileText, workerPipFingerprintOptions } from './recipe.js';
+import type { RuntimeResolver } from './runtimes.js';
+import type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from './ensure-types.js';
+
+export type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from './ensure-types.js';
+import { SingleFlight } from './single-flight.js';
+
+/**
+ * ensure = "give me the image for (account, runtime, script, requirements)": a verified hit, or a build
+ * of whatever is missing (the dependency layer, then the script image), shared by concurrent callers.
+ */
+export const ACCOUNT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
+export const DEFAULT_ACCOUNT = 'default';
+
+export interface EnsureOptions {
+  onEvent?: (event: BuildLogEvent) => void;
+  /** Pins the entries (lease before hit) for the caller; the caller releases the returned lease. */
+  leaseHolder?: string;
+}
+
+export interface ImageCache {
+  prepare(request: EnsureRequest): Promise<PreparedEnsure>;
+  ensure(prepared: PreparedEnsure, options?: EnsureOptions): Promise<{ result: EnsureResult; lease?: Lease }>;
+  stats(): { queued: number; building: number; inflight: number };
+  /** Stops starting new builds (queued ones fail with shutting_down); resolves when running builds end. */
+  drain(): Promise<void>;
+  /** Aborts the builds still running (the drain deadline passed). */
+  abandon(): void;
+}
+
+export interface ImageCacheDeps {
+  docker: Docker;
+  index: AgentIndex;
+  leases: LeaseTable;
+  runtimes: RuntimeResolver;
+  config: AgentConfig;
+  logger: Logger;
+  now?: () => number;
+}
+
+interface BuildOutcome {
+  entry: IndexEntry;
+  depsHit: boolean | null;
+}
+
+export function createImageCache(deps: ImageCacheDeps): ImageCache {
+  const { docker, index, leases, runtimes, config, logger } = deps;
+  const now = deps.now ?? Date.now;
+  const queue = new PQueue({ concurrency: config.build_concurrency });
+  const imageFlights = new SingleFlight<BuildOutcome, BuildLogEvent>();
+  const depsFlights = new SingleFlight<IndexEntry, BuildLogEvent>();
+  const abort = new AbortController();
+  let draining = false;
+  const pipFingerprintWorker = workerPipFingerprintOptions({ findLinksDir: config.pip_find_links, indexUrl: config.pip_index_url });
+  const buildDeps: BuildContextDeps = { docker, index, config, logger, signal: abort.signal, now };
+
+  /** Runs a build through the one queue; a build that had not started when draining began never starts. */
+  async function queued<T>(work: () => Promise<T>): Promise<T> {
+    if (draining) throw new RgridError('shutting_down', 'the agent is shutting down; no new builds');
+    return queue.add(async () => {
+      if (draining) throw new RgridError('shutting_down', 'the agent is shutting down; no new builds');
+      return work();
+    });
+  }
+
+  /** An entry whose image the engine confirms; a vanished image drops the entry (self-heal, never an error). */
+  async function verified(ref: EntryRef): Promise<IndexEntry | undefined> {
+    const entry = index.get(ref);
+    if (!entry) return undefined;
+    try {
+      await docker.getImage(entry.image_id).inspect();
+      return entry;
+    } catch (err) {
+      if (!isNotFound(err)) throw engineError('verifying a cached image failed', err);
+      logger.warn({ ref, image_id: entry.image_id }, 'cached image vanished from the engine; dropping the entry and rebuilding');
+      await index.remove(ref, { ifImageId: entry.image_id });
+      return undefined;
+    }
+  }
+
+  async function ensureDeps(p: PreparedEnsure, emit: (e: BuildLogEvent) => void): Promise<{ entry: IndexEntry; hit: boolean }> {
+    const ref: EntryRef = { kind: 'deps', account: p.account, key: p.depsKey! };
+    const hit = await verified(ref);
+    if (hit) return { entry: hit, hit: true };
+    const flight = depsFlights.run(refId(ref), (emitDeps) => queued(() => buildDepsImage(buildDeps, p, emitDeps)));
+    const unsubscribe = flight.subscribe(emit);
+    try {
+      return { entry: await flight.promise, hit: false };
+    } finally {
+      unsubscribe();
+    }
+  }
+
+  async function buildFlow(p: PreparedEnsure, emit: (e: BuildLogEvent) => void): Promise<BuildOutcome> {
+    let depsEntry: IndexEntry | null = null;
+    let depsHit: boolean | null = null;
+    if (p.depsKey !== null) {
+      const d = await ensureDeps(p, emit);
+      depsEntry = d.entry;
+      depsHit = d.hit;
+    }
+    const entry = await queued(() => buildExecImage(buildDeps, p, depsEntry, depsHit === true, emit));
+    return { entry, depsHit };
+  }
+
+  return {
+    async prepare(request) {
+      const account = request.account ?? DEFAULT_ACCOUNT;
+      if (!ACCOUNT_PATTERN.test(account)) {
+        throw new RgridError('bad_request', `account ${JSON.stringify(account)} must match ${ACCOUNT_PATTERN.source}`);
+      }
+      const requirements = request.requirements ? requirementsDigest(request.requirements) : null;
+      // A file without a single requirement (only comments or options) installs nothing: same as none.
+      const hasRequirements = requirements !== null && requirements.lines.length > 0;
+      const runtime = await runtimes.resolve(request.runtime);
+      const sha = scriptSha256(request.script);
+      const depsKey = hasRequirements
+        ? computeDepsKey({
+            baseImageId: runtime.imageId,
+            requirementsSha256: requirements.sha256,
+            pipFingerprint: pipSettingsFingerprint(requirements.pipOptions, pipFingerprintWorker),
+          })
+        : null;
+      return {
+        account,
+        runtime,
+        script: request.script,
+        scriptSha256: sha,
+        requirements: hasRequirements ? { sha256: requirements.sha256, fileText: requirementsFileText(requirements.pipOptions, requirements.text) } : null,
+        depsKey,
+        imageKey: computeImageKey({ depsKey, baseImageId: runtime.imageId, scriptSha256: sha }),
+        startedAt: now(),
+      };
+    },
+
+    async ensure(p, options = {}) {
+      const imageRef: EntryRef = { kind: 'image', account: p.account, key: p.imageKey };
+      const depsRef: EntryRef | null = p.depsKey ? { kind: 'deps', account: p.account, key: p.depsKey } : null;
+      // Lease before hit: pinned before verification, so nothing can prune between verify and use.
+      const lease = options.leaseHolder ? leases.acquire(depsRef ? [imageRef, depsRef] : [imageRef], options.leaseHolder) : undefined;
+      const finish = (entry: IndexEntry, scriptHit: boolean, depsHit: boolean | null, built: boolean): { result: EnsureResult; lease?: Lease } => ({
+        result: {
+          image_id: entry.image_id,
+          image_key: p.imageKey,
+          deps_key: p.depsKey,
+          script_sha256: p.scriptSha256,
+          requirements_sha256: p.requirements?.sha256 ?? null,
+          script_cache_hit: scriptHit,
+          dependency_cache_hit: depsHit,
+          built,
+          duration_ms: now() - p.startedAt,
+          runtime: p.runtime.name,
+          account: p.account,
+        },
+        ...(lease ? { lease } : {}),
+      });
+      try {
+        const hit = await verified(imageRef);
+        if (hit) {
+          // The deps layer was "used" too (the image is built on it); one transaction for both.
+          const [touched] = await index.touch(depsRef ? [imageRef, depsRef] : [imageRef]);
+          return finish(touched ?? hit, true, depsRef ? true : null, false);
+        }
+        const flight = imageFlights.run(refId(imageRef), (emit) => buildFlow(p, emit));
+        const unsubscribe = options.onEvent ? flight.subscribe(options.onEvent) : () => false;
+        let outcome: BuildOutcome;
+        try {
+          outcome = await flight.promise;
+        } finally {
+          unsubscribe();
+        }
+        // The leader's build wrote use_count 1; every follower is one more use of the same entry.
+        const entry = flight.leader ? outcome.entry : ((await index.touch([imageRef]))[0] ?? outcome.entry);
+        return finish(entry, false, outcome.depsHit, flight.leader);
+      } catch (err) {
+        lease?.release();
+        throw err;
+      }
+    },
+
+    stats: () => ({ queued: queue.size, building: queue.pending, inflight: imageFlights.size + depsFlights.size }),
+
+    async drain() {
+      draining = true;
+      await queue.onIdle();
+    },
+
+    abandon() {
+      draining = true;
+      abort.abort();
+    },
+  };
+}
+

@@ -1,0 +1,194 @@
+import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { assertSafeFileName } from '../../common/file-names.js';
+import { RgridError } from '../../common/errors.js';
+import { AgentClient, type AgentEvent } from '../client/agent-client.js';
+
+/**
+ * `ensure`, `run` and `ls`: read local files, call the agent over its socket, print. Build progress goes
+ * to stderr when stderr is a terminal (or with --progress), so that on a failure a script reading stderr
+ * sees exactly one line: the reason.
+ */
+export interface CommonFlags {
+  socket?: string;
+  json?: boolean;
+  progress?: boolean;
+  quiet?: boolean;
+}
+
+export interface EnsureFlags extends CommonFlags {
+  script: string;
+  requirements?: string;
+  runtime?: string;
+  account?: string;
+}
+
+export interface RunFlags extends EnsureFlags {
+  input?: string[];
+  outputDir?: string;
+  timeout?: string;
+  memory?: string;
+  cpus?: string;
+}
+
+export function socketPath(flags: CommonFlags, env: { socket?: string | undefined }): string {
+  const path = flags.socket ?? env.socket;
+  if (!path) throw new RgridError('bad_request', 'no agent socket: pass --socket PATH or set RGRID_AGENT_SOCKET');
+  return path;
+}
+
+async function readInput(path: string, what: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new RgridError('bad_request', `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+}
+
+function progressPrinter(flags: CommonFlags): ((event: AgentEvent) => void) | undefined {
+  const show = !flags.quiet && (flags.progress === true || process.stderr.isTTY === true);
+  if (!show) return undefined;
+  return (event) => {
+    if (event.type === 'log') process.stderr.write(`[${String(event.stage)}] ${String(event.line)}\n`);
+  };
+}
+
+function positiveNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new RgridError('bad_request', `${flag} must be a positive number, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+export async function ensureCommand(flags: EnsureFlags, env: { socket?: string | undefined }): Promise<number> {
+  const script = await readInput(flags.script, 'script');
+  const requirements = flags.requirements ? await readInput(flags.requirements, 'requirements') : null;
+  const client = new AgentClient(socketPath(flags, env));
+  try {
+    const result = await client.ensure(
+      { script, requirements, ...(flags.runtime ? { runtime: flags.runtime } : {}), ...(flags.account ? { account: flags.account } : {}) },
+      progressPrinter(flags),
+    );
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+    } else {
+      const how = result.script_cache_hit ? 'hit' : result.built ? 'built' : 'shared build';
+      process.stdout.write(`${how} ${String(result.image_id)} image_key=${String(result.image_key).slice(0, 16)} (${String(result.duration_ms)} ms)\n`);
+    }
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+export async function runCommand(flags: RunFlags, env: { socket?: string | undefined }): Promise<number> {
+  const script = await readInput(flags.script, 'script');
+  const requirements = flags.requirements ? await readInput(flags.requirements, 'requirements') : null;
+  const inputs: Array<{ name: string; data: Buffer }> = [];
+  for (const path of flags.input ?? []) {
+    const name = basename(path);
+    assertSafeFileName(name);
+    inputs.push({ name, data: await readInput(path, 'input') });
+  }
+  const timeout = positiveNumber(flags.timeout, '--timeout');
+  const memory = positiveNumber(flags.memory, '--memory');
+  const cpus = positiveNumber(flags.cpus, '--cpus');
+  const outputDir = flags.outputDir ? resolve(flags.outputDir) : undefined;
+  if (outputDir) await mkdir(outputDir, { recursive: true });
+  const captured = { stdout: '', stderr: '' };
+  const files = new Map<string, FileHandle>();
+  const progress = progressPrinter(flags);
+  // Output chunks arrive in order; writes are chained so they land in order too.
+  let writes: Promise<unknown> = Promise.resolve();
+  const onEvent = (event: AgentEvent): void => {
+    if (event.type === 'stdout' || event.type === 'stderr') {
+      if (flags.json) captured[event.type] += String(event.data);
+      else process.stderr.write(String(event.data));
+    } else if (event.type === 'output' && outputDir) {
+      writes = writes.then(() => writeOutputChunk(outputDir, files, event));
+    } else progress?.(event);
+  };
+  const client = new AgentClient(socketPath(flags, env));
+  try {
+    const result = await client.run(
+      {
+        script,
+        requirements,
+        inputs,
+        collect_outputs: outputDir !== undefined,
+        ...(flags.runtime ? { runtime: flags.runtime } : {}),
+        ...(flags.account ? { account: flags.account } : {}),
+        ...(timeout !== undefined ? { timeout_s: timeout } : {}),
+        ...(memory !== undefined ? { memory_mb: Math.round(memory) } : {}),
+        ...(cpus !== undefined ? { cpus } : {}),
+      },
+      onEvent,
+    );
+    await writes;
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify({ ...result, ...captured })}\n`);
+    } else {
+      const status = result.timed_out ? 'timed out' : result.oom_killed ? 'killed: out of memory' : `exit ${String(result.exit_code)}`;
+      process.stdout.write(
+        `${status} (build ${String(result.build_ms)} ms, run ${String(result.run_ms)} ms, total ${String(result.total_ms)} ms${result.script_cache_hit ? ', cached image' : ''})\n`,
+      );
+    }
+    // Like `docker run` and timeout(1): the script's status is the command's status.
+    if (result.timed_out) return 124;
+    const code = Number(result.exit_code);
+    return Number.isInteger(code) && code >= 0 && code <= 255 ? code : 1;
+  } finally {
+    await writes.catch(() => undefined);
+    for (const handle of files.values()) await handle.close().catch(() => undefined);
+    await client.close();
+  }
+}
+
+async function writeOutputChunk(outputDir: string, files: Map<string, FileHandle>, event: AgentEvent): Promise<void> {
+  const name = String(event.name);
+  // The agent sends only safe relative paths; check again, this side writes the files.
+  for (const segment of name.split('/')) assertSafeFileName(segment);
+  let handle = files.get(name);
+  if (!handle) {
+    const path = join(outputDir, name);
+    await mkdir(dirname(path), { recursive: true });
+    handle = await open(path, 'w');
+    files.set(name, handle);
+  }
+  const data = Buffer.from(String(event.data), 'base64');
+  if (data.length) await handle.write(data);
+  if (event.eof === true) {
+    await handle.close();
+    files.delete(name);
+  }
+}
+
+export async function lsCommand(flags: CommonFlags & { kind?: string; account?: string }, env: { socket?: string | undefined }): Promise<number> {
+  const client = new AgentClient(socketPath(flags, env));
+  try {
+    const entries = await client.entries({
+      ...(flags.kind ? { kind: flags.kind } : {}),
+      ...(flags.account ? { account: flags.account } : {}),
+    });
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify(entries)}\n`);
+      return 0;
+    }
+    const rows = entries.map((e) => [
+      String(e.kind),
+      String(e.key).slice(0, 16),
+      String(e.image_id).replace(/^sha256:/, '').slice(0, 12),
+      String(e.runtime),
+      String(e.account),
+      String(e.last_used_at),
+      String(e.use_count),
+      `${(Number(e.size_bytes) / 1e6).toFixed(1)}MB`,
+    ]);
+    const header = ['KIND', 'KEY', 'IMAGE', 'RUNTIME', 'ACCOUNT', 'LAST USED', 'USES', 'SIZE'];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+    return 0;
+  } finally {
+    await client.close();
+  }
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { isRgridError, RgridError } from '../../common/errors.js';
+import { ensureCommand, lsCommand, runCommand } from './client-commands.js';
+import { serve } from './serve.js';
+
+/**
+ * rgrid-agent: `serve` runs the daemon; `ensure`, `run`, `ls` talk to it over its Unix socket. The
+ * environment is read here, once, and passed down (RGRID_AGENT_SOCKET); nothing reads it at import time.
+ * Failures print ONE line on stderr (`rgrid-agent: <code>: <reason>`) and exit 1; with --json the error
+ * body also goes to stdout as JSON (it carries e.g. the tail of pip's output).
+ */
+const env = { socket: process.env.RGRID_AGENT_SOCKET };
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+function fail(err: unknown, json: boolean): never {
+  const error = isRgridError(err) ? err : new RgridError('unavailable', (err as Error).message ?? String(err));
+  if (json) process.stdout.write(`${JSON.stringify({ error: error.code, message: error.message, ...(error.detail ? { detail: error.detail } : {}) })}\n`);
+  let line = `${error.code}: ${error.message}`;
+  // For a failed pip install, the one line carries pip's own verdict (the full tail is in --json detail).
+  const tail = error.detail?.output_tail;
+  if (Array.isArray(tail)) {
+    const verdict = [...tail].reverse().find((l) => typeof l === 'string' && /^(ERROR|error):/.test(l));
+    if (typeof verdict === 'string') line += ` — ${verdict}`;
+  }
+  process.stderr.write(`rgrid-agent: ${line.replace(/\s*\n\s*/g, ' ')}\n`);
+  process.exit(1);
+}
+
+function action<F extends { json?: boolean }>(run: (flags: F) => Promise<number>) {
+  return async (flags: F): Promise<void> => {
+    try {
+      process.exitCode = await run(flags);
+    } catch (err) {
+      fail(err, flags.json === true);
+    }
+  };
+}
+
+const program = new Command('rgrid-agent')
+  .description('rgrid worker agent: content-addressed image and dependency-layer cache over a local Docker engine')
+  .showHelpAfterError()
+  .exitOverride();
+
+program
+  .command('serve')
+  .description('run the agent daemon on a Unix socket')
+  .option('--config <file>', 'JSON config file (flags override it)')
+  .option('--socket <path>', 'Unix socket to listen on (default: $RGRID_AGENT_SOCKET)')
+  .option('--data-dir <dir>', 'directory for the LMDB index and run scratch space')
+  .option('--runtime <name=image>', 'runtime name mapped to a base image (repeatable)', collect)
+  .option('--default-runtime <name>', 'runtime used when a request names none')
+  .option('--build-network <mode>', 'network of build containers: none|host|default (default none)')
+  .option('--pip-find-links <dir>', 'wheelhouse directory; dependency builds then use --no-index')
+  .option('--pip-index-url <url>', 'package index URL for dependency builds')
+  .option('--build-concurrency <n>', 'builds running at once (default 1)')
+  .option('--run-network <mode>', 'network of run containers: none|host (default none)')
+  .option('--socket-group <group>', 'group owning the socket (mode 0660)')
+  .option('--drain-timeout <seconds>', 'on SIGTERM, time for builds and runs to finish (default 60)')
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+  .action(async (flags: Parameters<typeof serve>[0]) => {
+    try {
+      await serve(flags, env);
+    } catch (err) {
+      fail(err, false);
+    }
+  });
+
+const clientOptions = (cmd: Command): Command =>
+  cmd
+    .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+    .option('--progress', 'print build progress on stderr even when it is not a terminal')
+    .option('--quiet', 'no build progress');
+
+clientOptions(
+  program
+    .command('ensure')
+    .description('make sure the image for a script (and its requirements) exists; print its keys and hit flags')
+    .requiredOption('--script <file>', 'Python script')
+    .option('--requirements <file>', 'requirements.txt')
+    .option('--runtime <name>', 'runtime name (default: the agent default)')
+    .option('--account <name>', 'account the entry belongs to (default "default")')
+    .option('--json', 'print one JSON object'),
+).action(action((flags: Parameters<typeof ensureCommand>[0]) => ensureCommand(flags, env)));
+
+clientOptions(
+  program
+    .command('run')
+    .description('run a script in its cached image (built if missing); exit status is the script\'s')
+    .requiredOption('--script <file>', 'Python script')
+    .option('--requirements <file>', 'requirements.txt')
+    .option('--input <file...>', 'input file, read-only under /work/inputs/<name> (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .option('--output-dir <dir>', 'where files the script wrote to /work/outputs are copied')
+    .option('--runtime <name>', 'runtime name')
+    .option('--account <name>', 'account (default "default")')
+    .option('--timeout <seconds>', 'wall-clock limit; the container is killed after it')
+    .option('--memory <mb>', 'memory limit in MB')
+    .option('--cpus <n>', 'CPU limit')
+    .option('--json', 'print one JSON object (script output in its stdout/stderr fields)'),
+).action(action((flags: Parameters<typeof runCommand>[0]) => runCommand(flags, env)));
+
+clientOptions(
+  program
+    .command('ls')
+    .description('list index entries (script images and dependency layers)')
+    .option('--kind <kind>', 'image|deps')
+    .option('--account <name>', 'only this account')
+    .option('--json', 'print a JSON array'),
+).action(action((flags: Parameters<typeof lsCommand>[0]) => lsCommand(flags, env)));
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode);
+    fail(err, false);
+  }
+}
+
+void main();

@@ -1,0 +1,128 @@
+import { readFile } from 'node:fs/promises';
+import Type from 'typebox';
+import Value from 'typebox/value';
+import { RgridError } from '../common/errors.js';
+
+/**
+ * Every setting of the agent daemon, as one TypeBox schema: the type is derived from it, defaults live in
+ * it, and it is validated once at start (design.md §9). Sources, lowest precedence first: the schema's
+ * defaults, a JSON config file (`--config FILE`), then command-line flags. Nothing here reads
+ * process.env: the CLI passes what it found, so tests never mutate the environment.
+ *
+ * Keys are snake_case, the same spelling as the JSON config file and the socket API's JSON.
+ */
+const RuntimeName = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
+
+export const AgentConfigSchema = Type.Object(
+  {
+    /** Unix socket the API listens on. */
+    socket: Type.String({ minLength: 1 }),
+    /** Owns the LMDB index (`index/`) and per-run scratch directories (`runs/`). */
+    data_dir: Type.String({ minLength: 1 }),
+    /** Optional group (name or numeric gid) given to the socket, so members can use the CLI. */
+    socket_group: Type.Optional(Type.String({ minLength: 1 })),
+    /** Runtime name → base image reference (`python3.11` → `python:3.11-slim`). */
+    runtimes: Type.Record(RuntimeName, Type.String({ minLength: 1 }), { default: {} }),
+    /** Runtime used when a request names none; when absent and exactly one runtime exists, that one. */
+    default_runtime: Type.Optional(RuntimeName),
+    /** Network of build containers. `none`: pip can only use the wheelhouse (`pip_find_links`). */
+    build_network: Type.Union([Type.Literal('none'), Type.Literal('host'), Type.Literal('default')], { default: 'none' }),
+    /** Host directory of wheels copied into dependency builds; pip then runs with --no-index. */
+    pip_find_links: Type.Optional(Type.String({ minLength: 1 })),
+    /** Package index for dependency builds (needs a build network that reaches it). */
+    pip_index_url: Type.Optional(Type.String({ minLength: 1 })),
+    /** Builds running at once; further builds wait in the queue. */
+    build_concurrency: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
+    /** How long a resolved base image ID is trusted before the runtime's tag is inspected again. */
+    base_image_ttl_s: Type.Number({ minimum: 0, default: 30 }),
+    /** Network mode of run containers. */
+    run_network: Type.Union([Type.Literal('none'), Type.Literal('host')], { default: 'none' }),
+    run_memory_mb: Type.Integer({ minimum: 16, default: 1024 }),
+    run_cpus: Type.Number({ exclusiveMinimum: 0, default: 1 }),
+    run_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 3600 }),
+    run_pids_limit: Type.Integer({ minimum: 8, default: 256 }),
+    /** Largest request body (scripts, requirements and inputs travel base64-encoded inside JSON). */
+    max_request_mb: Type.Integer({ minimum: 1, default: 256 }),
+    /** On SIGTERM: time for in-flight builds and runs to finish before they are abandoned. Fits systemd's default 90 s TimeoutStopSec. */
+    drain_timeout_s: Type.Number({ minimum: 0, default: 60 }),
+    log_level: Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+      { default: 'info' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type AgentConfig = Type.Static<typeof AgentConfigSchema>;
+/** What the file or the flags may give: any subset, checked after merging. */
+export type AgentConfigInput = Partial<Record<keyof AgentConfig, unknown>>;
+
+/** Merges defaults < file < flags, validates once, and returns the fully filled config. */
+export function resolveConfig(fileValues: AgentConfigInput, flagValues: AgentConfigInput): AgentConfig {
+  const merged: Record<string, unknown> = { ...fileValues };
+  for (const [key, value] of Object.entries(flagValues)) {
+    if (value === undefined) continue;
+    // Runtimes from flags add to (and override by name) those of the file, so a flag can add one.
+    if (key === 'runtimes' && isPlainObject(merged.runtimes) && isPlainObject(value)) {
+      merged.runtimes = { ...merged.runtimes, ...value };
+    } else {
+      merged[key] = value;
+    }
+  }
+  const filled = Value.Default(AgentConfigSchema, merged);
+  if (!Value.Check(AgentConfigSchema, filled)) {
+    const first = Value.Errors(AgentConfigSchema, filled)
+      .slice(0, 3)
+      .map((e) => `${e.instancePath || '/'} ${e.message}`)
+      .join('; ');
+    throw new RgridError('bad_request', `invalid agent config: ${first}`);
+  }
+  if (filled.pip_find_links !== undefined && filled.pip_find_links.startsWith('/') === false) {
+    throw new RgridError('bad_request', 'invalid agent config: pip_find_links must be an absolute path');
+  }
+  if (filled.default_runtime !== undefined && !(filled.default_runtime in filled.runtimes)) {
+    throw new RgridError('bad_request', `invalid agent config: default_runtime ${filled.default_runtime} is not in runtimes`);
+  }
+  return filled;
+}
+
+export async function readConfigFile(path: string): Promise<AgentConfigInput> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new RgridError('bad_request', `cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new RgridError('bad_request', `config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isPlainObject(parsed)) throw new RgridError('bad_request', `config file ${path} must hold a JSON object`);
+  return parsed as AgentConfigInput;
+}
+
+/** `NAME=IMAGE` pairs from repeated `--runtime` flags. */
+export function parseRuntimeFlags(values: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const value of values) {
+    const eq = value.indexOf('=');
+    if (eq <= 0 || eq === value.length - 1) {
+      throw new RgridError('bad_request', `--runtime ${value}: expected NAME=IMAGE (e.g. python3.11=python:3.11-slim)`);
+    }
+    out[value.slice(0, eq)] = value.slice(eq + 1);
+  }
+  return out;
+}
+
+/** The runtime a request without one uses, or undefined when the choice would be a guess. */
+export function defaultRuntime(config: AgentConfig): string | undefined {
+  if (config.default_runtime) return config.default_runtime;
+  const names = Object.keys(config.runtimes);
+  return names.length === 1 ? names[0] : undefined;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

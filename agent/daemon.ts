@@ -1,0 +1,147 @@
+import { chmod, chown, mkdir, readFile, unlink } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { RgridError } from '../common/errors.js';
+import { buildAgentApp, type DaemonPhase } from './api/app.js';
+import { createImageCache, type ImageCache } from './builder/image-cache.js';
+import { createRuntimeResolver } from './builder/runtimes.js';
+import type { AgentConfig } from './config.js';
+import { createIndex, type AgentIndex } from './index/index.js';
+import { createLeaseTable } from './index/leases.js';
+import { createRunner, type Runner } from './runner/run.js';
+import { repairOnStart } from './startup-repair.js';
+
+/**
+ * The daemon's lifecycle as an explicit state union (design.md §9, after temporal's worker):
+ *   starting → running → draining → stopped, or → failed from starting/draining.
+ * `stop()` is what the one signal handler calls: stop accepting work, let builds and runs finish until the
+ * drain deadline, then abandon what is left (builds aborted, run containers killed), close the index.
+ */
+export type DaemonState =
+  | { phase: 'starting' }
+  | { phase: 'running'; since: number }
+  | { phase: 'draining'; deadline: number }
+  | { phase: 'stopped'; clean: boolean }
+  | { phase: 'failed'; error: string };
+
+export interface Daemon {
+  state(): DaemonState;
+  /** Resolves when stopped; `clean` is false when the deadline forced work to be abandoned. */
+  stop(reason: string): Promise<{ clean: boolean }>;
+  /** For tests and the benchmark: the listening app. */
+  readonly app: FastifyInstance;
+}
+
+export interface DaemonDeps {
+  config: AgentConfig;
+  logger: Logger;
+  version: string;
+  docker?: Docker;
+}
+
+export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
+  const { config, logger } = deps;
+  let state: DaemonState = { phase: 'starting' };
+  const phase = (): DaemonPhase => state.phase;
+  const docker = deps.docker ?? new Docker();
+  let index: AgentIndex | undefined;
+  try {
+    await mkdir(config.data_dir, { recursive: true, mode: 0o700 });
+    try {
+      await docker.ping();
+    } catch {
+      throw new RgridError('engine_unavailable', 'cannot reach the Docker engine (is dockerd running, is /var/run/docker.sock accessible?)');
+    }
+    index = createIndex({ path: join(config.data_dir, 'index') });
+    const repair = await repairOnStart(docker, index, config.data_dir, logger);
+    logger.info({ ...repair, agent_id: index.agentId, entries: index.list().length }, 'index checked against the engine');
+    const leases = createLeaseTable();
+    const runtimes = createRuntimeResolver(docker, config);
+    for (const name of runtimes.names()) {
+      await runtimes.resolve(name).then(
+        (r) => logger.info({ runtime: name, image: r.image, image_id: r.imageId }, 'runtime ready'),
+        (err: unknown) => logger.warn({ runtime: name, msg: (err as Error).message }, 'runtime base image unavailable'),
+      );
+    }
+    const cache = createImageCache({ docker, index, leases, runtimes, config, logger });
+    const runner = createRunner({ docker, cache, config, agentId: index.agentId, logger });
+    const startedAt = Date.now();
+    const app = await buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt });
+    await removeStaleSocket(config.socket);
+    await app.listen({ path: config.socket });
+    // Owner and group only: the socket is the agent's whole authority over the engine.
+    await chmod(config.socket, 0o660);
+    if (config.socket_group !== undefined) await chown(config.socket, process.getuid?.() ?? 0, await groupId(config.socket_group));
+    state = { phase: 'running', since: startedAt };
+    logger.info({ socket: config.socket }, 'agent listening');
+    return makeDaemon(app, index, cache, runner);
+  } catch (err) {
+    state = { phase: 'failed', error: (err as Error).message };
+    await index?.close().catch(() => undefined);
+    throw err;
+  }
+
+  function makeDaemon(app: FastifyInstance, idx: AgentIndex, cache: ImageCache, runner: Runner): Daemon {
+    let stopping: Promise<{ clean: boolean }> | undefined;
+    return {
+      app,
+      state: () => state,
+      stop(reason) {
+        stopping ??= (async () => {
+          const deadline = Date.now() + config.drain_timeout_s * 1000;
+          state = { phase: 'draining', deadline };
+          logger.info({ reason, drain_timeout_s: config.drain_timeout_s, builds: cache.stats(), runs: runner.active }, 'draining');
+          // app.close() stops the listener and waits for in-flight requests (their builds and runs).
+          const closed = Promise.all([app.close(), cache.drain()]).then(() => true);
+          let timer: NodeJS.Timeout | undefined;
+          const timedOut = new Promise<boolean>((resolve) => {
+            timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+          });
+          let clean = await Promise.race([closed, timedOut]);
+          clearTimeout(timer);
+          if (!clean) {
+            logger.warn({ builds: cache.stats(), runs: runner.active }, 'drain deadline passed; abandoning builds and runs');
+            // Aborting the builds' engine requests cancels them; nothing was written for them.
+            cache.abandon();
+            app.server.closeAllConnections();
+            await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
+            clean = false;
+          }
+          await idx.flushed().catch(() => undefined);
+          await idx.close();
+          state = { phase: 'stopped', clean };
+          logger.info({ clean }, 'stopped');
+          return { clean };
+        })();
+        return stopping;
+      },
+    };
+  }
+}
+
+/** A socket file left by a killed agent is removed; one that answers belongs to a live agent: refuse. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const alive = await new Promise<boolean>((resolve) => {
+    const socket = connect(path);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+  if (alive) throw new RgridError('conflict', `another agent is listening on ${path}`);
+  await unlink(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}
+
+async function groupId(group: string): Promise<number> {
+  if (/^\d+$/.test(group)) return Number(group);
+  const line = (await readFile('/etc/group', 'utf8')).split('\n').find((l) => l.split(':')[0] === group);
+  const gid = line?.split(':')[2];
+  if (gid === undefined) throw new RgridError('bad_request', `socket_group ${group} does not exist`);
+  return Number(gid);
+}

@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { EntryKind, EntryRef, IndexEntry } from './types.js';
+
+/**
+ * The agent's LMDB index (design.md §5): one environment at `<data_dir>/index`, named sub-databases
+ *
+ *   entries.image  [account, image_key] → IndexEntry (kind "image")
+ *   entries.deps   [account, deps_key]  → IndexEntry (kind "deps")
+ *   meta           string              → value (`agent_id`, `schema_version`)
+ *
+ * Keys are lmdb-js ordered-binary arrays, so all entries of one account form one contiguous range.
+ *
+ * Durability: every write method resolves only after its LMDB transaction has committed. With lmdb-js's
+ * default overlappingSync, "committed" means written to the data file (it survives the agent being
+ * SIGKILLed: the pages are in the OS page cache) and the fsync follows asynchronously (`flushed()`); so a
+ * hit's touch is durable against an agent crash before the response is sent, and against a power loss
+ * within one sync interval. Concurrent touches of one event turn are batched into one commit by lmdb-js.
+ */
+export const INDEX_SCHEMA_VERSION = 1;
+
+export interface ListFilter {
+  kind?: EntryKind;
+  account?: string;
+}
+
+export interface AgentIndex {
+  /** Stable identity of this agent's data dir; labels its build leftovers so only it cleans them up. */
+  readonly agentId: string;
+  get(ref: EntryRef): IndexEntry | undefined;
+  list(filter?: ListFilter): IndexEntry[];
+  /** Script images built FROM the given deps layer (same account). The pruner keeps such a layer. */
+  dependentsOf(deps: EntryRef): IndexEntry[];
+  /**
+   * Writes a freshly built entry and touches related entries (e.g. the deps layer it was built on) in
+   * one transaction. An existing entry for the same ref is replaced (a self-healed rebuild).
+   */
+  putBuilt(entry: IndexEntry, alsoTouch?: readonly EntryRef[]): Promise<void>;
+  /**
+   * Records a use of each ref in one transaction: last_used_at = now, use_count += 1. Refs that no longer
+   * exist are skipped. Returns the updated entries (undefined for skipped ones).
+   */
+  touch(refs: readonly EntryRef[], now?: number): Promise<Array<IndexEntry | undefined>>;
+  /**
+   * Removes an entry. With `ifImageId`, only when it still points at that image (so a stale view never
+   * removes an entry that a concurrent rebuild just replaced). Resolves to whether it removed something.
+   */
+  remove(ref: EntryRef, options?: { ifImageId?: string }): Promise<boolean>;
+  /** Resolves when everything committed so far is fsynced. */
+  flushed(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface IndexDeps {
+  /** Directory of the LMDB environment. */
+  path: string;
+  now?: () => number;
+}
+
+export function createIndex(deps: IndexDeps): AgentIndex {
+  const now = deps.now ?? Date.now;
+  const root: RootDatabase = open({ path: deps.path, maxDbs: 8 });
+  const tables: Record<EntryKind, Database<IndexEntry, [string, string]>> = {
+    image: root.openDB<IndexEntry, [string, string]>({ name: 'entries.image' }),
+    deps: root.openDB<IndexEntry, [string, string]>({ name: 'entries.deps' }),
+  };
+  const meta = root.openDB<string | number, string>({ name: 'meta' });
+
+  // Created once per data dir and kept: the same agent after a restart recognizes its own leftovers.
+  let agentId = meta.get('agent_id');
+  if (typeof agentId !== 'string') {
+    agentId = randomUUID();
+    meta.transactionSync(() => {
+      meta.putSync('agent_id', agentId!);
+      meta.putSync('schema_version', INDEX_SCHEMA_VERSION);
+    });
+  }
+  const id: string = agentId;
+
+  const keyOf = (ref: EntryRef): [string, string] => [ref.account, ref.key];
+
+  function list(filter: ListFilter = {}): IndexEntry[] {
+    const kinds: EntryKind[] = filter.kind ? [filter.kind] : ['image', 'deps'];
+    const out: IndexEntry[] = [];
+    for (const kind of kinds) {
+      // [account] sorts before every [account, key]; [account + '\u0001'] after all of them ('\0' is not allowed).
+      const range = filter.account !== undefined ? { start: [filter.account], end: [`${filter.account}\u0001`] } : {};
+      for (const { value } of tables[kind].getRange(range as { start?: [string, string] })) out.push(value);
+    }
+    return out;
+  }
+
+  return {
+    agentId: id,
+    get: (ref) => tables[ref.kind].get(keyOf(ref)),
+    list,
+    dependentsOf: (depsRef) =>
+      list({ kind: 'image', account: depsRef.account }).filter((e) => e.deps_key === depsRef.key),
+    async putBuilt(entry, alsoTouch = []) {
+      const at = now();
+      await root.transaction(() => {
+        tables[entry.kind].put(keyOf(entry), entry);
+        for (const ref of alsoTouch) {
+          const current = tables[ref.kind].get(keyOf(ref));
+          if (current) tables[ref.kind].put(keyOf(ref), { ...current, last_used_at: at, use_count: current.use_count + 1 });
+        }
+      });
+    },
+    async touch(refs, at = now()) {
+      return root.transaction(() =>
+        refs.map((ref) => {
+          const current = tables[ref.kind].get(keyOf(ref));
+          if (!current) return undefined;
+          const updated = { ...current, last_used_at: Math.max(at, current.last_used_at), use_count: current.use_count + 1 };
+          tables[ref.kind].put(keyOf(ref), updated);
+          return updated;
+        }),
+      );
+    },
+    async remove(ref, options = {}) {
+      return root.transaction(() => {
+        const current = tables[ref.kind].get(keyOf(ref));
+        if (!current) return false;
+        if (options.ifImageId !== undefined && current.image_id !== options.ifImageId) return false;
+        tables[ref.kind].remove(keyOf(ref));
+        return true;
+      });
+    },
+    async flushed() {
+      await root.flushed;
+    },
+    async close() {
+      await root.close();
+    },
+  };
+}
