@@ -103,7 +103,9 @@ export async function engineBuild(docker: Docker, files: readonly ContextFile[],
     if (message.error || message.errorDetail) failure = message.errorDetail?.message ?? message.error ?? 'build failed';
     const text = message.stream ?? message.status;
     if (text === undefined) return;
-    for (const line of text.replace(/\r/g, '\n').split('\n')) {
+    // The classic builder colours a step's stderr with ANSI escapes: strip them for logs and errors.
+    // eslint-disable-next-line no-control-regex
+    for (const line of text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '\n').split('\n')) {
       const trimmed = line.trimEnd();
       if (!trimmed) continue;
       // Each "Step n/m" starts a new step: the tail should show only the failing step's output.
@@ -126,8 +128,13 @@ export async function engineBuild(docker: Docker, files: readonly ContextFile[],
     throw engineError('build stream broke', err);
   }
   if (failure !== undefined) {
-    const output = tail.filter((l) => !/^Step \d+\/\d+ :/.test(l)).slice(-TAIL_LINES);
-    throw new RgridError('build_failed', `image build failed: ${failure.split('\n')[0]}`, { output_tail: output });
+    const output = tail.filter((l) => !/^(Step \d+\/\d+ :| ---> |Removing intermediate container )/.test(l)).slice(-TAIL_LINES);
+    // pip's own verdict ("ERROR: No matching distribution found for …") says more than the engine's
+    // "The command … returned a non-zero code: 1"; the exit code is kept from the latter.
+    const verdict = [...output].reverse().find((l) => /^ERROR:/.test(l));
+    const exit = /non-zero code: (\d+)/.exec(failure)?.[1];
+    const reason = verdict ? `${verdict}${exit ? ` (exit ${exit})` : ''}` : failure.split('\n')[0];
+    throw new RgridError('build_failed', `image build failed: ${reason}`, { output_tail: output, engine_message: failure.split('\n')[0] });
   }
   if (!imageId) throw new RgridError('build_failed', 'image build finished without reporting an image ID', { output_tail: tail });
   return imageId;

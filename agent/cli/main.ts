@@ -16,14 +16,8 @@ const collect = (value: string, previous: string[] = []): string[] => [...previo
 function fail(err: unknown, json: boolean): never {
   const error = isRgridError(err) ? err : new RgridError('unavailable', (err as Error).message ?? String(err));
   if (json) process.stdout.write(`${JSON.stringify({ error: error.code, message: error.message, ...(error.detail ? { detail: error.detail } : {}) })}\n`);
-  let line = `${error.code}: ${error.message}`;
-  // For a failed pip install, the one line carries pip's own verdict (the full tail is in --json detail).
-  const tail = error.detail?.output_tail;
-  if (Array.isArray(tail)) {
-    const verdict = [...tail].reverse().find((l) => typeof l === 'string' && /^(ERROR|error):/.test(l));
-    if (typeof verdict === 'string') line += ` — ${verdict}`;
-  }
-  process.stderr.write(`rgrid-agent: ${line.replace(/\s*\n\s*/g, ' ')}\n`);
+  // One line, always: a message with newlines is folded (the full pip tail is in the --json detail).
+  process.stderr.write(`rgrid-agent: ${error.code}: ${error.message.replace(/\s*\n\s*/g, ' ')}\n`);
   process.exit(1);
 }
 

@@ -50,8 +50,14 @@ export class AgentClient {
     return (await this.json('GET', '/v1/health')) as Record<string, unknown>;
   }
 
+  /** Waits for requests in flight, then closes the connection. */
   async close(): Promise<void> {
     await this.client.close();
+  }
+
+  /** Closes now; requests in flight fail. */
+  async destroy(): Promise<void> {
+    await this.client.destroy();
   }
 
   private async json(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
