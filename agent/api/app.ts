@@ -50,10 +50,15 @@ export function renderEntry(e: IndexEntry): Record<string, unknown> {
   };
 }
 
+/** Never more verbose than the agent's level; at info, Fastify's own request lines are left out. */
+function httpLogLevel(logger: Logger): string {
+  return logger.isLevelEnabled('debug') || !logger.isLevelEnabled('warn') ? logger.level : 'warn';
+}
+
 export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     // Fastify's per-request lines (info) would dominate the hit path; they show only at debug/trace.
-    loggerInstance: deps.logger.child({ component: 'http' }, { level: deps.logger.isLevelEnabled('debug') ? deps.logger.level : 'warn' }) as FastifyBaseLogger,
+    loggerInstance: deps.logger.child({ component: 'http' }, { level: httpLogLevel(deps.logger) }) as FastifyBaseLogger,
     bodyLimit: deps.config.max_request_mb * 1024 * 1024,
   }).withTypeProvider<TypeBoxTypeProvider>();
   installErrorHandler(app);

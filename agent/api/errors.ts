@@ -8,7 +8,7 @@ import { isRgridError, type ErrorBody } from '../../common/errors.js';
  */
 export function errorResponse(err: unknown, log: FastifyBaseLogger): { status: number; body: ErrorBody } {
   if (isRgridError(err)) {
-    if (err.httpStatus >= 500) log.warn({ code: err.code, msg: err.message }, 'request failed');
+    if (err.httpStatus >= 500) log.warn({ code: err.code, reason: err.message }, 'request failed');
     return { status: err.httpStatus, body: { error: err.code, message: err.message, ...(err.detail ? { detail: err.detail } : {}) } };
   }
   const fe = err as Partial<FastifyError>;
