@@ -110,6 +110,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
             await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
             clean = false;
           }
+          await cache.close().catch(() => undefined);
           await idx.flushed().catch(() => undefined);
           await idx.close();
           state = { phase: 'stopped', clean };

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { RgridError } from './errors.js';
 
 /** Every rgrid digest: SHA-256, lower-case hex, 64 characters (design.md §3). */
@@ -27,18 +27,33 @@ export interface FileDigest {
 }
 
 /**
- * Hashes a file as a stream, so a multi-gigabyte input never sits in memory. The 1 MiB read size keeps
- * the per-chunk overhead of the stream machinery small next to the hashing itself.
+ * Hashes a file in 1 MiB chunks, so a multi-gigabyte input never sits in memory. Two buffers alternate:
+ * the next chunk is read (in libuv's thread pool) while the current one is hashed on this thread, and no
+ * buffer is allocated per chunk — this keeps file hashing close to the in-memory hash rate (issue 2's
+ * goal: at least 80% of `openssl speed sha256`), where a plain read stream reached about half of it.
  */
+const FILE_CHUNK = 1 << 20;
+
 export async function sha256File(path: string): Promise<FileDigest> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    hash.update(buf);
+  const handle = await open(path, 'r');
+  try {
+    const hash = createHash('sha256');
+    let ready = Buffer.allocUnsafe(FILE_CHUNK);
+    let next = Buffer.allocUnsafe(FILE_CHUNK);
+    let size = 0;
+    let pending = handle.read(ready, 0, FILE_CHUNK, null);
+    for (;;) {
+      const { bytesRead } = await pending;
+      if (bytesRead === 0) break;
+      pending = handle.read(next, 0, FILE_CHUNK, null); // read ahead while this chunk is hashed
+      hash.update(ready.subarray(0, bytesRead));
+      size += bytesRead;
+      [ready, next] = [next, ready];
+    }
+    return { sha256: hash.digest('hex'), size };
+  } finally {
+    await handle.close();
   }
-  return { sha256: hash.digest('hex'), size };
 }
 
 /**

@@ -9,7 +9,7 @@ import type { LeaseTable } from '../index/leases.js';
 import type { IndexEntry } from '../index/types.js';
 import type { Runner } from '../runner/run.js';
 import { installErrorHandler } from './errors.js';
-import { startNdjson } from './ndjson.js';
+import { respondNdjson } from './ndjson.js';
 import { EnsureBody, EntriesQuery, RunBody, decodeBase64 } from './schemas.js';
 
 /**
@@ -95,9 +95,7 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
       script: decodeBase64(body.script, 'script'),
       requirements: body.requirements ? decodeBase64(body.requirements, 'requirements') : null,
     });
-    const op = startNdjson(request, reply);
-    op.run(async () => (await deps.cache.ensure(prepared, { onEvent: (e) => op.emit({ ...e }) })).result);
-    return reply;
+    return respondNdjson(request, reply, async (op) => (await deps.cache.ensure(prepared, { onEvent: (e) => op.emit({ ...e }) })).result);
   });
 
   app.post('/v1/run', { schema: { body: RunBody } }, async (request, reply) => {
@@ -113,9 +111,7 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
       cpus: body.cpus,
       collect_outputs: body.collect_outputs,
     });
-    const op = startNdjson(request, reply);
-    op.run(() => deps.runner.run(prepared, { onEvent: (e) => op.emit({ ...e }), signal: op.signal }));
-    return reply;
+    return respondNdjson(request, reply, (op) => deps.runner.run(prepared, { onEvent: (e) => op.emit({ ...e }), signal: op.signal }));
   });
 
   return app;

@@ -5,39 +5,55 @@ import { errorResponse } from './errors.js';
 /**
  * Long operations answer 200 with `application/x-ndjson`: one JSON object per line, progress events
  * first, then exactly one terminal line, `{"type":"result",...}` or `{"type":"error",error,message,detail?}`.
- * Errors found before the stream starts (bad input) are ordinary HTTP errors from the error handler.
+ *
+ * The stream starts lazily, with the first progress event. An operation that finishes without any (a
+ * cache hit: the hot path) is answered with its single result line as one plain body, which saves the
+ * streaming machinery's cost on every hit; one that fails before any event gets an ordinary HTTP error
+ * from the error handler. Clients read both the same way (see client/agent-client.ts).
  */
 export const NDJSON = 'application/x-ndjson; charset=utf-8';
 
-export interface NdjsonOperation<R> {
+export type ProgressEvent = { type: string } & Record<string, unknown>;
+
+export interface NdjsonOperation {
   /** Aborted when the client goes away before the terminal line was written. */
   signal: AbortSignal;
-  emit(event: { type: string } & Record<string, unknown>): void;
-  run(work: () => Promise<R>): void;
+  emit(event: ProgressEvent): void;
 }
 
-export function startNdjson<R extends object>(request: FastifyRequest, reply: FastifyReply): NdjsonOperation<R> {
-  const out = new PassThrough();
+export function respondNdjson<R extends object>(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  work: (op: NdjsonOperation) => Promise<R>,
+): FastifyReply {
   const aborter = new AbortController();
   let finished = false;
+  let stream: PassThrough | undefined;
   reply.raw.on('close', () => {
     if (!finished) aborter.abort();
   });
-  const write = (event: object): void => {
-    if (!out.writableEnded) out.write(`${JSON.stringify(event)}\n`);
+  const line = (event: object): string => `${JSON.stringify(event)}\n`;
+  const emit = (event: ProgressEvent): void => {
+    if (!stream) {
+      stream = new PassThrough();
+      void reply.type(NDJSON).send(stream);
+    }
+    if (!stream.writableEnded) stream.write(line(event));
   };
-  void reply.type(NDJSON).send(out);
-  return {
-    signal: aborter.signal,
-    emit: write,
-    run(work) {
-      work()
-        .then((result) => write({ type: 'result', ...result }))
-        .catch((err: unknown) => write({ type: 'error', ...errorResponse(err, request.log).body }))
-        .finally(() => {
-          finished = true;
-          out.end();
-        });
-    },
-  };
+  work({ signal: aborter.signal, emit })
+    .then(
+      (result) => {
+        if (stream) stream.write(line({ type: 'result', ...result }));
+        else void reply.type(NDJSON).send(line({ type: 'result', ...result }));
+      },
+      (err: unknown) => {
+        if (stream) stream.write(line({ type: 'error', ...errorResponse(err, request.log).body }));
+        else void reply.send(err);
+      },
+    )
+    .finally(() => {
+      finished = true;
+      stream?.end();
+    });
+  return reply;
 }

@@ -7,7 +7,7 @@ import type { AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import type { Lease, LeaseTable } from '../index/leases.js';
 import { refId, type EntryRef, type IndexEntry } from '../index/types.js';
-import { engineError, isNotFound } from './engine-build.js';
+import { createImageProbe } from './image-probe.js';
 import { buildDepsImage, buildExecImage, type BuildContextDeps } from './image-builds.js';
 import { requirementsFileText, workerPipFingerprintOptions } from './recipe.js';
 import type { RuntimeResolver } from './runtimes.js';
@@ -37,6 +37,7 @@ export interface ImageCache {
   drain(): Promise<void>;
   /** Aborts the builds still running (the drain deadline passed). */
   abandon(): void;
+  close(): Promise<void>;
 }
 
 export interface ImageCacheDeps {
@@ -64,6 +65,7 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
   let draining = false;
   const pipFingerprintWorker = workerPipFingerprintOptions({ findLinksDir: config.pip_find_links, indexUrl: config.pip_index_url });
   const buildDeps: BuildContextDeps = { docker, index, config, logger, signal: abort.signal, now };
+  const probe = createImageProbe(docker);
 
   /** Runs a build through the one queue; a build that had not started when draining began never starts. */
   async function queued<T>(work: () => Promise<T>): Promise<T> {
@@ -74,19 +76,19 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
     });
   }
 
-  /** An entry whose image the engine confirms; a vanished image drops the entry (self-heal, never an error). */
+  /** Drops an entry whose image vanished behind the agent's back (self-heal: the caller rebuilds). */
+  async function dropVanished(entry: IndexEntry): Promise<void> {
+    logger.warn({ kind: entry.kind, key: entry.key, account: entry.account, image_id: entry.image_id }, 'cached image vanished from the engine; dropping the entry and rebuilding');
+    await index.remove(entry, { ifImageId: entry.image_id });
+  }
+
+  /** An entry whose image the engine confirms; a vanished image drops the entry (never an error). */
   async function verified(ref: EntryRef): Promise<IndexEntry | undefined> {
     const entry = index.get(ref);
     if (!entry) return undefined;
-    try {
-      await docker.getImage(entry.image_id).inspect();
-      return entry;
-    } catch (err) {
-      if (!isNotFound(err)) throw engineError('verifying a cached image failed', err);
-      logger.warn({ ref, image_id: entry.image_id }, 'cached image vanished from the engine; dropping the entry and rebuilding');
-      await index.remove(ref, { ifImageId: entry.image_id });
-      return undefined;
-    }
+    if (await probe.exists(entry.image_id)) return entry;
+    await dropVanished(entry);
+    return undefined;
   }
 
   async function ensureDeps(p: PreparedEnsure, emit: (e: BuildLogEvent) => void): Promise<{ entry: IndexEntry; hit: boolean }> {
@@ -166,11 +168,18 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
         ...(lease ? { lease } : {}),
       });
       try {
-        const hit = await verified(imageRef);
-        if (hit) {
-          // The deps layer was "used" too (the image is built on it); one transaction for both.
-          const [touched] = await index.touch(depsRef ? [imageRef, depsRef] : [imageRef]);
-          return finish(touched ?? hit, true, depsRef ? true : null, false);
+        const cached = index.get(imageRef);
+        if (cached) {
+          // The touch commits while the engine is asked, so a hit costs max(verify, commit), not the sum.
+          // The deps layer counts as used too (the image is built on it): one transaction for both.
+          const touch = index.touch(depsRef ? [imageRef, depsRef] : [imageRef]);
+          const alive = await probe.exists(cached.image_id).catch(async (err: unknown) => {
+            await touch.catch(() => undefined);
+            throw err;
+          });
+          const [touched] = await touch;
+          if (alive) return finish(touched ?? cached, true, depsRef ? true : null, false);
+          await dropVanished(cached);
         }
         const flight = imageFlights.run(refId(imageRef), (emit) => buildFlow(p, emit));
         const unsubscribe = options.onEvent ? flight.subscribe(options.onEvent) : () => false;
@@ -200,6 +209,8 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
       draining = true;
       abort.abort();
     },
+
+    close: () => probe.close(),
   };
 }
 

@@ -28,6 +28,7 @@ describe('agent socket API', () => {
       stats: () => ({ queued: 0, building: 0, inflight: 0 }),
       drain: async () => undefined,
       abandon: () => undefined,
+      close: async () => undefined,
     };
     const runner = { active: 0, prepare: async () => Promise.reject(new Error('unused')), run: async () => Promise.reject(new Error('unused')) } as unknown as Runner;
     app = await buildAgentApp({
@@ -107,15 +108,36 @@ describe('agent socket API', () => {
     ]);
   });
 
-  it('ends the stream with an error line for typed errors, and never leaks an internal message', async () => {
+  it('ends a started stream with an error line; fails with a plain HTTP error before any event', async () => {
     prepareImpl = async () => ({}) as Awaited<ReturnType<ImageCache['prepare']>>;
-    ensureImpl = async () => Promise.reject(new RgridError('build_failed', 'image build failed: ERROR: nope', { output_tail: ['ERROR: nope'] }));
-    const typed = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
-    expect(JSON.parse(typed.body.trim())).toEqual({ type: 'error', error: 'build_failed', message: 'image build failed: ERROR: nope', detail: { output_tail: ['ERROR: nope'] } });
+    const failure = new RgridError('build_failed', 'image build failed: ERROR: nope', { output_tail: ['ERROR: nope'] });
+    ensureImpl = async (_p, o) => {
+      o?.onEvent?.({ type: 'log', stage: 'deps', line: 'Step 6/9' });
+      throw failure;
+    };
+    const streamed = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
+    expect(streamed.statusCode).toBe(200);
+    expect(JSON.parse(streamed.body.trim().split('\n')[1]!)).toEqual({ type: 'error', error: 'build_failed', message: 'image build failed: ERROR: nope', detail: { output_tail: ['ERROR: nope'] } });
+    ensureImpl = async () => Promise.reject(failure);
+    const early = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
+    expect(early.statusCode).toBe(422);
+    expect(early.json()).toEqual({ error: 'build_failed', message: 'image build failed: ERROR: nope', detail: { output_tail: ['ERROR: nope'] } });
+  });
+
+  it('never leaks an internal error message', async () => {
+    prepareImpl = async () => ({}) as Awaited<ReturnType<ImageCache['prepare']>>;
+    ensureImpl = async (_p, o) => {
+      o?.onEvent?.({ type: 'log', stage: 'deps', line: 'Step 1/9' });
+      throw new Error('ENOENT /secret/host/path');
+    };
+    const streamed = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
+    expect(streamed.body).not.toContain('secret');
+    expect(JSON.parse(streamed.body.trim().split('\n')[1]!)).toMatchObject({ type: 'error', error: 'internal' });
     ensureImpl = async () => Promise.reject(new Error('ENOENT /secret/host/path'));
-    const internal = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
-    expect(internal.body).not.toContain('secret');
-    expect(JSON.parse(internal.body.trim())).toMatchObject({ type: 'error', error: 'internal' });
+    const early = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
+    expect(early.statusCode).toBe(500);
+    expect(early.body).not.toContain('secret');
+    expect(early.json()).toEqual({ error: 'internal', message: 'internal error (see the agent log)' });
   });
 
   it('answers 404 in the error shape, and 503 shutting_down while draining (health still answers)', async () => {

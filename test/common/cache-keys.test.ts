@@ -40,6 +40,12 @@ describe('script_sha256', () => {
       const data = Buffer.alloc(3 * 1024 * 1024 + 17, 7);
       writeFileSync(join(dir, 'f'), data);
       expect(await sha256File(join(dir, 'f'))).toEqual({ sha256: sha(data), size: data.length });
+      // Edge sizes of the double-buffered reader: empty, exactly one chunk, an exact multiple of it.
+      for (const size of [0, 1 << 20, 2 << 20]) {
+        const bytes = Buffer.alloc(size, size % 251);
+        writeFileSync(join(dir, `e${size}`), bytes);
+        expect(await sha256File(join(dir, `e${size}`))).toEqual({ sha256: sha(bytes), size });
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
