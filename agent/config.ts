@@ -100,7 +100,7 @@ export async function readConfigFile(path: string): Promise<AgentConfigInput> {
     throw new RgridError('bad_request', `config file ${path} is not valid JSON: ${(err as Error).message}`);
   }
   if (!isPlainObject(parsed)) throw new RgridError('bad_request', `config file ${path} must hold a JSON object`);
-  return parsed as AgentConfigInput;
+  return parsed;
 }
 
 /** `NAME=IMAGE` pairs from repeated `--runtime` flags. */

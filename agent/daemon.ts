@@ -69,7 +69,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     const cache = createImageCache({ docker, index, leases, runtimes, config, logger });
     const runner = createRunner({ docker, cache, config, agentId: index.agentId, logger });
     const startedAt = Date.now();
-    const app = await buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt });
+    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
     // Owner and group only: the socket is the agent's whole authority over the engine.

@@ -55,22 +55,24 @@ function httpLogLevel(logger: Logger): string {
   return logger.isLevelEnabled('debug') || !logger.isLevelEnabled('warn') ? logger.level : 'warn';
 }
 
-export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance> {
+export function buildAgentApp(deps: AgentAppDeps): FastifyInstance {
+  // Fastify's per-request lines (info) would dominate the hit path; they show only at debug/trace.
+  // Typed as Fastify's logger so the app keeps Fastify's default logger type.
+  const httpLogger: FastifyBaseLogger = deps.logger.child({ component: 'http' }, { level: httpLogLevel(deps.logger) });
   const app = Fastify({
-    // Fastify's per-request lines (info) would dominate the hit path; they show only at debug/trace.
-    loggerInstance: deps.logger.child({ component: 'http' }, { level: httpLogLevel(deps.logger) }) as FastifyBaseLogger,
+    loggerInstance: httpLogger,
     bodyLimit: deps.config.max_request_mb * 1024 * 1024,
   }).withTypeProvider<TypeBoxTypeProvider>();
   installErrorHandler(app);
 
   // While draining, only health answers: new work would be abandoned at the deadline anyway.
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     if (deps.phase() !== 'running' && !request.url.startsWith('/v1/health')) {
-      throw new RgridError('shutting_down', `the agent is ${deps.phase()}; not accepting new requests`);
-    }
+      done(new RgridError('shutting_down', `the agent is ${deps.phase()}; not accepting new requests`));
+    } else done();
   });
 
-  app.get('/v1/health', async () => ({
+  app.get('/v1/health', () => ({
     status: deps.phase() === 'running' ? 'ok' : deps.phase(),
     phase: deps.phase(),
     version: deps.version,
@@ -83,7 +85,7 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
     entries: { image: deps.index.list({ kind: 'image' }).length, deps: deps.index.list({ kind: 'deps' }).length },
   }));
 
-  app.get('/v1/entries', { schema: { querystring: EntriesQuery } }, async (request) =>
+  app.get('/v1/entries', { schema: { querystring: EntriesQuery } }, (request) =>
     deps.index.list(request.query).map(renderEntry),
   );
 

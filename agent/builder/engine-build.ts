@@ -104,7 +104,6 @@ export async function engineBuild(docker: Docker, files: readonly ContextFile[],
     const text = message.stream ?? message.status;
     if (text === undefined) return;
     // The classic builder colours a step's stderr with ANSI escapes: strip them for logs and errors.
-    // eslint-disable-next-line no-control-regex
     for (const line of text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '\n').split('\n')) {
       const trimmed = line.trimEnd();
       if (!trimmed) continue;

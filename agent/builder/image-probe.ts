@@ -27,7 +27,7 @@ export function createImageProbe(docker: Docker): ImageProbe {
           throw engineError('verifying a cached image failed', err);
         }
       },
-      close: async () => undefined,
+      close: () => Promise.resolve(),
     };
   }
   const client = new Client('http://localhost', { socketPath, keepAliveTimeout: 30_000 });

@@ -42,7 +42,8 @@ export class AgentClient {
   }
 
   async entries(filter: { kind?: string; account?: string } = {}): Promise<Array<Record<string, unknown>>> {
-    const query = new URLSearchParams(Object.entries(filter).filter(([, v]) => v !== undefined) as Array<[string, string]>);
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(filter)) if (value !== undefined) query.set(key, value);
     return (await this.json('GET', `/v1/entries${query.size ? `?${query}` : ''}`)) as Array<Record<string, unknown>>;
   }
 

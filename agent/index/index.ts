@@ -90,7 +90,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
     for (const kind of kinds) {
       // [account] sorts before every [account, key]; [account + '\u0001'] after all of them ('\0' is not allowed).
       const range = filter.account !== undefined ? { start: [filter.account], end: [`${filter.account}\u0001`] } : {};
-      for (const { value } of tables[kind].getRange(range as { start?: [string, string] })) out.push(value);
+      for (const { value } of tables[kind].getRange(range)) out.push(value);
     }
     return out;
   }
@@ -103,11 +103,12 @@ export function createIndex(deps: IndexDeps): AgentIndex {
       list({ kind: 'image', account: depsRef.account }).filter((e) => e.deps_key === depsRef.key),
     async putBuilt(entry, alsoTouch = []) {
       const at = now();
+      // Inside a transaction callback the *Sync calls join that transaction (one commit for all).
       await root.transaction(() => {
-        tables[entry.kind].put(keyOf(entry), entry);
+        tables[entry.kind].putSync(keyOf(entry), entry);
         for (const ref of alsoTouch) {
           const current = tables[ref.kind].get(keyOf(ref));
-          if (current) tables[ref.kind].put(keyOf(ref), { ...current, last_used_at: at, use_count: current.use_count + 1 });
+          if (current) tables[ref.kind].putSync(keyOf(ref), { ...current, last_used_at: at, use_count: current.use_count + 1 });
         }
       });
     },
@@ -117,7 +118,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
           const current = tables[ref.kind].get(keyOf(ref));
           if (!current) return undefined;
           const updated = { ...current, last_used_at: Math.max(at, current.last_used_at), use_count: current.use_count + 1 };
-          tables[ref.kind].put(keyOf(ref), updated);
+          tables[ref.kind].putSync(keyOf(ref), updated);
           return updated;
         }),
       );
@@ -127,7 +128,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
         const current = tables[ref.kind].get(keyOf(ref));
         if (!current) return false;
         if (options.ifImageId !== undefined && current.image_id !== options.ifImageId) return false;
-        tables[ref.kind].remove(keyOf(ref));
+        tables[ref.kind].removeSync(keyOf(ref));
         return true;
       });
     },

@@ -22,7 +22,7 @@ export async function copyOutputs(
 ): Promise<{ files: string[]; skipped: string[] }> {
   const files: string[] = [];
   const skipped: string[] = [];
-  const archive = (await container.getArchive({ path: '/work/outputs' })) as NodeJS.ReadableStream;
+  const archive = await container.getArchive({ path: '/work/outputs' });
   const extract = tar.extract();
   const done = new Promise<void>((resolve, reject) => {
     extract.on('entry', (header, stream, next) => {
@@ -54,7 +54,7 @@ export async function copyOutputs(
     extract.on('finish', resolve);
     extract.on('error', reject);
   });
-  archive.pipe(extract as unknown as NodeJS.WritableStream);
+  archive.pipe(extract);
   await done;
   return { files, skipped };
 }

@@ -95,8 +95,8 @@ describe('rgrid-agent ensure against a real Docker engine', () => {
     expect(res.stderr).not.toMatch(/pip install|Successfully installed/);
     // The script image is built FROM the deps image: the deps layer is a parent.
     const depsEntry = ((await ls()) as Array<{ kind: string; key: string; image_id: string }>).find((e) => e.kind === 'deps' && e.key === first.deps_key)!;
-    const history = await docker.getImage(out.image_id).history();
-    expect(history.map((h: { Id: string }) => h.Id)).toContain(depsEntry.image_id);
+    const history = (await docker.getImage(out.image_id).history()) as Array<{ Id: string }>;
+    expect(history.map((h) => h.Id)).toContain(depsEntry.image_id);
   });
 
   let changed: EnsureJson;

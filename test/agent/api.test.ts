@@ -19,19 +19,19 @@ describe('agent socket API', () => {
   let phase: DaemonPhase;
   let ensureImpl: ImageCache['ensure'];
   let prepareImpl: ImageCache['prepare'];
-  let app: Awaited<ReturnType<typeof buildAgentApp>>;
+  let app: ReturnType<typeof buildAgentApp>;
 
   const build = async (): Promise<void> => {
     const cache: ImageCache = {
       prepare: (r) => prepareImpl(r),
       ensure: (p, o) => ensureImpl(p, o),
       stats: () => ({ queued: 0, building: 0, inflight: 0 }),
-      drain: async () => undefined,
+      drain: () => Promise.resolve(),
       abandon: () => undefined,
-      close: async () => undefined,
+      close: () => Promise.resolve(),
     };
     const runner = { active: 0, prepare: async () => Promise.reject(new Error('unused')), run: async () => Promise.reject(new Error('unused')) } as unknown as Runner;
-    app = await buildAgentApp({
+    app = buildAgentApp({
       config: resolveConfig({ socket: join(dir, 's'), data_dir: dir, runtimes: { py: 'img' } }, {}),
       index,
       leases: createLeaseTable(),
@@ -94,10 +94,10 @@ describe('agent socket API', () => {
   });
 
   it('streams NDJSON: progress events, then one result line', async () => {
-    prepareImpl = async () => ({}) as Awaited<ReturnType<ImageCache['prepare']>>;
-    ensureImpl = async (_p, o) => {
+    prepareImpl = () => Promise.resolve({} as Awaited<ReturnType<ImageCache['prepare']>>);
+    ensureImpl = (_p, o) => {
       o?.onEvent?.({ type: 'log', stage: 'deps', line: 'Step 1/9' });
-      return { result: { image_id: 'sha256:i', built: true } as unknown as Awaited<ReturnType<ImageCache['ensure']>>['result'] };
+      return Promise.resolve({ result: { image_id: 'sha256:i', built: true } as unknown as Awaited<ReturnType<ImageCache['ensure']>>['result'] });
     };
     const res = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
     expect(res.statusCode).toBe(200);
@@ -109,11 +109,11 @@ describe('agent socket API', () => {
   });
 
   it('ends a started stream with an error line; fails with a plain HTTP error before any event', async () => {
-    prepareImpl = async () => ({}) as Awaited<ReturnType<ImageCache['prepare']>>;
+    prepareImpl = () => Promise.resolve({} as Awaited<ReturnType<ImageCache['prepare']>>);
     const failure = new RgridError('build_failed', 'image build failed: ERROR: nope', { output_tail: ['ERROR: nope'] });
-    ensureImpl = async (_p, o) => {
+    ensureImpl = (_p, o) => {
       o?.onEvent?.({ type: 'log', stage: 'deps', line: 'Step 6/9' });
-      throw failure;
+      return Promise.reject(failure);
     };
     const streamed = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
     expect(streamed.statusCode).toBe(200);
@@ -125,10 +125,10 @@ describe('agent socket API', () => {
   });
 
   it('never leaks an internal error message', async () => {
-    prepareImpl = async () => ({}) as Awaited<ReturnType<ImageCache['prepare']>>;
-    ensureImpl = async (_p, o) => {
+    prepareImpl = () => Promise.resolve({} as Awaited<ReturnType<ImageCache['prepare']>>);
+    ensureImpl = (_p, o) => {
       o?.onEvent?.({ type: 'log', stage: 'deps', line: 'Step 1/9' });
-      throw new Error('ENOENT /secret/host/path');
+      return Promise.reject(new Error('ENOENT /secret/host/path'));
     };
     const streamed = await app.inject({ method: 'POST', url: '/v1/ensure', payload: { script: 'eA==' } });
     expect(streamed.body).not.toContain('secret');

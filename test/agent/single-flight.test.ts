@@ -25,20 +25,18 @@ describe('SingleFlight', () => {
   it('different keys run separately, and a finished key runs again', async () => {
     const flights = new SingleFlight<number>();
     let runs = 0;
-    await Promise.all([flights.run('a', async () => ++runs).promise, flights.run('b', async () => ++runs).promise]);
-    await flights.run('a', async () => ++runs).promise;
+    await Promise.all([flights.run('a', () => Promise.resolve(++runs)).promise, flights.run('b', () => Promise.resolve(++runs)).promise]);
+    await flights.run('a', () => Promise.resolve(++runs)).promise;
     expect(runs).toBe(3);
   });
 
   it('shares a failure with every waiter and forgets it', async () => {
     const flights = new SingleFlight<number>();
-    const a = flights.run('k', async () => {
-      throw new Error('pip failed');
-    });
-    const b = flights.run('k', async () => 1);
+    const a = flights.run('k', () => Promise.reject(new Error('pip failed')));
+    const b = flights.run('k', () => Promise.resolve(1));
     await expect(a.promise).rejects.toThrow('pip failed');
     await expect(b.promise).rejects.toThrow('pip failed');
-    await expect(flights.run('k', async () => 2).promise).resolves.toBe(2);
+    await expect(flights.run('k', () => Promise.resolve(2)).promise).resolves.toBe(2);
   });
 
   it('delivers progress events to followers, and a throwing listener does not break the work', async () => {
@@ -49,7 +47,7 @@ describe('SingleFlight', () => {
       emitLater = emit;
       return new Promise<string>((resolve) => (finish = () => resolve('done')));
     });
-    const follower = flights.run('k', async () => 'never');
+    const follower = flights.run('k', () => Promise.resolve('never'));
     const seen: string[] = [];
     follower.subscribe((e) => seen.push(e));
     leader.subscribe(() => {
