@@ -23,7 +23,8 @@ CREATE TABLE tokens (
 );
 -- The accounts a worker serves are those of its live worker tokens.
 CREATE INDEX tokens_worker_idx ON tokens (worker_id, account_id) WHERE worker_id IS NOT NULL;
-CREATE INDEX tokens_account_idx ON tokens (account_id);
+-- Placement: the live workers serving an account.
+CREATE INDEX tokens_account_idx ON tokens (account_id, role, worker_id);
 
 CREATE TABLE workers (
   worker_id        text PRIMARY KEY,

@@ -30,14 +30,17 @@ export interface ResolveRows {
 }
 
 /**
- * Everything resolve needs in one statement (one round trip): the live workers, the live holders of the
+ * Everything resolve needs in one statement (one round trip): the live workers that serve the account
+ * (a live worker token of the account; others are never placed on), the live holders of the
  * image and of the dependency layer (index-only lookups on the partial indexes), the least loaded live
  * workers (the only non-holders that can rank high), and the state of the input manifest.
  */
 const RESOLVE_SQL = `
 WITH live AS MATERIALIZED (
-  SELECT worker_id, capacity, running FROM workers
-  WHERE last_seen_at > now() - make_interval(secs => $6::float8 / 1000)
+  SELECT w.worker_id, w.capacity, w.running FROM workers w
+  WHERE w.last_seen_at > now() - make_interval(secs => $6::float8 / 1000)
+    AND w.worker_id IN (SELECT t.worker_id FROM tokens t WHERE t.account_id = $1 AND t.role = 'worker'
+                        AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()))
 ), img AS (
   SELECT e.worker_id, e.key, e.image_id, e.size_bytes, e.last_used_at, l.capacity, l.running
   FROM cache_entries e JOIN live l ON l.worker_id = e.worker_id

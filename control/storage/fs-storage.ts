@@ -44,7 +44,14 @@ export function createFsBlobStorage(root: string): BlobStorage {
         },
       });
       try {
-        await pipeline(body, meter, createWriteStream(tmp, { flags: 'wx' }));
+        // The request is piped (not pipelined) into the meter: when the limit trips, the request stream
+        // is only unpiped, not destroyed, so the server can still answer 413 on it. A client abort
+        // still ends the write with an error.
+        const sink = pipeline(meter, createWriteStream(tmp, { flags: 'wx' }));
+        body.once('error', (err) => meter.destroy(err));
+        body.once('aborted', () => meter.destroy(new RgridError('bad_request', 'upload aborted by the client')));
+        body.pipe(meter);
+        await sink;
         await fsyncPath(tmp);
       } catch (err) {
         await rm(tmp, { force: true });
