@@ -61,7 +61,7 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
   await app.register(cleanupJob);
 
   await app.register(healthRoutes);
-  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/docs/json', { schema: { hide: true } }, () => app.swagger());
 
   await app.register(
     async (v1) => {

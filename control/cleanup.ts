@@ -76,20 +76,20 @@ export async function runCleanup(
     const at = await client.query<{ now: Date }>('SELECT now()');
     report.at = at.rows[0]!.now.toISOString();
 
-    const entries = await client.query(
+    const entries = await client.query<CleanupReport['entries']['items'][number]>(
       `DELETE FROM cache_entries WHERE last_used_at < now() - make_interval(secs => $1)
        RETURNING worker_id, account_id AS account, kind, key, last_used_at`,
       [secs(settings.entryTtlMs)],
     );
     report.entries = section(entries.rows);
-    const workers = await client.query(
+    const workers = await client.query<CleanupReport['workers']['items'][number]>(
       `DELETE FROM workers WHERE last_seen_at < now() - make_interval(secs => $1) RETURNING worker_id, last_seen_at`,
       [secs(settings.workerRetentionMs)],
     );
     report.workers = section(workers.rows);
     const ops = await client.query('DELETE FROM sync_applied_ops WHERE applied_at < now() - make_interval(secs => $1)', [secs(settings.opRetentionMs)]);
     report.applied_ops = { count: ops.rowCount ?? 0 };
-    const manifests = await client.query(
+    const manifests = await client.query<CleanupReport['manifests']['items'][number]>(
       `DELETE FROM input_manifests WHERE last_used_at < now() - make_interval(secs => $1) RETURNING account_id AS account, input_sha256`,
       [secs(settings.entryTtlMs)],
     );

@@ -32,7 +32,11 @@ export function planSyncOps(ops: readonly SyncOp[]): SyncPlan {
     const id = `${op.kind}\u0000${op.account}\u0000${op.key}`;
     const current = states.get(id);
     if (op.type === 'upsert') {
-      const { id: _opId, type: _type, ...entry } = op;
+      const entry: CacheEntry = {
+        kind: op.kind, account: op.account, key: op.key, image_id: op.image_id, runtime: op.runtime,
+        requirements_sha256: op.requirements_sha256, script_sha256: op.script_sha256 ?? null, deps_key: op.deps_key ?? null,
+        size_bytes: op.size_bytes, created_at: op.created_at, last_used_at: op.last_used_at, use_count: op.use_count,
+      };
       states.set(id, { t: 'upsert', entry });
     } else if (op.type === 'delete') {
       states.set(id, { t: 'delete', id: { kind: op.kind, account: op.account, key: op.key }, touchedAfter: false });

@@ -68,9 +68,10 @@ async function serve(flags: ServeFlags): Promise<void> {
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
-    await app.listen({ host: config.host, port: config.port });
+    // The address actually bound (with --listen HOST:0 the kernel picks the port).
+    const url = await app.listen({ host: config.host, port: config.port });
     state = 'running';
-    logger.info({ state, url: `http://${config.host}:${config.port}` }, 'rgrid-control serving');
+    logger.info({ state, url }, 'rgrid-control serving');
   } catch (err) {
     state = 'failed';
     await database.stop().catch(() => undefined);

@@ -46,11 +46,11 @@ async function reachable(url: string): Promise<boolean> {
  * run file holding its address is readable by the control plane's user only.
  */
 export async function openDatabase(databaseUrl: string | null, dataDir: string, log: (line: string) => void): Promise<OpenDatabase> {
-  if (databaseUrl) return { url: databaseUrl, mode: 'external', stop: async () => undefined };
+  if (databaseUrl) return { url: databaseUrl, mode: 'external', stop: () => Promise.resolve() };
   const runFile = runFileOf(dataDir);
   if (existsSync(runFile)) {
     const run = JSON.parse(readFileSync(runFile, 'utf8')) as RunFile;
-    if (alive(run.pid) && (await reachable(run.url))) return { url: run.url, mode: 'attached', stop: async () => undefined };
+    if (alive(run.pid) && (await reachable(run.url))) return { url: run.url, mode: 'attached', stop: () => Promise.resolve() };
   }
   const server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log });
   writeFileSync(runFile, JSON.stringify({ pid: process.pid, url: server.url } satisfies RunFile), { mode: 0o600 });

@@ -32,7 +32,7 @@ function bearer(request: FastifyRequest): string | undefined {
 }
 
 export default fp(
-  async (app) => {
+  (app, _opts, done) => {
     app.decorateRequest('auth', null as never);
     app.addHook('onRequest', async (request) => {
       const token = bearer(request);
@@ -54,6 +54,7 @@ export default fp(
         throw new RgridError('forbidden', `role ${request.auth.role} may not ${request.method} ${request.routeOptions.url ?? request.url}`);
       }
     });
+    done();
   },
   { name: 'rgrid-auth', dependencies: ['rgrid-database'] },
 );

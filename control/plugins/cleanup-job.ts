@@ -7,9 +7,12 @@ import { runCleanup } from '../cleanup.js';
  * progress is awaited on close so the pool is not ended under it.
  */
 export default fp(
-  async (app) => {
+  (app, _opts, done) => {
     const interval = app.config.cleanupIntervalMs;
-    if (interval <= 0) return;
+    if (interval <= 0) {
+      done();
+      return;
+    }
     let timer: NodeJS.Timeout | undefined;
     let running: Promise<void> | undefined;
     const round = async (): Promise<void> => {
@@ -22,16 +25,18 @@ export default fp(
         app.log.error({ err }, 'cleanup failed; will retry next round');
       }
     };
-    app.addHook('onReady', async () => {
+    app.addHook('onReady', (hookDone) => {
       timer = setInterval(() => {
         if (!running) running = round().finally(() => (running = undefined));
       }, interval);
       timer.unref();
+      hookDone();
     });
     app.addHook('onClose', async () => {
       if (timer) clearInterval(timer);
       await running;
     });
+    done();
   },
   { name: 'rgrid-cleanup-job', dependencies: ['rgrid-database', 'rgrid-storage'] },
 );

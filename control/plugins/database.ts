@@ -28,7 +28,7 @@ declare module 'fastify' {
  * stays the caller's to close; a pool created here ends with the app.
  */
 export default fp<{ databaseUrl: string; poolMax: number; pool?: Db }>(
-  async (app, opts) => {
+  (app, opts, done) => {
     const db = opts.pool ?? createPool(opts.databaseUrl, opts.poolMax);
     app.decorate('db', db);
     app.decorate('repos', {
@@ -40,6 +40,7 @@ export default fp<{ databaseUrl: string; poolMax: number; pool?: Db }>(
       executions: createExecutionRepository(db),
     });
     if (!opts.pool) app.addHook('onClose', async () => db.end());
+    done();
   },
   { name: 'rgrid-database' },
 );

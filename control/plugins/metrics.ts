@@ -25,9 +25,9 @@ declare module 'fastify' {
 }
 
 export default fp<{ workerDeadAfterMs: number }>(
-  async (app, opts) => {
+  (app, opts, done) => {
     const registry = new Registry();
-    collectDefaultMetrics({ register: registry, prefix: 'rgrid_control_process_' });
+    collectDefaultMetrics({ register: registry });
     const metrics: ControlMetrics = {
       registry,
       syncOps: new Counter({ name: 'rgrid_control_sync_ops_total', help: 'Sync ops received, by result (applied, duplicate)', labelNames: ['result'], registers: [registry] }),
@@ -44,24 +44,39 @@ export default fp<{ workerDeadAfterMs: number }>(
     };
     const db = (): typeof app.db => app.db;
 
-    const hits = new Gauge({ name: 'rgrid_control_cache_hits', help: `Executions with a cache hit in the last ${HIT_WINDOW_MS / 3_600_000}h, per cache kind`, labelNames: ['kind'], registers: [registry] });
-    const misses = new Gauge({ name: 'rgrid_control_cache_misses', help: `Executions with a cache miss in the last ${HIT_WINDOW_MS / 3_600_000}h, per cache kind`, labelNames: ['kind'], registers: [registry] });
+    // prom-client collects all metrics concurrently; the three hit-rate gauges share one query per scrape.
+    let hitQuery: ReturnType<typeof app.repos.executions.hitCounts> | undefined;
+    const hitCounts = () => {
+      if (!hitQuery) {
+        hitQuery = app.repos.executions.hitCounts(HIT_WINDOW_MS);
+        const clear = (): void => void setTimeout(() => (hitQuery = undefined), 250).unref();
+        hitQuery.then(clear, clear);
+      }
+      return hitQuery.catch(() => undefined);
+    };
+    const window = `${HIT_WINDOW_MS / 3_600_000}h`;
     new Gauge({
       name: 'rgrid_control_cache_hit_ratio',
-      help: `hits / (hits + misses) over executions of the last ${HIT_WINDOW_MS / 3_600_000}h, per cache kind (script, dependency, input)`,
+      help: `hits / (hits + misses) over executions of the last ${window}, per cache kind (script, dependency, input)`,
       labelNames: ['kind'],
       registers: [registry],
       async collect() {
-        const counts = await app.repos.executions.hitCounts(HIT_WINDOW_MS).catch(() => undefined);
-        if (!counts) return;
-        for (const [kind, c] of Object.entries(counts)) {
-          hits.set({ kind }, c.hits);
-          misses.set({ kind }, c.misses);
-          const total = c.hits + c.misses;
-          if (total > 0) this.set({ kind }, c.hits / total);
+        for (const [kind, c] of Object.entries((await hitCounts()) ?? {})) {
+          if (c.hits + c.misses > 0) this.set({ kind }, c.hits / (c.hits + c.misses));
         }
       },
     });
+    for (const [name, field] of [['rgrid_control_cache_hits', 'hits'], ['rgrid_control_cache_misses', 'misses']] as const) {
+      new Gauge({
+        name,
+        help: `Executions with a cache ${field === 'hits' ? 'hit' : 'miss'} in the last ${window}, per cache kind`,
+        labelNames: ['kind'],
+        registers: [registry],
+        async collect() {
+          for (const [kind, c] of Object.entries((await hitCounts()) ?? {})) this.set({ kind }, c[field]);
+        },
+      });
+    }
     new Gauge({
       name: 'rgrid_control_workers',
       help: 'Registered workers by state (live: heard from within the dead-after window)',
@@ -110,6 +125,7 @@ export default fp<{ workerDeadAfterMs: number }>(
         reply.elapsedTime / 1000,
       );
     });
+    done();
   },
   { name: 'rgrid-metrics', dependencies: ['rgrid-database'] },
 );

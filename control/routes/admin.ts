@@ -1,4 +1,4 @@
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import { AccountId, CreateTokenRequest, CreateTokenResponse, TokenInfo } from '../../common/wire/control-api.js';
@@ -16,7 +16,7 @@ export function tokenInfo(row: TokenRow): TokenInfo {
   };
 }
 
-const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   const roles = ['admin'] as const;
 
   app.post(
@@ -58,5 +58,6 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return { workers: rows };
     },
   );
+  done();
 };
 export default adminRoutes;

@@ -1,4 +1,4 @@
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import {
@@ -13,7 +13,7 @@ const Params = Type.Object({ id: Type.String({ format: 'uuid' }) });
  * Executions with their cache-hit flags and timings (issue 3 item 7). Created by a client or the
  * scheduler; the scheduler or a worker serving the account reports progress and results with PATCH.
  */
-const executionRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const executionRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   const tags = ['executions'];
 
   app.post(
@@ -61,5 +61,6 @@ const executionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return { executions, next_cursor: executions.length === limit && last ? encodeCursor(last) : null };
     },
   );
+  done();
 };
 export default executionRoutes;

@@ -1,9 +1,9 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginCallback } from 'fastify';
 import Type from 'typebox';
 
 /** Outside the authenticated context: probes and scrapers carry no token. */
-const healthRoutes: FastifyPluginAsync = async (app) => {
-  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+const healthRoutes: FastifyPluginCallback = (app, _opts, done) => {
+  app.get('/healthz', { schema: { hide: true } }, () => ({ status: 'ok' }));
 
   app.get(
     '/readyz',
@@ -22,5 +22,6 @@ const healthRoutes: FastifyPluginAsync = async (app) => {
     const text = await app.metrics.registry.metrics();
     return reply.type(app.metrics.registry.contentType).send(text);
   });
+  done();
 };
 export default healthRoutes;

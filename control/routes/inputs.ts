@@ -4,7 +4,7 @@
  * after uploading its bytes itself, so it can never learn what another account stored.
  */
 import { Readable } from 'node:stream';
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
@@ -15,7 +15,7 @@ import { BLOB_LOCK_NAMESPACE } from '../cleanup.js';
 
 const roles = ['client', 'scheduler', 'worker'] as const;
 
-const blobRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   // Blob bodies are raw bytes of any type: hand the request stream to the handler unread.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
@@ -54,11 +54,13 @@ const blobRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { roles },
       schema: { tags: ['inputs'], params: BlobParams, querystring: AccountQuery, response: { 200: PutBlobResponse, 201: PutBlobResponse } },
       // Refuse a declared oversize body before reading a byte of it.
-      onRequest: async (request) => {
+      onRequest: (request, _reply, next) => {
         const declared = Number(request.headers['content-length'] ?? 0);
         if (declared > app.config.blobMaxBytes) {
-          throw new RgridError('payload_too_large', `blob of ${declared} bytes exceeds the limit of ${app.config.blobMaxBytes}`, { limit_bytes: app.config.blobMaxBytes });
+          next(new RgridError('payload_too_large', `blob of ${declared} bytes exceeds the limit of ${app.config.blobMaxBytes}`, { limit_bytes: app.config.blobMaxBytes }));
+          return;
         }
+        next();
       },
     },
     async (request, reply) => {
@@ -82,9 +84,10 @@ const blobRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return reply.code(created ? 201 : 200).send({ sha256: sha, size_bytes: staged.size, created });
     },
   );
+  done();
 };
 
-const manifestRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const manifestRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   app.post(
     '/manifests',
     { config: { roles }, schema: { tags: ['inputs'], querystring: AccountQuery, body: ManifestRequest, response: { 200: ManifestResponse, 201: ManifestResponse } } },
@@ -115,6 +118,7 @@ const manifestRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return { input_sha256: request.params.input_sha256, files, total_size: files.reduce((s, f) => s + f.size, 0), missing, created: false };
     },
   );
+  done();
 };
 
 export { blobRoutes, manifestRoutes };

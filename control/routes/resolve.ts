@@ -2,7 +2,7 @@
  * POST /v1/resolve (issue 3 contract): what is cached where for (account from the token, runtime,
  * script, requirements, inputs), and a ranked placement over the live workers.
  */
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { ResolveRequest, ResolveResponse, type HolderEntry } from '../../common/wire/control-api.js';
 import { accountOf } from '../plugins/auth.js';
 import { rankPlacement, type Holder, type WorkerLoadInfo } from '../placement.js';
@@ -25,7 +25,7 @@ function answer(rows: readonly HolderRow[], holders: readonly HolderRow[]) {
   return { cached: holders.length > 0, workers: holders.map((h) => h.worker_id), entries };
 }
 
-const resolveRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const resolveRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   app.post(
     '/resolve',
     { config: { roles: ['scheduler'] }, schema: { tags: ['scheduler'], body: ResolveRequest, response: { 200: ResolveResponse } } },
@@ -66,5 +66,6 @@ const resolveRoutes: FastifyPluginAsyncTypebox = async (app) => {
       };
     },
   );
+  done();
 };
 export default resolveRoutes;

@@ -3,7 +3,7 @@
  * for its own worker id only and writes entries of the accounts it serves only; any op naming another
  * account rejects the whole batch before anything is written.
  */
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import {
@@ -26,7 +26,7 @@ function assertServed(accounts: readonly string[], served: readonly string[], wo
   }
 }
 
-const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   const roles = ['worker'] as const;
   const tags = ['workers'];
 
@@ -150,5 +150,6 @@ const workerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       };
     },
   );
+  done();
 };
 export default workerRoutes;

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { RgridError } from '../../common/errors.js';
 import type { BlobStorage, StagedBlob } from './blob-storage.js';
@@ -82,7 +82,7 @@ export function createFsBlobStorage(root: string): BlobStorage {
       const path = pathOf(sha256);
       try {
         const st = await stat(path);
-        return { stream: createReadStream(path) as Readable, size: st.size };
+        return { stream: createReadStream(path), size: st.size };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw err;

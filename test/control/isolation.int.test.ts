@@ -1,3 +1,5 @@
+/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return --
+   HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
 // Must be shown 2: account isolation (a scheduler of A never sees B's entries, blobs or executions; a
 // worker token cannot write as another worker), plus bad input: malformed digests, bad file names,
 // foreign, unknown, expired and revoked tokens get the right status, and nothing changes.
@@ -113,7 +115,7 @@ describe('authentication and bad input', () => {
     expect((await call(app, 'POST', '/v1/resolve', future, body)).statusCode).toBe(200);
 
     const created = await call(app, 'POST', '/v1/admin/tokens', ADMIN_TOKEN, { account: 'D', role: 'client' });
-    const { token, id } = created.json() as { token: string; id: string };
+    const { token, id } = created.json<{ token: string; id: string }>();
     expect((await call(app, 'GET', '/v1/executions', token)).statusCode).toBe(200);
     expect((await call(app, 'DELETE', `/v1/admin/tokens/${id}`, ADMIN_TOKEN)).json()).toMatchObject({ id, revoked: true });
     const revoked = await call(app, 'GET', '/v1/executions', token);

@@ -1,3 +1,5 @@
+/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call --
+   HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
 // Must be shown 6: placement prefers the worker holding the image, spreads when every worker holds it,
 // and skips dead workers.
 import { describe, expect, it } from 'vitest';
@@ -24,7 +26,7 @@ describe('placement', () => {
     const tokens: Record<string, string> = {};
     for (const w of ['a1', 'a2', 'a3', 'a4']) {
       tokens[w] = await createToken(app, 'p1', 'worker', w);
-      await registerWorker(app, tokens[w]!, w, { capacity: 4 });
+      await registerWorker(app, tokens[w], w, { capacity: 4 });
     }
     await snapshot(app, tokens.a1!, 'a1', [entry({ account: 'p1', kind: 'deps', size: 400 * MB })]);
     await snapshot(app, tokens.a2!, 'a2', [entry({ account: 'p1', size: 500 * MB }), entry({ account: 'p1', kind: 'deps', size: 400 * MB })]);
@@ -38,7 +40,7 @@ describe('placement', () => {
 
     const res = await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') });
     expect(res.statusCode).toBe(200);
-    const body = res.json() as { placement: Placement[]; live_workers: number; image: { workers: string[] }; deps: { workers: string[] } };
+    const body = res.json<{ placement: Placement[]; live_workers: number; image: { workers: string[] }; deps: { workers: string[] } }>();
     expect(body.live_workers).toBe(4);
     expect(body.image.workers).toEqual(['a2']);
     expect(body.deps.workers).toEqual(['a1', 'a2']);
@@ -59,11 +61,11 @@ describe('placement', () => {
     const tokens: Record<string, string> = {};
     for (const w of ws) {
       tokens[w] = await createToken(app, 'p2', 'worker', w);
-      await registerWorker(app, tokens[w]!, w, { capacity: 4 });
-      await snapshot(app, tokens[w]!, w, [entry({ account: 'p2', size: 500 * MB })]);
+      await registerWorker(app, tokens[w], w, { capacity: 4 });
+      await snapshot(app, tokens[w], w, [entry({ account: 'p2', size: 500 * MB })]);
     }
     const resolve = async () =>
-      (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') })).json() as { placement: Placement[] };
+      (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') })).json<{ placement: Placement[] }>();
 
     await setLoad(app, tokens.b1!, 'b1', 2);
     await setLoad(app, tokens.b2!, 'b2', 0);
@@ -84,7 +86,7 @@ describe('placement', () => {
     const single = await createToken(app, 'p2', 'worker', 'b4');
     await registerWorker(app, single, 'b4', { capacity: 4 });
     await snapshot(app, single, 'b4', [entry({ account: 'p2', script: 'only-b4', size: 500 * MB })]);
-    const lone = (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('only-b4'), requirements_sha256: sha('reqs') })).json() as { placement: Placement[] };
+    const lone = (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('only-b4'), requirements_sha256: sha('reqs') })).json<{ placement: Placement[] }>();
     expect(lone.placement[0]!.worker_id).toBe('b4');
     expect(lone.placement[0]!.reasons[0]!.score).toBeGreaterThan(imageScores[0]!);
   });

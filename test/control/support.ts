@@ -86,7 +86,7 @@ export async function call(app: FastifyInstance, method: Method, url: string, to
 export async function createToken(app: FastifyInstance, account: string, role: 'scheduler' | 'client' | 'worker', workerId?: string, extra: Record<string, unknown> = {}): Promise<string> {
   const res = await call(app, 'POST', '/v1/admin/tokens', ADMIN_TOKEN, { account, role, ...(workerId ? { worker_id: workerId } : {}), ...extra });
   if (res.statusCode !== 201) throw new Error(`token create failed: ${res.statusCode} ${res.body}`);
-  return (res.json() as { token: string }).token;
+  return res.json<{ token: string }>().token;
 }
 
 /** A deterministic sha256 for fixtures. */
