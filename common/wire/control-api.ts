@@ -1,0 +1,376 @@
+/**
+ * Wire schemas of the control plane's HTTP API (design.md §7), written once as TypeBox schemas: the
+ * control plane validates with them and serves them as OpenAPI, the agent (sync) and the client
+ * (`rgrid run`) import the same schemas and the types derived from them, so no side keeps a copy that
+ * could drift. Field names are snake_case on the wire.
+ */
+import Type from 'typebox';
+
+// ---- shared scalars -------------------------------------------------------------------------------
+
+/** SHA-256, lower-case hex, 64 characters (design.md §3). */
+export const Sha256Hex = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'sha256, 64 lower-case hex' });
+/** Account, worker and runtime names: short, printable, no separators that could confuse a path. */
+export const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
+export const WorkerId = Name;
+export const AccountId = Name;
+export const RuntimeName = Name;
+export const Timestamp = Type.String({ format: 'date-time' });
+export const Role = Type.Union([
+  Type.Literal('admin'),
+  Type.Literal('scheduler'),
+  Type.Literal('client'),
+  Type.Literal('worker'),
+]);
+export type Role = Type.Static<typeof Role>;
+export const CacheKind = Type.Union([Type.Literal('image'), Type.Literal('deps')]);
+export type CacheKind = Type.Static<typeof CacheKind>;
+
+export const ErrorResponse = Type.Object({
+  error: Type.String(),
+  message: Type.String(),
+  detail: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+});
+
+// ---- admin ---------------------------------------------------------------------------------------
+
+export const CreateTokenRequest = Type.Object(
+  {
+    account: AccountId,
+    role: Type.Union([Type.Literal('scheduler'), Type.Literal('client'), Type.Literal('worker')]),
+    worker_id: Type.Optional(WorkerId),
+    expires_at: Type.Optional(Timestamp),
+    description: Type.Optional(Type.String({ maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+export type CreateTokenRequest = Type.Static<typeof CreateTokenRequest>;
+
+export const TokenInfo = Type.Object({
+  id: Type.String(),
+  role: Role,
+  account: Type.Union([AccountId, Type.Null()]),
+  worker_id: Type.Union([WorkerId, Type.Null()]),
+  created_at: Timestamp,
+  expires_at: Type.Union([Timestamp, Type.Null()]),
+  revoked: Type.Boolean(),
+});
+export type TokenInfo = Type.Static<typeof TokenInfo>;
+
+/** The secret appears in this response only; the control plane keeps its sha256. */
+export const CreateTokenResponse = Type.Intersect([Type.Object({ token: Type.String() }), TokenInfo]);
+export type CreateTokenResponse = Type.Static<typeof CreateTokenResponse>;
+
+// ---- workers: register, heartbeat, sync (design.md §6) -------------------------------------------
+
+export const WorkerLoad = Type.Object({
+  /** Executions running now; with `capacity` this is the load used by placement. */
+  running: Type.Integer({ minimum: 0 }),
+  /** Optional host load average (1 min), reported for operators; placement uses running/capacity. */
+  load1: Type.Optional(Type.Number({ minimum: 0 })),
+});
+export const WorkerDisk = Type.Object({
+  total_bytes: Type.Integer({ minimum: 0 }),
+  used_bytes: Type.Integer({ minimum: 0 }),
+});
+
+export const RegisterWorkerRequest = Type.Object(
+  {
+    host: Type.String({ minLength: 1, maxLength: 255 }),
+    capacity: Type.Integer({ minimum: 0, maximum: 100_000, description: 'executions it runs at once' }),
+    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+    engine: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    disk: Type.Optional(WorkerDisk),
+    load: Type.Optional(WorkerLoad),
+    agent_version: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  { additionalProperties: false },
+);
+export type RegisterWorkerRequest = Type.Static<typeof RegisterWorkerRequest>;
+
+export const RegisterWorkerResponse = Type.Object({
+  worker_id: WorkerId,
+  /** false when the control plane had no row for this worker (first start, or cleaned up). */
+  known: Type.Boolean(),
+  /** true until a full snapshot has been received since registration: the agent must send one. */
+  snapshot_required: Type.Boolean(),
+  accounts: Type.Array(AccountId, { description: 'accounts this worker may write entries for' }),
+  heartbeat_interval_ms: Type.Integer(),
+  dead_after_ms: Type.Integer(),
+  server_time: Timestamp,
+});
+export type RegisterWorkerResponse = Type.Static<typeof RegisterWorkerResponse>;
+
+export const HeartbeatRequest = Type.Object(
+  { load: WorkerLoad, disk: Type.Optional(WorkerDisk) },
+  { additionalProperties: false },
+);
+export type HeartbeatRequest = Type.Static<typeof HeartbeatRequest>;
+
+/**
+ * Answer to heartbeats and sync batches. `resync_required` tells the agent the control plane does not
+ * know it (never registered, cleaned up, or database restored): register again and send a snapshot.
+ */
+export const SyncStatusResponse = Type.Object({
+  known: Type.Boolean(),
+  resync_required: Type.Boolean(),
+  server_time: Timestamp,
+});
+export type SyncStatusResponse = Type.Static<typeof SyncStatusResponse>;
+
+/** One cache entry as the agent holds it (design.md §5). */
+export const EntryFields = {
+  kind: CacheKind,
+  account: AccountId,
+  /** image_key for kind=image, deps_key for kind=deps. */
+  key: Sha256Hex,
+  image_id: Type.String({ minLength: 1, maxLength: 200 }),
+  runtime: RuntimeName,
+  /** null when the script has no requirements (image built on the base image). */
+  requirements_sha256: Type.Union([Sha256Hex, Type.Null()]),
+  /** kind=image only. */
+  script_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+  /** kind=image: the dependency layer it is built on (null: built on the base image). */
+  deps_key: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+  size_bytes: Type.Integer({ minimum: 0 }),
+  created_at: Timestamp,
+  last_used_at: Timestamp,
+  use_count: Type.Integer({ minimum: 0 }),
+};
+export const CacheEntry = Type.Object(EntryFields, { additionalProperties: false });
+export type CacheEntry = Type.Static<typeof CacheEntry>;
+
+export const SnapshotRequest = Type.Object(
+  {
+    /**
+     * The accounts this snapshot is complete for: the worker's entries of these accounts are replaced.
+     * Omitted: every account the worker token serves.
+     */
+    accounts: Type.Optional(Type.Array(AccountId, { maxItems: 10_000 })),
+    entries: Type.Array(CacheEntry),
+  },
+  { additionalProperties: false },
+);
+export type SnapshotRequest = Type.Static<typeof SnapshotRequest>;
+
+export const SnapshotResponse = Type.Object({
+  accounts: Type.Array(AccountId),
+  entries: Type.Integer(),
+  removed: Type.Integer(),
+  server_time: Timestamp,
+});
+export type SnapshotResponse = Type.Static<typeof SnapshotResponse>;
+
+const OpId = Type.String({ minLength: 1, maxLength: 128 });
+const OpTarget = { id: OpId, kind: CacheKind, account: AccountId, key: Sha256Hex };
+
+export const UpsertOp = Type.Object(
+  { ...EntryFields, ...OpTarget, type: Type.Literal('upsert') },
+  { additionalProperties: false },
+);
+export const DeleteOp = Type.Object({ ...OpTarget, type: Type.Literal('delete') }, { additionalProperties: false });
+/** Coalesced usage: `count` hits, the last one at `last_used_at` (design.md §6). */
+export const TouchOp = Type.Object(
+  {
+    ...OpTarget,
+    type: Type.Literal('touch'),
+    count: Type.Integer({ minimum: 1 }),
+    last_used_at: Timestamp,
+  },
+  { additionalProperties: false },
+);
+export const SyncOp = Type.Union([UpsertOp, DeleteOp, TouchOp]);
+export type SyncOp = Type.Static<typeof SyncOp>;
+export type UpsertOp = Type.Static<typeof UpsertOp>;
+export type DeleteOp = Type.Static<typeof DeleteOp>;
+export type TouchOp = Type.Static<typeof TouchOp>;
+
+export const SyncOpsRequest = Type.Object(
+  { ops: Type.Array(SyncOp, { minItems: 1, maxItems: 10_000 }) },
+  { additionalProperties: false },
+);
+export type SyncOpsRequest = Type.Static<typeof SyncOpsRequest>;
+
+/** 200 means the whole batch is durable: the agent may drop every op of it from its outbox. */
+export const SyncOpsResponse = Type.Object({
+  applied: Type.Integer(),
+  /** ops whose id was applied before (a retried batch): not applied again. */
+  duplicates: Type.Integer(),
+  server_time: Timestamp,
+});
+export type SyncOpsResponse = Type.Static<typeof SyncOpsResponse>;
+
+// ---- resolve + placement (issue 3 contract) --------------------------------------------------------
+
+export const ResolveRequest = Type.Object(
+  {
+    runtime: RuntimeName,
+    script_sha256: Sha256Hex,
+    requirements_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+    input_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+    /** How many workers the placement lists at most (best first). */
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+  },
+  { additionalProperties: false },
+);
+export type ResolveRequest = Type.Static<typeof ResolveRequest>;
+
+export const HolderEntry = Type.Object({
+  worker_id: WorkerId,
+  key: Sha256Hex,
+  image_id: Type.String(),
+  size_bytes: Type.Integer(),
+  last_used_at: Timestamp,
+});
+export type HolderEntry = Type.Static<typeof HolderEntry>;
+
+export const ResolveCacheAnswer = Type.Object({
+  cached: Type.Boolean(),
+  /** ids of the live workers holding it. */
+  workers: Type.Array(WorkerId),
+  entries: Type.Array(HolderEntry),
+});
+
+export const ScoreReason = Type.Object({
+  factor: Type.Union([Type.Literal('image'), Type.Literal('deps'), Type.Literal('load')]),
+  score: Type.Number(),
+  detail: Type.String(),
+});
+export type ScoreReason = Type.Static<typeof ScoreReason>;
+
+export const PlacementItem = Type.Object({
+  worker_id: WorkerId,
+  score: Type.Number(),
+  reasons: Type.Array(ScoreReason),
+});
+export type PlacementItem = Type.Static<typeof PlacementItem>;
+
+export const ResolveResponse = Type.Object({
+  image: ResolveCacheAnswer,
+  deps: ResolveCacheAnswer,
+  inputs: Type.Object({
+    input_sha256: Type.Union([Sha256Hex, Type.Null()]),
+    /** the manifest is recorded for this account. */
+    manifest: Type.Boolean(),
+    /** every blob the manifest names is stored (true when there are no inputs). */
+    stored: Type.Boolean(),
+    missing_blobs: Type.Array(Sha256Hex),
+  }),
+  placement: Type.Array(PlacementItem),
+  live_workers: Type.Integer(),
+});
+export type ResolveResponse = Type.Static<typeof ResolveResponse>;
+
+// ---- inputs: blobs and manifests -------------------------------------------------------------------
+
+export const BlobParams = Type.Object({ sha256: Sha256Hex });
+/** A worker token serving several accounts names the account; others may omit it. */
+export const AccountQuery = Type.Object({ account: Type.Optional(AccountId) });
+
+export const PutBlobResponse = Type.Object({
+  sha256: Sha256Hex,
+  size_bytes: Type.Integer(),
+  /** false when this account already had the blob (the bytes were verified, nothing changed). */
+  created: Type.Boolean(),
+});
+export type PutBlobResponse = Type.Static<typeof PutBlobResponse>;
+
+export const ManifestFile = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 1024 }), sha256: Type.String(), size: Type.Integer({ minimum: 0 }) },
+  { additionalProperties: false },
+);
+
+export const ManifestRequest = Type.Object(
+  {
+    files: Type.Array(ManifestFile, { maxItems: 100_000 }),
+    /** When given, it must equal the input_sha256 the control plane computes from `files`. */
+    input_sha256: Type.Optional(Sha256Hex),
+  },
+  { additionalProperties: false },
+);
+export type ManifestRequest = Type.Static<typeof ManifestRequest>;
+
+export const ManifestResponse = Type.Object({
+  input_sha256: Sha256Hex,
+  files: Type.Array(ManifestFile),
+  total_size: Type.Integer(),
+  /** blobs this account has not stored yet: upload only these. */
+  missing: Type.Array(Sha256Hex),
+  created: Type.Boolean(),
+});
+export type ManifestResponse = Type.Static<typeof ManifestResponse>;
+
+// ---- executions -----------------------------------------------------------------------------------
+
+export const ExecutionStatus = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('assigned'),
+  Type.Literal('running'),
+  Type.Literal('succeeded'),
+  Type.Literal('failed'),
+  Type.Literal('cancelled'),
+]);
+export type ExecutionStatus = Type.Static<typeof ExecutionStatus>;
+
+/** Milliseconds per phase (issue 5 names queue, build, input_fetch, run, output_upload). */
+export const Timings = Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,63}$' }), Type.Number({ minimum: 0 }));
+
+const ExecutionResultFields = {
+  status: Type.Optional(ExecutionStatus),
+  worker_id: Type.Optional(Type.Union([WorkerId, Type.Null()])),
+  exit_code: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+  script_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+  dependency_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+  input_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+  timings: Type.Optional(Timings),
+  error: Type.Optional(Type.Union([Type.String({ maxLength: 4000 }), Type.Null()])),
+};
+
+export const CreateExecutionRequest = Type.Object(
+  {
+    runtime: RuntimeName,
+    script_sha256: Sha256Hex,
+    requirements_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+    input_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+    ...ExecutionResultFields,
+  },
+  { additionalProperties: false },
+);
+export type CreateExecutionRequest = Type.Static<typeof CreateExecutionRequest>;
+
+export const UpdateExecutionRequest = Type.Object(ExecutionResultFields, { additionalProperties: false });
+export type UpdateExecutionRequest = Type.Static<typeof UpdateExecutionRequest>;
+
+export const Execution = Type.Object({
+  id: Type.String(),
+  account: AccountId,
+  status: ExecutionStatus,
+  runtime: RuntimeName,
+  script_sha256: Sha256Hex,
+  requirements_sha256: Type.Union([Sha256Hex, Type.Null()]),
+  input_sha256: Type.Union([Sha256Hex, Type.Null()]),
+  worker_id: Type.Union([WorkerId, Type.Null()]),
+  exit_code: Type.Union([Type.Integer(), Type.Null()]),
+  script_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
+  dependency_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
+  input_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
+  timings: Timings,
+  error: Type.Union([Type.String(), Type.Null()]),
+  attempts: Type.Integer(),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+  finished_at: Type.Union([Timestamp, Type.Null()]),
+});
+export type Execution = Type.Static<typeof Execution>;
+
+export const ListExecutionsQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })),
+  /** Opaque cursor from `next_cursor`. */
+  cursor: Type.Optional(Type.String({ maxLength: 200 })),
+  status: Type.Optional(ExecutionStatus),
+});
+export const ListExecutionsResponse = Type.Object({
+  executions: Type.Array(Execution),
+  next_cursor: Type.Union([Type.String(), Type.Null()]),
+});
+export type ListExecutionsResponse = Type.Static<typeof ListExecutionsResponse>;

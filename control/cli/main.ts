@@ -1,0 +1,225 @@
+#!/usr/bin/env node
+/**
+ * `rgrid-control`: serve, migrate, token create|list|revoke, cleanup. The only module that reads the
+ * environment, listens, and installs signal handlers (design.md §9). Errors end the process with a
+ * one-line reason on stderr and a non-zero exit code, never a swallowed failure.
+ */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { Command, Option } from 'commander';
+import pino from 'pino';
+import { isRgridError } from '../../common/errors.js';
+import { parseDuration } from '../../common/duration.js';
+import { buildControlApp } from '../app.js';
+import { runCleanup } from '../cleanup.js';
+import { loadControlConfig } from '../config.js';
+import { openDatabase } from '../db/connect.js';
+import { migrate } from '../db/migrate.js';
+import { createPool } from '../db/pool.js';
+import { createTokenRepository } from '../repositories/tokens.js';
+import { createFsBlobStorage } from '../storage/fs-storage.js';
+import { tokenInfo } from '../routes/admin.js';
+import { join } from 'node:path';
+import { configFromFlags, type CommonFlags, type ServeFlags } from './options.js';
+
+type Lifecycle = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+/** Longest drain before we give up; below systemd's default TimeoutStopSec of 90 s. */
+const DRAIN_DEADLINE_MS = 30_000;
+
+const stderrLog = (line: string): void => {
+  process.stderr.write(`${line}\n`);
+};
+
+async function serve(flags: ServeFlags): Promise<void> {
+  const config = configFromFlags(flags, process.env);
+  const logger = pino({ level: config.logLevel });
+  let state: Lifecycle = 'starting';
+  if (config.adminToken === null) logger.warn('no admin token configured (RGRID_CONTROL_ADMIN_TOKEN or a file): admin routes refuse every request');
+  const database = await openDatabase(config.databaseUrl, config.dataDir, (line) => logger.debug({ postgres: line }));
+  logger.info({ mode: database.mode }, 'database ready');
+  try {
+    if (config.migrateOnStart) {
+      const { applied } = await migrate(database.url, { info: (m) => logger.debug(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) });
+      logger.info({ applied }, applied.length > 0 ? 'migrations applied' : 'schema up to date');
+    }
+    const app = await buildControlApp({ ...config, databaseUrl: database.url }, { logger });
+    const shutdown = (signal: string): void => {
+      if (state === 'draining' || state === 'stopped') return;
+      state = 'draining';
+      logger.info({ signal }, 'draining');
+      const deadline = setTimeout(() => {
+        logger.error('drain deadline passed; exiting');
+        process.exit(1);
+      }, DRAIN_DEADLINE_MS);
+      deadline.unref();
+      app
+        .close()
+        .then(() => database.stop())
+        .then(() => {
+          state = 'stopped';
+          logger.info('stopped');
+        })
+        .catch((err: unknown) => {
+          state = 'failed';
+          logger.error({ err }, 'shutdown failed');
+          process.exitCode = 1;
+        });
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    // The address actually bound (with --listen HOST:0 the kernel picks the port).
+    const url = await app.listen({ host: config.host, port: config.port });
+    state = 'running';
+    logger.info({ state, url }, 'rgrid-control serving');
+  } catch (err) {
+    state = 'failed';
+    await database.stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Commands other than serve: the same database selection, no HTTP server. */
+async function withDatabase<T>(flags: CommonFlags, fn: (url: string) => Promise<T>): Promise<T> {
+  const config = loadControlConfig({
+    ...(flags.dataDir ? { dataDir: flags.dataDir } : process.env.RGRID_CONTROL_DATA_DIR ? { dataDir: process.env.RGRID_CONTROL_DATA_DIR } : {}),
+    databaseUrl: flags.databaseUrl ?? (process.env.DATABASE_URL || null),
+  });
+  const database = await openDatabase(config.databaseUrl, config.dataDir, () => undefined);
+  try {
+    const quiet = { info: () => undefined, warn: stderrLog, error: stderrLog };
+    await migrate(database.url, quiet);
+    return await fn(database.url);
+  } finally {
+    await database.stop();
+  }
+}
+
+function print(value: unknown, json: boolean | undefined, text: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('rgrid-control').description('rgrid control plane: fleet-wide cache index, inputs, executions').showHelpAfterError();
+  const common = (cmd: Command): Command =>
+    cmd
+      .option('--data-dir <dir>', 'data directory (embedded PostgreSQL, blobs)', undefined)
+      .option('--database-url <url>', 'external PostgreSQL (default: $DATABASE_URL, else embedded)');
+
+  common(program.command('serve').description('run the HTTP API'))
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8080')
+    .option('--admin-token-file <path>', 'file holding the admin token (else $RGRID_CONTROL_ADMIN_TOKEN, $RGRID_CONTROL_ADMIN_TOKEN_FILE, $CREDENTIALS_DIRECTORY/admin-token)')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--body-limit <bytes>', 'JSON body limit (default 1048576)')
+    .option('--blob-max-bytes <bytes>', 'largest input blob (default 4 GiB)')
+    .option('--entry-ttl <duration>', 'remove entries and manifests unused this long (default 30d)')
+    .option('--worker-dead-after <duration>', 'no placement on workers silent this long (default 60s)')
+    .option('--worker-retention <duration>', 'remove workers silent this long (default 7d)')
+    .option('--cleanup-interval <duration>', 'period of the background cleanup, 0 = off (default 1h)')
+    .option('--blob-grace <duration>', 'keep an unreferenced blob this long after upload (default 1h)')
+    .option('--pool-max <n>', 'PostgreSQL connections per process (default 10)')
+    .option('--no-migrate', 'do not apply migrations at start')
+    .action(async (flags: ServeFlags) => serve(flags));
+
+  common(program.command('migrate').description('apply pending migrations and exit'))
+    .option('--json', 'print JSON')
+    .action(async (flags: CommonFlags & { json?: boolean }) => {
+      const config = loadControlConfig({ ...(flags.dataDir ? { dataDir: flags.dataDir } : {}), databaseUrl: flags.databaseUrl ?? (process.env.DATABASE_URL || null) });
+      const database = await openDatabase(config.databaseUrl, config.dataDir, () => undefined);
+      try {
+        const result = await migrate(database.url, { info: () => undefined, warn: stderrLog, error: stderrLog });
+        print(result, flags.json, () => (result.applied.length ? `applied: ${result.applied.join(', ')}` : 'schema up to date'));
+      } finally {
+        await database.stop();
+      }
+    });
+
+  const token = program.command('token').description('manage bearer tokens');
+  common(token.command('create').description('create a token; prints the secret once'))
+    .requiredOption('--account <account>', 'account the token acts for')
+    .addOption(new Option('--role <role>', 'token role').choices(['scheduler', 'client', 'worker']).makeOptionMandatory())
+    .option('--worker-id <id>', 'worker id (role worker)')
+    .option('--expires-in <duration>', 'e.g. 30d; default: no expiry')
+    .option('--description <text>', 'free text kept with the token')
+    .option('--json', 'print JSON')
+    .action(async (flags: CommonFlags & { account: string; role: 'scheduler' | 'client' | 'worker'; workerId?: string; expiresIn?: string; description?: string; json?: boolean }) => {
+      if ((flags.role === 'worker') !== (flags.workerId !== undefined)) throw new Error('--worker-id is required for, and only for, --role worker');
+      const expiresAt = flags.expiresIn ? new Date(Date.now() + parseDuration(flags.expiresIn, '--expires-in')) : null;
+      await withDatabase(flags, async (url) => {
+        const pool = createPool(url, 1);
+        try {
+          const { token: secret, row } = await createTokenRepository(pool).create({ account: flags.account, role: flags.role, workerId: flags.workerId ?? null, expiresAt, description: flags.description ?? null });
+          print({ token: secret, ...tokenInfo(row) }, flags.json, () => secret);
+        } finally {
+          await pool.end();
+        }
+      });
+    });
+  common(token.command('list').description('list tokens (never the secrets)'))
+    .option('--account <account>', 'only this account')
+    .option('--json', 'print JSON')
+    .action(async (flags: CommonFlags & { account?: string; json?: boolean }) => {
+      await withDatabase(flags, async (url) => {
+        const pool = createPool(url, 1);
+        try {
+          const rows = (await createTokenRepository(pool).list({ account: flags.account })).map(tokenInfo);
+          print(rows, flags.json, () => rows.map((r) => `${r.id}  ${r.role.padEnd(9)} ${r.account ?? '-'}  ${r.worker_id ?? '-'}  ${r.revoked ? 'revoked' : (r.expires_at ?? 'no expiry')}`).join('\n'));
+        } finally {
+          await pool.end();
+        }
+      });
+    });
+  common(token.command('revoke').description('revoke a token by id').argument('<id>'))
+    .option('--json', 'print JSON')
+    .action(async (id: string, flags: CommonFlags & { json?: boolean }) => {
+      await withDatabase(flags, async (url) => {
+        const pool = createPool(url, 1);
+        try {
+          const row = await createTokenRepository(pool).revoke(id);
+          if (!row) throw new Error(`no token ${id}`);
+          print(tokenInfo(row), flags.json, () => `revoked ${id}`);
+        } finally {
+          await pool.end();
+        }
+      });
+    });
+
+  common(program.command('cleanup').description('remove entries past the TTL, silent workers, unreferenced blobs'))
+    .option('--dry-run', 'report what would be removed; remove nothing')
+    .option('--json', 'print the report as JSON')
+    .option('--entry-ttl <duration>', 'default 30d')
+    .option('--worker-retention <duration>', 'default 7d')
+    .option('--blob-grace <duration>', 'default 1h')
+    .action(async (flags: CommonFlags & { dryRun?: boolean; json?: boolean; entryTtl?: string; workerRetention?: string; blobGrace?: string }) => {
+      const config = configFromFlags({ ...flags, migrate: true }, { ...process.env, RGRID_CONTROL_ADMIN_TOKEN: '' });
+      await withDatabase(flags, async (url) => {
+        const pool = createPool(url, 2);
+        try {
+          const report = await runCleanup(pool, createFsBlobStorage(join(config.dataDir, 'blobs')), config, { dryRun: flags.dryRun === true, wait: true });
+          print(report, flags.json, () =>
+            `${report.dry_run ? 'would remove' : 'removed'}: ${report.entries.count} entries, ${report.workers.count} workers, ${report.manifests.count} manifests, ${report.blobs.count} blob rows (${report.blob_files.count} files, ${report.blobs.bytes} bytes), ${report.applied_ops.count} op ids`);
+        } finally {
+          await pool.end();
+        }
+      });
+    });
+  return program;
+}
+
+/** Run when executed (also through npm's bin symlink), not when imported by tests. */
+function isEntry(): boolean {
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(process.argv[1] ?? '')).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntry()) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      process.stderr.write(`rgrid-control: ${isRgridError(err) || err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(isRgridError(err) && err.httpStatus < 500 ? 2 : 1);
+    });
+}

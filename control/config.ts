@@ -1,0 +1,84 @@
+/**
+ * The control plane's configuration: one TypeBox schema, the type derived from it, defaults written
+ * once (design.md §9). The CLI entry collects flags and environment into a partial object and calls
+ * `loadControlConfig` once at start; everything else receives the validated result. Nothing here reads
+ * process.env.
+ */
+import Type from 'typebox';
+import { Value } from 'typebox/value';
+import { RgridError } from '../common/errors.js';
+
+const MiB = 1024 * 1024;
+const DAY = 86_400_000;
+
+export const ControlConfigSchema = Type.Object(
+  {
+    /** Interface to listen on; `--listen HOST:PORT`. */
+    host: Type.String({ minLength: 1, default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65_535, default: 8080 }),
+    /** Root of the control plane's files: embedded PostgreSQL, blobs. `--data-dir`. */
+    dataDir: Type.String({ minLength: 1, default: '.rgrid/control' }),
+    /** External PostgreSQL (`DATABASE_URL`); null starts the embedded one under dataDir/postgres. */
+    databaseUrl: Type.Union([Type.String({ minLength: 1 }), Type.Null()], { default: null }),
+    /** The admin bearer token (`RGRID_CONTROL_ADMIN_TOKEN` or a file); null disables admin routes. */
+    adminToken: Type.Union([Type.String({ minLength: 16 }), Type.Null()], { default: null }),
+    /** JSON request bodies. */
+    bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1 * MiB }),
+    /** A full snapshot of 100,000 entries is about 40 MB of JSON. */
+    snapshotBodyLimitBytes: Type.Integer({ minimum: 1024, default: 256 * MiB }),
+    /** One input blob. */
+    blobMaxBytes: Type.Integer({ minimum: 1, default: 4096 * MiB }),
+    /** Entries (and manifests) unused for this long are removed by cleanup. */
+    entryTtlMs: Type.Integer({ minimum: 0, default: 30 * DAY }),
+    /** A blob no manifest references is removed once it is older than this (uploads precede use). */
+    blobGraceMs: Type.Integer({ minimum: 0, default: 3_600_000 }),
+    /** A worker silent for this long is not placed on (dead). */
+    workerDeadAfterMs: Type.Integer({ minimum: 1000, default: 60_000 }),
+    /** What the agent is told to use between heartbeats. */
+    heartbeatIntervalMs: Type.Integer({ minimum: 100, default: 15_000 }),
+    /** A worker silent for this long is removed with its entries by cleanup. */
+    workerRetentionMs: Type.Integer({ minimum: 0, default: 7 * DAY }),
+    /** Applied sync op ids are kept this long to recognise retried batches. */
+    opRetentionMs: Type.Integer({ minimum: 0, default: 7 * DAY }),
+    /** Period of the background cleanup; 0 turns it off (the CLI `cleanup` still works). */
+    cleanupIntervalMs: Type.Integer({ minimum: 0, default: 3_600_000 }),
+    /** Apply migrations at start (they are safe with several replicas starting together). */
+    migrateOnStart: Type.Boolean({ default: true }),
+    /** Connections per process. */
+    poolMax: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+    /** Placement lists at most this many workers unless the request asks for another limit. */
+    placementLimit: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
+    logLevel: Type.Union(
+      [
+        Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
+        Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent'),
+      ],
+      { default: 'info' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type ControlConfig = Type.Static<typeof ControlConfigSchema>;
+export type ControlConfigInput = Partial<ControlConfig>;
+
+/** Fills defaults and validates; throws `bad_request` naming every wrong field. */
+export function loadControlConfig(input: ControlConfigInput = {}): ControlConfig {
+  const withDefaults = Value.Default(ControlConfigSchema, structuredClone(input));
+  const errors = Value.Errors(ControlConfigSchema, withDefaults);
+  if (errors.length > 0) {
+    const lines = errors.map((e) => `${e.instancePath || '/'}: ${e.message}`);
+    throw new RgridError('bad_request', `invalid control configuration: ${lines.join('; ')}`, { errors: lines });
+  }
+  return withDefaults as ControlConfig;
+}
+
+/** `HOST:PORT`, `:PORT`, `[::1]:PORT` → host and port. */
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text.trim());
+  const port = Number(match?.[3]);
+  if (!match || !Number.isInteger(port) || port > 65_535) {
+    throw new RgridError('bad_request', `--listen must be HOST:PORT, got ${JSON.stringify(text)}`);
+  }
+  return { host: match[1] ?? (match[2] || '127.0.0.1'), port };
+}

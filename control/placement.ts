@@ -1,0 +1,90 @@
+/**
+ * Placement scoring (design.md §7, issue 3 item 5), pure so it is unit-tested apart from SQL.
+ *
+ * score = image + deps + load, each with a reason:
+ * - image: a worker holding the script image skips the build. Weighted by image size like
+ *   kube-scheduler's ImageLocality (clamped between 23 MB and 1000 MB), but presence alone already
+ *   counts half, because even a small image saves a build here. Scaled down as more live workers hold
+ *   it (spread factor 1 - 0.5 × holders/live): when every worker has it, locality stops dominating and
+ *   load decides, so a batch spreads instead of piling onto one host (the "whole workshop on one node"
+ *   lesson, design.md §10).
+ * - deps: the same for the dependency layer (saves the pip install when only the script changed).
+ * - load: 1 - running/capacity of the worker (0 when full or without capacity).
+ * Ties are broken by lower load, then by worker id, so the order is deterministic.
+ */
+import type { PlacementItem, ScoreReason } from '../common/wire/control-api.js';
+
+export const IMAGE_WEIGHT = 50;
+export const DEPS_WEIGHT = 30;
+export const LOAD_WEIGHT = 20;
+const MB = 1024 * 1024;
+export const MIN_SIZE = 23 * MB;
+export const MAX_SIZE = 1000 * MB;
+
+export interface WorkerLoadInfo {
+  worker_id: string;
+  capacity: number;
+  running: number;
+}
+
+export interface Holder {
+  worker_id: string;
+  size_bytes: number;
+}
+
+export interface PlacementInput {
+  /** Live workers in total (the denominator of the spread). */
+  liveWorkers: number;
+  imageHolders: readonly Holder[];
+  depsHolders: readonly Holder[];
+  /** Load of every candidate: all holders plus the least loaded live workers. */
+  candidates: readonly WorkerLoadInfo[];
+  limit: number;
+}
+
+export function sizeFactor(size: number): number {
+  const clamped = Math.min(Math.max((size - MIN_SIZE) / (MAX_SIZE - MIN_SIZE), 0), 1);
+  return 0.5 + 0.5 * clamped;
+}
+
+export function spreadFactor(holders: number, live: number): number {
+  if (live <= 0) return 1;
+  return 1 - 0.5 * Math.min(holders / live, 1);
+}
+
+export function loadRatio(w: WorkerLoadInfo): number {
+  return w.capacity > 0 ? Math.min(w.running / w.capacity, 1) : 1;
+}
+
+const round = (x: number): number => Math.round(x * 100) / 100;
+const mb = (bytes: number): string => `${Math.round(bytes / MB)} MB`;
+
+function presenceReason(factor: 'image' | 'deps', weight: number, holder: Holder | undefined, holders: number, live: number): ScoreReason | undefined {
+  if (!holder) return undefined;
+  const size = sizeFactor(holder.size_bytes);
+  const spread = spreadFactor(holders, live);
+  const label = factor === 'image' ? 'script image' : 'dependency layer';
+  return {
+    factor,
+    score: round(weight * size * spread),
+    detail: `${label} present (${mb(holder.size_bytes)}, size factor ${round(size)}), held by ${holders}/${live} live workers (spread factor ${round(spread)})`,
+  };
+}
+
+export function rankPlacement(input: PlacementInput): PlacementItem[] {
+  const images = new Map(input.imageHolders.map((h) => [h.worker_id, h]));
+  const deps = new Map(input.depsHolders.map((h) => [h.worker_id, h]));
+  const scored = input.candidates.map((w) => {
+    const reasons: ScoreReason[] = [];
+    const image = presenceReason('image', IMAGE_WEIGHT, images.get(w.worker_id), images.size, input.liveWorkers);
+    if (image) reasons.push(image);
+    const dep = presenceReason('deps', DEPS_WEIGHT, deps.get(w.worker_id), deps.size, input.liveWorkers);
+    if (dep) reasons.push(dep);
+    const ratio = loadRatio(w);
+    reasons.push({ factor: 'load', score: round(LOAD_WEIGHT * (1 - ratio)), detail: `${w.running}/${w.capacity} executions running` });
+    const score = round(reasons.reduce((sum, r) => sum + r.score, 0));
+    return { item: { worker_id: w.worker_id, score, reasons }, ratio };
+  });
+  scored.sort((a, b) => b.item.score - a.item.score || a.ratio - b.ratio || (a.item.worker_id < b.item.worker_id ? -1 : a.item.worker_id > b.item.worker_id ? 1 : 0));
+  return scored.slice(0, input.limit).map((s) => s.item);
+}

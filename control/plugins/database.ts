@@ -1,0 +1,46 @@
+import fp from 'fastify-plugin';
+import { createPool, type Db } from '../db/pool.js';
+import { createTokenRepository, type TokenRepository } from '../repositories/tokens.js';
+import { createWorkerRepository, type WorkerRepository } from '../repositories/workers.js';
+import { createEntryRepository, type EntryRepository } from '../repositories/entries.js';
+import { createResolveRepository, type ResolveRepository } from '../repositories/resolve.js';
+import { createInputRepository, type InputRepository } from '../repositories/inputs.js';
+import { createExecutionRepository, type ExecutionRepository } from '../repositories/executions.js';
+
+export interface Repositories {
+  tokens: TokenRepository;
+  workers: WorkerRepository;
+  entries: EntryRepository;
+  resolve: ResolveRepository;
+  inputs: InputRepository;
+  executions: ExecutionRepository;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    db: Db;
+    repos: Repositories;
+  }
+}
+
+/**
+ * The PostgreSQL pool and the repositories over it. A pool handed in by the caller (tests, the bench)
+ * stays the caller's to close; a pool created here ends with the app.
+ */
+export default fp<{ databaseUrl: string; poolMax: number; pool?: Db }>(
+  (app, opts, done) => {
+    const db = opts.pool ?? createPool(opts.databaseUrl, opts.poolMax);
+    app.decorate('db', db);
+    app.decorate('repos', {
+      tokens: createTokenRepository(db),
+      workers: createWorkerRepository(db),
+      entries: createEntryRepository(db),
+      resolve: createResolveRepository(db),
+      inputs: createInputRepository(db),
+      executions: createExecutionRepository(db),
+    });
+    if (!opts.pool) app.addHook('onClose', async () => db.end());
+    done();
+  },
+  { name: 'rgrid-database' },
+);

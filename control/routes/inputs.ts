@@ -1,0 +1,124 @@
+/**
+ * Input blobs and manifests (issue 3 item 6). Blobs are content-addressed and verified while streaming;
+ * the bytes are shared on disk, visibility is per account (a `blobs` row): an account sees a blob only
+ * after uploading its bytes itself, so it can never learn what another account stored.
+ */
+import { Readable } from 'node:stream';
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { RgridError } from '../../common/errors.js';
+import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
+import { AccountQuery, BlobParams, ManifestRequest, ManifestResponse, PutBlobResponse, Sha256Hex } from '../../common/wire/control-api.js';
+import { withTransaction } from '../db/pool.js';
+import { accountOf } from '../plugins/auth.js';
+import { BLOB_LOCK_NAMESPACE } from '../cleanup.js';
+
+const roles = ['client', 'scheduler', 'worker'] as const;
+
+const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
+  // Blob bodies are raw bytes of any type: hand the request stream to the handler unread.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+
+  app.head(
+    '/blobs/:sha256',
+    { config: { roles }, schema: { tags: ['inputs'], params: BlobParams, querystring: AccountQuery } },
+    async (request, reply) => {
+      const account = accountOf(request, request.query.account);
+      const blob = await app.repos.inputs.hasBlob(account, request.params.sha256);
+      if (!blob) return reply.code(404).send();
+      return reply.header('content-length', blob.size_bytes).header('content-type', 'application/octet-stream').code(200).send();
+    },
+  );
+
+  app.get(
+    '/blobs/:sha256',
+    { exposeHeadRoute: false, config: { roles }, schema: { tags: ['inputs'], params: BlobParams, querystring: AccountQuery } },
+    async (request, reply) => {
+      const account = accountOf(request, request.query.account);
+      const sha = request.params.sha256;
+      if (!(await app.repos.inputs.hasBlob(account, sha))) throw new RgridError('not_found', `no blob ${sha} in account ${account}`);
+      const stored = await app.storage.get(sha);
+      if (!stored) {
+        request.log.error({ sha256: sha }, 'blob row without bytes in storage');
+        throw new RgridError('not_found', `blob ${sha} is recorded but its bytes are missing; upload it again`);
+      }
+      await app.repos.inputs.touchBlob(account, sha);
+      return reply.header('content-length', stored.size).type('application/octet-stream').send(stored.stream);
+    },
+  );
+
+  app.put(
+    '/blobs/:sha256',
+    {
+      config: { roles },
+      schema: { tags: ['inputs'], params: BlobParams, querystring: AccountQuery, response: { 200: PutBlobResponse, 201: PutBlobResponse } },
+      // Refuse a declared oversize body before reading a byte of it.
+      onRequest: (request, _reply, next) => {
+        const declared = Number(request.headers['content-length'] ?? 0);
+        if (declared > app.config.blobMaxBytes) {
+          next(new RgridError('payload_too_large', `blob of ${declared} bytes exceeds the limit of ${app.config.blobMaxBytes}`, { limit_bytes: app.config.blobMaxBytes }));
+          return;
+        }
+        next();
+      },
+    },
+    async (request, reply) => {
+      const account = accountOf(request, request.query.account);
+      const sha = request.params.sha256;
+      const body = request.body instanceof Readable ? request.body : Readable.from([]);
+      const staged = await app.storage.put(sha, body, app.config.blobMaxBytes);
+      let created: boolean;
+      try {
+        created = await withTransaction(app.db, async (tx) => {
+          // Shared with cleanup: the file cannot be unlinked between our rename and our row.
+          await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [BLOB_LOCK_NAMESPACE, sha]);
+          await staged.commit();
+          return app.repos.inputs.recordBlob(account, sha, staged.size, staged.ref, tx);
+        });
+      } catch (err) {
+        await staged.discard();
+        throw err;
+      }
+      app.metrics.blobBytesUploaded.inc(staged.size);
+      return reply.code(created ? 201 : 200).send({ sha256: sha, size_bytes: staged.size, created });
+    },
+  );
+  done();
+};
+
+const manifestRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
+  app.post(
+    '/manifests',
+    { config: { roles }, schema: { tags: ['inputs'], querystring: AccountQuery, body: ManifestRequest, response: { 200: ManifestResponse, 201: ManifestResponse } } },
+    async (request, reply) => {
+      const account = accountOf(request, request.query.account);
+      const files = canonicalManifest(request.body.files); // names, digests, sizes, duplicates → 400
+      const input = inputSha256(files);
+      if (request.body.input_sha256 !== undefined && request.body.input_sha256 !== input) {
+        throw new RgridError('bad_request', `input_sha256 ${request.body.input_sha256} does not match the files (computed ${input})`, { computed: input });
+      }
+      const { created, missing } = await withTransaction(app.db, async (tx) => ({
+        created: await app.repos.inputs.recordManifest(account, input, files, tx),
+        missing: await app.repos.inputs.missingBlobs(account, files.map((f) => f.sha256), tx),
+      }));
+      const total = files.reduce((s, f) => s + f.size, 0);
+      return reply.code(created ? 201 : 200).send({ input_sha256: input, files, total_size: total, missing, created });
+    },
+  );
+
+  app.get(
+    '/manifests/:input_sha256',
+    { config: { roles }, schema: { tags: ['inputs'], params: Type.Object({ input_sha256: Sha256Hex }), querystring: AccountQuery, response: { 200: ManifestResponse } } },
+    async (request) => {
+      const account = accountOf(request, request.query.account);
+      const files = await app.repos.inputs.getManifest(account, request.params.input_sha256);
+      if (!files) throw new RgridError('not_found', `no manifest ${request.params.input_sha256} in account ${account}`);
+      const missing = await app.repos.inputs.missingBlobs(account, files.map((f) => f.sha256));
+      return { input_sha256: request.params.input_sha256, files, total_size: files.reduce((s, f) => s + f.size, 0), missing, created: false };
+    },
+  );
+  done();
+};
+
+export { blobRoutes, manifestRoutes };

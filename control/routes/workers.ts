@@ -1,0 +1,155 @@
+/**
+ * Agent endpoints (design.md §6): register, heartbeat, full snapshot, op batches. A worker token acts
+ * for its own worker id only and writes entries of the accounts it serves only; any op naming another
+ * account rejects the whole batch before anything is written.
+ */
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { RgridError } from '../../common/errors.js';
+import {
+  AccountId, CacheEntry, HeartbeatRequest, RegisterWorkerRequest, RegisterWorkerResponse, SnapshotRequest, SnapshotResponse,
+  SyncOpsRequest, SyncOpsResponse, SyncStatusResponse, WorkerId,
+} from '../../common/wire/control-api.js';
+import { withTransaction } from '../db/pool.js';
+import { planSyncOps } from '../sync-plan.js';
+import { ownWorker } from '../plugins/auth.js';
+
+const Params = Type.Object({ worker_id: WorkerId });
+
+function resyncError(workerId: string, reason: string): RgridError {
+  return new RgridError('conflict', `worker ${workerId}: ${reason}; register and send a full snapshot`, { resync_required: true, reason });
+}
+
+function assertServed(accounts: readonly string[], served: readonly string[], workerId: string): void {
+  for (const account of accounts) {
+    if (!served.includes(account)) throw new RgridError('forbidden', `worker ${workerId} does not serve account ${account}`);
+  }
+}
+
+const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
+  const roles = ['worker'] as const;
+  const tags = ['workers'];
+
+  app.post(
+    '/workers/:worker_id/register',
+    { config: { roles }, schema: { tags, params: Params, body: RegisterWorkerRequest, response: { 200: RegisterWorkerResponse } } },
+    async (request) => {
+      const auth = ownWorker(request, request.params.worker_id);
+      const { known } = await app.repos.workers.register(auth.workerId, request.body);
+      return {
+        worker_id: auth.workerId,
+        known,
+        snapshot_required: true,
+        accounts: auth.accounts,
+        heartbeat_interval_ms: app.config.heartbeatIntervalMs,
+        dead_after_ms: app.config.workerDeadAfterMs,
+        server_time: new Date().toISOString(),
+      };
+    },
+  );
+
+  app.post(
+    '/workers/:worker_id/heartbeat',
+    { config: { roles }, schema: { tags, params: Params, body: HeartbeatRequest, response: { 200: SyncStatusResponse } } },
+    async (request) => {
+      const auth = ownWorker(request, request.params.worker_id);
+      const row = await app.repos.workers.heartbeat(auth.workerId, request.body);
+      return { known: row !== undefined, resync_required: !row || row.snapshotAt === null, server_time: new Date().toISOString() };
+    },
+  );
+
+  app.put(
+    '/workers/:worker_id/snapshot',
+    {
+      config: { roles },
+      bodyLimit: app.config.snapshotBodyLimitBytes,
+      schema: { tags, params: Params, body: SnapshotRequest, response: { 200: SnapshotResponse } },
+    },
+    async (request) => {
+      const auth = ownWorker(request, request.params.worker_id);
+      const accounts = request.body.accounts ?? auth.accounts;
+      assertServed(accounts, auth.accounts, auth.workerId);
+      const entries = request.body.entries;
+      const seen = new Set<string>();
+      for (const e of entries) {
+        if (!accounts.includes(e.account)) throw new RgridError('bad_request', `entry ${e.kind} ${e.key} of account ${e.account} is outside the snapshot's accounts`);
+        if (e.kind === 'image' && !e.script_sha256) throw new RgridError('bad_request', `image entry ${e.key} needs script_sha256`);
+        const id = `${e.account}\u0000${e.kind}\u0000${e.key}`;
+        if (seen.has(id)) throw new RgridError('bad_request', `entry ${e.kind} ${e.key} of account ${e.account} appears twice`);
+        seen.add(id);
+      }
+      const result = await withTransaction(app.db, async (tx) => {
+        if (!(await app.repos.workers.lockForSync(auth.workerId, tx))) throw resyncError(auth.workerId, 'not registered');
+        const { removed } = await app.repos.entries.replaceSnapshot(auth.workerId, accounts, entries, tx);
+        await app.repos.workers.markSnapshot(auth.workerId, tx);
+        return { removed };
+      });
+      app.metrics.snapshots.inc();
+      return { accounts, entries: entries.length, removed: result.removed, server_time: new Date().toISOString() };
+    },
+  );
+
+  app.post(
+    '/workers/:worker_id/ops',
+    { config: { roles }, schema: { tags, params: Params, body: SyncOpsRequest, response: { 200: SyncOpsResponse } } },
+    async (request) => {
+      const auth = ownWorker(request, request.params.worker_id);
+      const ops = request.body.ops;
+      assertServed([...new Set(ops.map((o) => o.account))], auth.accounts, auth.workerId);
+      for (const op of ops) {
+        if (op.type === 'upsert' && op.kind === 'image' && !op.script_sha256) throw new RgridError('bad_request', `op ${op.id}: an image upsert needs script_sha256`);
+      }
+      const { applied, duplicates } = await withTransaction(app.db, async (tx) => {
+        const worker = await app.repos.workers.lockForSync(auth.workerId, tx);
+        if (!worker) throw resyncError(auth.workerId, 'not registered');
+        if (worker.snapshotAt === null) throw resyncError(auth.workerId, 'no snapshot since registration');
+        const fresh = await app.repos.entries.claimOpIds(auth.workerId, ops.map((o) => o.id), tx);
+        // claimOpIds returns each new id once; a batch repeating an id applies its first occurrence.
+        const toApply = ops.filter((o) => fresh.delete(o.id));
+        await app.repos.entries.applyPlan(auth.workerId, planSyncOps(toApply), tx);
+        return { applied: toApply.length, duplicates: ops.length - toApply.length };
+      });
+      app.metrics.syncOps.inc({ result: 'applied' }, applied);
+      app.metrics.syncOps.inc({ result: 'duplicate' }, duplicates);
+      return { applied, duplicates, server_time: new Date().toISOString() };
+    },
+  );
+
+  /** What the control plane holds for a worker: the agent verifies its view, a scheduler inspects its account. */
+  app.get(
+    '/workers/:worker_id/entries',
+    {
+      config: { roles: ['worker', 'scheduler'] },
+      schema: { tags, params: Params, querystring: Type.Object({ account: Type.Optional(AccountId) }), response: { 200: Type.Object({ entries: Type.Array(CacheEntry) }) } },
+    },
+    async (request) => {
+      const auth = request.auth;
+      let account: string | null;
+      if (auth.role === 'worker') {
+        ownWorker(request, request.params.worker_id);
+        account = request.query.account ?? null;
+        if (account !== null) assertServed([account], auth.accounts, auth.workerId);
+      } else if (auth.role === 'scheduler') {
+        if (request.query.account !== undefined && request.query.account !== auth.account) throw new RgridError('forbidden', `this token belongs to account ${auth.account}`);
+        account = auth.account;
+      } else {
+        throw new RgridError('forbidden', 'not allowed');
+      }
+      const rows = await app.repos.entries.listForWorker(request.params.worker_id, account);
+      const served = auth.role === 'worker' ? auth.accounts : [account ?? ''];
+      return {
+        entries: rows
+          .filter((r) => served.includes(r.account))
+          .map(({ worker_id: _w, ...e }) => ({
+            ...e,
+            script_sha256: e.script_sha256 ?? null,
+            deps_key: e.deps_key ?? null,
+            created_at: new Date(e.created_at).toISOString(),
+            last_used_at: new Date(e.last_used_at).toISOString(),
+          })),
+      };
+    },
+  );
+  done();
+};
+export default workerRoutes;

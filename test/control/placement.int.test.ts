@@ -1,0 +1,118 @@
+/* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call --
+   HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
+// Must be shown 6: placement prefers the worker holding the image, spreads when every worker holds it,
+// and skips dead workers.
+import { describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { build, call, createToken, entry, MB, registerWorker, sha, snapshot, useTestDatabase } from './support.js';
+
+const db = useTestDatabase();
+
+interface Placement {
+  worker_id: string;
+  score: number;
+  reasons: { factor: string; score: number; detail: string }[];
+}
+
+async function setLoad(app: FastifyInstance, token: string, workerId: string, running: number): Promise<void> {
+  const res = await call(app, 'POST', `/v1/workers/${workerId}/heartbeat`, token, { load: { running } });
+  expect(res.statusCode).toBe(200);
+}
+
+describe('placement', () => {
+  it('prefers the image holder, then the dependency holder, then the least loaded worker', async () => {
+    const app = await build(db);
+    const sched = await createToken(app, 'p1', 'scheduler');
+    const tokens: Record<string, string> = {};
+    for (const w of ['a1', 'a2', 'a3', 'a4']) {
+      tokens[w] = await createToken(app, 'p1', 'worker', w);
+      await registerWorker(app, tokens[w], w, { capacity: 4 });
+    }
+    await snapshot(app, tokens.a1!, 'a1', [entry({ account: 'p1', kind: 'deps', size: 400 * MB })]);
+    await snapshot(app, tokens.a2!, 'a2', [entry({ account: 'p1', size: 500 * MB }), entry({ account: 'p1', kind: 'deps', size: 400 * MB })]);
+    await snapshot(app, tokens.a3!, 'a3', []);
+    await snapshot(app, tokens.a4!, 'a4', []);
+    // a2 holds the image but is the busiest; a4 is idle and holds nothing.
+    await setLoad(app, tokens.a2!, 'a2', 3);
+    await setLoad(app, tokens.a1!, 'a1', 1);
+    await setLoad(app, tokens.a3!, 'a3', 2);
+    await setLoad(app, tokens.a4!, 'a4', 0);
+
+    const res = await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') });
+    expect(res.statusCode).toBe(200);
+    const body = res.json<{ placement: Placement[]; live_workers: number; image: { workers: string[] }; deps: { workers: string[] } }>();
+    expect(body.live_workers).toBe(4);
+    expect(body.image.workers).toEqual(['a2']);
+    expect(body.deps.workers).toEqual(['a1', 'a2']);
+    expect(body.placement.map((p) => p.worker_id)).toEqual(['a2', 'a1', 'a4', 'a3']);
+    const top = body.placement[0]!;
+    expect(top.reasons.map((r) => r.factor)).toEqual(['image', 'deps', 'load']);
+    expect(top.reasons[0]!.detail).toMatch(/held by 1\/4 live workers/);
+    expect(top.score).toBeCloseTo(top.reasons.reduce((s, r) => s + r.score, 0), 5);
+    // limit bounds the list.
+    const limited = await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs'), limit: 2 });
+    expect(limited.json().placement.map((p: Placement) => p.worker_id)).toEqual(['a2', 'a1']);
+  });
+
+  it('spreads by load when every worker holds the image, with the image weight scaled down', async () => {
+    const app = await build(db);
+    const sched = await createToken(app, 'p2', 'scheduler');
+    const ws = ['b1', 'b2', 'b3'];
+    const tokens: Record<string, string> = {};
+    for (const w of ws) {
+      tokens[w] = await createToken(app, 'p2', 'worker', w);
+      await registerWorker(app, tokens[w], w, { capacity: 4 });
+      await snapshot(app, tokens[w], w, [entry({ account: 'p2', size: 500 * MB })]);
+    }
+    const resolve = async () =>
+      (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') })).json<{ placement: Placement[] }>();
+
+    await setLoad(app, tokens.b1!, 'b1', 2);
+    await setLoad(app, tokens.b2!, 'b2', 0);
+    await setLoad(app, tokens.b3!, 'b3', 1);
+    const first = await resolve();
+    expect(first.placement.map((p) => p.worker_id)).toEqual(['b2', 'b3', 'b1']);
+    const imageScores = first.placement.map((p) => p.reasons.find((r) => r.factor === 'image')!.score);
+    expect(new Set(imageScores).size).toBe(1);
+    expect(first.placement[0]!.reasons[0]!.detail).toMatch(/held by 3\/3 live workers \(spread factor 0\.5\)/);
+
+    // As work lands on the top worker, the next placement moves on: a batch spreads over all holders.
+    await setLoad(app, tokens.b2!, 'b2', 3);
+    expect((await resolve()).placement[0]!.worker_id).toBe('b3');
+    await setLoad(app, tokens.b3!, 'b3', 4);
+    expect((await resolve()).placement[0]!.worker_id).toBe('b1');
+
+    // With one holder among the three, the same image counts for more (spread factor near 1).
+    const single = await createToken(app, 'p2', 'worker', 'b4');
+    await registerWorker(app, single, 'b4', { capacity: 4 });
+    await snapshot(app, single, 'b4', [entry({ account: 'p2', script: 'only-b4', size: 500 * MB })]);
+    const lone = (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('only-b4'), requirements_sha256: sha('reqs') })).json<{ placement: Placement[] }>();
+    expect(lone.placement[0]!.worker_id).toBe('b4');
+    expect(lone.placement[0]!.reasons[0]!.score).toBeGreaterThan(imageScores[0]!);
+  });
+
+  it('skips dead workers, even when they hold the image', async () => {
+    const app = await build(db, { workerDeadAfterMs: 60_000 });
+    const sched = await createToken(app, 'p3', 'scheduler');
+    const dead = await createToken(app, 'p3', 'worker', 'c-dead');
+    const live = await createToken(app, 'p3', 'worker', 'c-live');
+    await registerWorker(app, dead, 'c-dead');
+    await registerWorker(app, live, 'c-live');
+    await snapshot(app, dead, 'c-dead', [entry({ account: 'p3' })]);
+    await snapshot(app, live, 'c-live', []);
+    await db.pool.query("UPDATE workers SET last_seen_at = now() - interval '2 minutes' WHERE worker_id = 'c-dead'");
+
+    const body = (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') })).json();
+    // Only workers serving the account count (the other tests' workers are live but serve other accounts).
+    expect(body.live_workers).toBe(1);
+    expect(body.image).toEqual({ cached: false, workers: [], entries: [] });
+    expect(body.placement.map((p: Placement) => p.worker_id)).not.toContain('c-dead');
+    expect(body.placement.map((p: Placement) => p.worker_id)).toContain('c-live');
+
+    // A heartbeat brings it back.
+    await call(app, 'POST', '/v1/workers/c-dead/heartbeat', dead, { load: { running: 0 } });
+    const again = (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') })).json();
+    expect(again.image.workers).toEqual(['c-dead']);
+    expect(again.placement[0].worker_id).toBe('c-dead');
+  });
+});
