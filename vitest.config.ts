@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 // a 2-core machine, and parallel image builds would only measure contention.
 export default defineConfig({
   test: {
+    // The JSON report is what .ci/run reads to print its "N passed, N failed" line.
+    reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
     projects: [
       {
         test: {
