@@ -55,7 +55,13 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
       security: [{ bearer: [] }],
     },
   });
-  await app.register(databasePlugin, { databaseUrl: config.databaseUrl ?? '', poolMax: config.poolMax, ...(deps.pool ? { pool: deps.pool } : {}) });
+  await app.register(databasePlugin, {
+    databaseUrl: config.databaseUrl ?? '',
+    poolMax: config.poolMax,
+    fleetCacheMs: config.fleetCacheMs,
+    workerDeadAfterMs: config.workerDeadAfterMs,
+    ...(deps.pool ? { pool: deps.pool } : {}),
+  });
   await app.register(storagePlugin, { dataDir: config.dataDir, ...(deps.storage ? { storage: deps.storage } : {}) });
   await app.register(metricsPlugin, { workerDeadAfterMs: config.workerDeadAfterMs });
   await app.register(cleanupJob);

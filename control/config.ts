@@ -46,6 +46,11 @@ export const ControlConfigSchema = Type.Object(
     migrateOnStart: Type.Boolean({ default: true }),
     /** Connections per process. */
     poolMax: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+    /**
+     * How long a process reuses its read of an account's live workers and loads for placement; 0 reads
+     * on every resolve. Replicas converge within this time (control/fleet-view.ts).
+     */
+    fleetCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
     /** Placement lists at most this many workers unless the request asks for another limit. */
     placementLimit: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
     logLevel: Type.Union(

@@ -210,6 +210,8 @@ export const ResolveRequest = Type.Object(
     input_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
     /** How many workers the placement lists at most (best first). */
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+    /** Also list each holder's entry (key, image ID, size, last use); off by default to keep answers small. */
+    include_entries: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
@@ -228,7 +230,8 @@ export const ResolveCacheAnswer = Type.Object({
   cached: Type.Boolean(),
   /** ids of the live workers holding it. */
   workers: Type.Array(WorkerId),
-  entries: Type.Array(HolderEntry),
+  /** present when the request set include_entries. */
+  entries: Type.Optional(Type.Array(HolderEntry)),
 });
 
 export const ScoreReason = Type.Object({

@@ -118,6 +118,7 @@ export function buildProgram(): Command {
     .option('--cleanup-interval <duration>', 'period of the background cleanup, 0 = off (default 1h)')
     .option('--blob-grace <duration>', 'keep an unreferenced blob this long after upload (default 1h)')
     .option('--pool-max <n>', 'PostgreSQL connections per process (default 10)')
+    .option('--fleet-cache <duration>', 'reuse the live-worker view for placement this long, 0 = never (default 1s)')
     .option('--no-migrate', 'do not apply migrations at start')
     .action(async (flags: ServeFlags) => serve(flags));
 

@@ -25,6 +25,7 @@ export interface ServeFlags extends CommonFlags {
   cleanupInterval?: string;
   blobGrace?: string;
   poolMax?: string;
+  fleetCache?: string;
   migrate?: boolean;
 }
 
@@ -75,6 +76,7 @@ export function configFromFlags(flags: ServeFlags, env: NodeJS.ProcessEnv): Cont
   set('workerRetentionMs', duration(flags.workerRetention, '--worker-retention'));
   set('cleanupIntervalMs', duration(flags.cleanupInterval, '--cleanup-interval'));
   set('blobGraceMs', duration(flags.blobGrace, '--blob-grace'));
+  set('fleetCacheMs', duration(flags.fleetCache, '--fleet-cache'));
   if (flags.migrate === false) input.migrateOnStart = false;
   return loadControlConfig(input);
 }

@@ -6,6 +6,7 @@ import { createEntryRepository, type EntryRepository } from '../repositories/ent
 import { createResolveRepository, type ResolveRepository } from '../repositories/resolve.js';
 import { createInputRepository, type InputRepository } from '../repositories/inputs.js';
 import { createExecutionRepository, type ExecutionRepository } from '../repositories/executions.js';
+import { createFleetView, type FleetView } from '../fleet-view.js';
 
 export interface Repositories {
   tokens: TokenRepository;
@@ -20,6 +21,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     db: Db;
     repos: Repositories;
+    fleet: FleetView;
   }
 }
 
@@ -27,7 +29,7 @@ declare module 'fastify' {
  * The PostgreSQL pool and the repositories over it. A pool handed in by the caller (tests, the bench)
  * stays the caller's to close; a pool created here ends with the app.
  */
-export default fp<{ databaseUrl: string; poolMax: number; pool?: Db }>(
+export default fp<{ databaseUrl: string; poolMax: number; pool?: Db; fleetCacheMs: number; workerDeadAfterMs: number }>(
   (app, opts, done) => {
     const db = opts.pool ?? createPool(opts.databaseUrl, opts.poolMax);
     app.decorate('db', db);
@@ -39,6 +41,7 @@ export default fp<{ databaseUrl: string; poolMax: number; pool?: Db }>(
       inputs: createInputRepository(db),
       executions: createExecutionRepository(db),
     });
+    app.decorate('fleet', createFleetView(db, { cacheMs: opts.fleetCacheMs, deadAfterMs: opts.workerDeadAfterMs }));
     if (!opts.pool) app.addHook('onClose', async () => db.end());
     done();
   },

@@ -105,7 +105,7 @@ describe('placement', () => {
     const body = (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') })).json();
     // Only workers serving the account count (the other tests' workers are live but serve other accounts).
     expect(body.live_workers).toBe(1);
-    expect(body.image).toEqual({ cached: false, workers: [], entries: [] });
+    expect(body.image).toEqual({ cached: false, workers: [] });
     expect(body.placement.map((p: Placement) => p.worker_id)).not.toContain('c-dead');
     expect(body.placement.map((p: Placement) => p.worker_id)).toContain('c-live');
 

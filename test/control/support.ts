@@ -59,7 +59,8 @@ export function useTestDatabase(opts: { migrated?: boolean } = {}): TestDatabase
 }
 
 export function testConfig(db: TestDatabase, overrides: Partial<ControlConfig> = {}): ControlConfig {
-  return loadControlConfig({ databaseUrl: db.url, dataDir: db.dataDir, adminToken: ADMIN_TOKEN, cleanupIntervalMs: 0, logLevel: 'silent', ...overrides });
+  // fleetCacheMs 0: tests change loads and liveness and resolve right after, so they read every time.
+  return loadControlConfig({ databaseUrl: db.url, dataDir: db.dataDir, adminToken: ADMIN_TOKEN, cleanupIntervalMs: 0, fleetCacheMs: 0, logLevel: 'silent', ...overrides });
 }
 
 /** Builds and readies the app; it is closed when the calling test finishes, pass or fail. */

@@ -76,7 +76,7 @@ describe('worker sync', () => {
 
     // resolve sees exactly the worker's entries: image s1 and its deps on w1, s2 gone, s3 present.
     const resolve = async (script: string) =>
-      (await call(app, 'POST', '/v1/resolve', scheduler, { runtime: 'python3.11', script_sha256: sha(script), requirements_sha256: sha('reqs') })).json();
+      (await call(app, 'POST', '/v1/resolve', scheduler, { runtime: 'python3.11', script_sha256: sha(script), requirements_sha256: sha('reqs'), include_entries: true })).json();
     const r1 = await resolve('s1');
     expect(r1.image).toMatchObject({ cached: true, workers: ['w1'] });
     expect(r1.image.entries[0]).toMatchObject({ worker_id: 'w1', key: img.key, image_id: img.image_id, size_bytes: img.size_bytes });

@@ -1,0 +1,307 @@
+/**
+ * Control-plane benchmark (issue 3 "Measure"):
+ * 1. POST /v1/resolve under load (autocannon, 127.0.0.1 only, bounded duration) on a database seeded
+ *    with 1,000 workers and 1,000,000 cache entries: throughput and p50/p99, at saturation and at a
+ *    fixed offered rate of 2,000 requests/s.
+ * 2. A full snapshot sync of 100,000 entries from one worker: seconds, first and repeated.
+ *
+ * The server is a real `rgrid-control serve` process from dist/ (not in this process, so the load
+ * generator does not share its event loop); PostgreSQL is DATABASE_URL or an embedded one in a temp
+ * directory. Everything runs on the same machine: server, database and load generator share the CPUs,
+ * and the figures say so. Prints a table and writes bench-output/control.json.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { randomBytes, createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { migrate } from '../control/db/migrate.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../control/db/embedded.js';
+
+const WORKERS = 1000;
+const ENTRIES_PER_WORKER = 1000; // 500 script images + 500 dependency layers
+const SCRIPTS = 50_000; // each script image sits on ~10 workers
+const REQUIREMENTS = 5_000; // each dependency layer sits on ~100 workers
+const SNAPSHOT_ENTRIES = 100_000;
+const SATURATION_SECONDS = 10;
+const RATE_SECONDS = 20;
+const TARGET_RATE = 2000;
+const CONNECTIONS = 16;
+const ADMIN = `bench-admin-${randomBytes(12).toString('hex')}`;
+const ACCOUNT = 'bench';
+
+const sha = (text: string): string => createHash('sha256').update(text).digest('hex');
+const quiet = { info: () => undefined, warn: (m: string) => console.warn(m), error: (m: string) => console.error(m) };
+
+/** Seeds in SQL (generate_series): no million-row round trips through the client. */
+async function seed(client: pg.Client): Promise<{ seconds: number }> {
+  const t0 = performance.now();
+  await client.query(`INSERT INTO accounts (account_id) VALUES ('${ACCOUNT}')`);
+  await client.query(
+    `INSERT INTO workers (worker_id, host, capacity, running, last_seen_at, snapshot_at)
+     SELECT 'w' || w, 'host-' || w, 8, w % 9, now(), now() FROM generate_series(1, ${WORKERS}) AS w`,
+  );
+  await client.query(
+    `INSERT INTO tokens (token_sha256, role, account_id, worker_id)
+     SELECT encode(sha256(('bench-worker-token-' || w)::bytea), 'hex'), 'worker', '${ACCOUNT}', 'w' || w FROM generate_series(1, ${WORKERS}) AS w`,
+  );
+  // Script s is held by the workers with (w*7919 + j*4729) mod SCRIPTS = s; 4729 is coprime with
+  // SCRIPTS, so a worker's 500 scripts are distinct. Requirements of script s: s mod REQUIREMENTS.
+  await client.query(
+    `INSERT INTO cache_entries (worker_id, account_id, kind, key, image_id, runtime, requirements_sha256, script_sha256,
+       deps_key, size_bytes, created_at, last_used_at, use_count)
+     SELECT 'w' || w, '${ACCOUNT}', 'image', encode(sha256(('img:' || s)::bytea), 'hex'), 'sha256:' || encode(sha256(('id:' || s)::bytea), 'hex'),
+       'python3.11', encode(sha256(('req:' || (s % ${REQUIREMENTS}))::bytea), 'hex'), encode(sha256(('script:' || s)::bytea), 'hex'),
+       encode(sha256(('deps:' || (s % ${REQUIREMENTS}))::bytea), 'hex'), (50 + s % 900) * 1048576::bigint, now(), now() - (s % 30) * interval '1 day', 1 + s % 100
+     FROM generate_series(1, ${WORKERS}) AS w, generate_series(1, ${ENTRIES_PER_WORKER / 2}) AS j,
+       LATERAL (SELECT ((w::bigint * 7919 + j::bigint * 4729) % ${SCRIPTS})::int AS s) AS x`,
+  );
+  // Dependency layers: (w*31 + j*2003) mod REQUIREMENTS, 2003 coprime with REQUIREMENTS.
+  await client.query(
+    `INSERT INTO cache_entries (worker_id, account_id, kind, key, image_id, runtime, requirements_sha256, script_sha256,
+       deps_key, size_bytes, created_at, last_used_at, use_count)
+     SELECT 'w' || w, '${ACCOUNT}', 'deps', encode(sha256(('deps:' || r)::bytea), 'hex'), 'sha256:' || encode(sha256(('depsid:' || r)::bytea), 'hex'),
+       'python3.11', encode(sha256(('req:' || r)::bytea), 'hex'), NULL, NULL, (200 + r % 600) * 1048576::bigint, now(), now(), 1
+     FROM generate_series(1, ${WORKERS}) AS w, generate_series(1, ${ENTRIES_PER_WORKER / 2}) AS j,
+       LATERAL (SELECT ((w::bigint * 31 + j::bigint * 2003) % ${REQUIREMENTS})::int AS r) AS x`,
+  );
+  // Index-only scans need the visibility map, and the planner needs statistics.
+  await client.query('VACUUM (ANALYZE) cache_entries');
+  await client.query('VACUUM (ANALYZE) workers');
+  await client.query('VACUUM (ANALYZE) tokens');
+  return { seconds: (performance.now() - t0) / 1000 };
+}
+
+interface Server {
+  url: string;
+  child: ChildProcessWithoutNullStreams;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Log level warn keeps per-request logging out of the measurement; readiness is polled on /readyz. */
+async function startServer(cli: string, databaseUrl: string, dataDir: string): Promise<Server> {
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn', '--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate'],
+    { env: { ...process.env, DATABASE_URL: databaseUrl, RGRID_CONTROL_ADMIN_TOKEN: ADMIN } },
+  );
+  child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
+  child.stdout.on('data', (c: Buffer) => process.stdout.write(c));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
+    const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
+    if (ok) return { url, child };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error('server did not become ready within 20 s');
+}
+
+async function post(url: string, path: string, token: string, body: unknown, method = 'POST'): Promise<{ status: number; json: unknown; ms: number }> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const json: unknown = await res.json();
+  return { status: res.status, json, ms: performance.now() - t0 };
+}
+
+/** Distinct resolve bodies cycled by the load generator: random scripts, with their requirements. */
+function resolveBodies(count: number): string[] {
+  const bodies: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const s = (i * 7907) % SCRIPTS;
+    bodies.push(JSON.stringify({ runtime: 'python3.11', script_sha256: sha(`script:${s}`), requirements_sha256: sha(`req:${s % REQUIREMENTS}`) }));
+  }
+  return bodies;
+}
+
+async function load(url: string, token: string, opts: { seconds: number; rate?: number }): Promise<Record<string, number>> {
+  const bodies = resolveBodies(5000);
+  let n = 0;
+  const result = await autocannon({
+    url: `${url}/v1/resolve`,
+    connections: CONNECTIONS,
+    duration: opts.seconds,
+    ...(opts.rate ? { overallRate: opts.rate } : {}),
+    requests: [
+      {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        setupRequest: (req) => ({ ...req, body: bodies[n++ % bodies.length] }),
+      },
+    ],
+  });
+  return {
+    duration_s: opts.seconds,
+    connections: CONNECTIONS,
+    offered_rate_rps: opts.rate ?? 0,
+    requests: result.requests.total,
+    throughput_rps: Math.round(result.requests.average),
+    latency_p50_ms: result.latency.p50,
+    latency_p90_ms: result.latency.p90,
+    latency_p99_ms: result.latency.p99,
+    latency_max_ms: result.latency.max,
+    non_2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+  };
+}
+
+function snapshotEntries(): unknown[] {
+  const now = new Date().toISOString();
+  const entries: unknown[] = [];
+  for (let i = 0; i < SNAPSHOT_ENTRIES; i++) {
+    const image = i % 2 === 0;
+    entries.push({
+      kind: image ? 'image' : 'deps',
+      account: ACCOUNT,
+      key: sha(`snap:${i}`),
+      image_id: `sha256:${sha(`snapid:${i}`)}`,
+      runtime: 'python3.11',
+      requirements_sha256: sha(`req:${i % REQUIREMENTS}`),
+      script_sha256: image ? sha(`snapscript:${i}`) : null,
+      deps_key: image ? sha(`deps:${i % REQUIREMENTS}`) : null,
+      size_bytes: 100 * 1048576,
+      created_at: now,
+      last_used_at: now,
+      use_count: 1,
+    });
+  }
+  return entries;
+}
+
+export async function runControlBench(): Promise<Record<string, unknown>> {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const cli = join(root, 'dist', 'control', 'cli', 'main.js');
+  const dir = mkdtempSync(join(tmpdir(), 'rgrid-control-bench-'));
+  chmodSync(dir, 0o711);
+  let embedded: EmbeddedPostgres | undefined;
+  let server: Server | undefined;
+  let dropDatabase: (() => Promise<void>) | undefined;
+  try {
+    let serverUrl = process.env.DATABASE_URL;
+    if (!serverUrl) {
+      embedded = await startEmbeddedPostgres({ dataDir: join(dir, 'postgres') });
+      serverUrl = embedded.url;
+    }
+    const dbName = `rgrid_bench_${randomBytes(4).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: serverUrl });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${dbName}`);
+    await admin.end();
+    const adminUrl = serverUrl;
+    dropDatabase = async () => {
+      const c = new pg.Client({ connectionString: adminUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await c.end();
+    };
+    const u = new URL(serverUrl);
+    u.pathname = `/${dbName}`;
+    const databaseUrl = u.toString();
+    await migrate(databaseUrl, quiet);
+
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    console.log(`seeding ${WORKERS} workers and ${WORKERS * ENTRIES_PER_WORKER} entries ...`);
+    const seeded = await seed(client);
+    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM cache_entries');
+    console.log(`seeded ${rows[0]!.n} entries in ${seeded.seconds.toFixed(1)} s`);
+
+    server = await startServer(cli, databaseUrl, join(dir, 'data'));
+    const sched = ((await post(server.url, '/v1/admin/tokens', ADMIN, { account: ACCOUNT, role: 'scheduler' })).json as { token: string }).token;
+    const sample = await post(server.url, '/v1/resolve', sched, JSON.parse(resolveBodies(1)[0]!));
+    const sampleBody = sample.json as { image: { workers: string[] }; deps: { workers: string[] }; placement: unknown[] };
+    console.log(`sample resolve: ${sampleBody.image.workers.length} image holders, ${sampleBody.deps.workers.length} deps holders, ${sampleBody.placement.length} placed`);
+
+    await load(server.url, sched, { seconds: 3 }); // warm-up: connections, plans, caches
+    console.log(`resolve at saturation (${SATURATION_SECONDS} s, ${CONNECTIONS} connections) ...`);
+    const saturation = await load(server.url, sched, { seconds: SATURATION_SECONDS });
+    console.log(`resolve at ${TARGET_RATE} req/s offered (${RATE_SECONDS} s) ...`);
+    const atRate = await load(server.url, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE });
+
+    // Snapshot of 100,000 entries from one worker (registered with its own token).
+    const workerToken = ((await post(server.url, '/v1/admin/tokens', ADMIN, { account: ACCOUNT, role: 'worker', worker_id: 'snap-worker' })).json as { token: string }).token;
+    await post(server.url, '/v1/workers/snap-worker/register', workerToken, { host: 'snap', capacity: 8 });
+    const entries = snapshotEntries();
+    const body = { entries };
+    const bytes = Buffer.byteLength(JSON.stringify(body));
+    const first = await post(server.url, '/v1/workers/snap-worker/snapshot', workerToken, body, 'PUT');
+    const repeat = await post(server.url, '/v1/workers/snap-worker/snapshot', workerToken, body, 'PUT');
+    if (first.status !== 200 || repeat.status !== 200) throw new Error(`snapshot failed: ${first.status} ${JSON.stringify(first.json)}`);
+    await client.end();
+
+    const result = {
+      settings: {
+        machine_cpus: cpus().length,
+        database: embedded ? 'embedded PostgreSQL 18 (defaults: shared_buffers 128MB, fsync on)' : 'DATABASE_URL',
+        server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, log level warn; autocannon in another process on the same machine',
+        workers: WORKERS,
+        entries: WORKERS * ENTRIES_PER_WORKER,
+        distinct_script_images: SCRIPTS,
+        image_holders_per_script: (WORKERS * ENTRIES_PER_WORKER) / 2 / SCRIPTS,
+        deps_holders_per_requirements: (WORKERS * ENTRIES_PER_WORKER) / 2 / REQUIREMENTS,
+        placement_limit: 10,
+        seed_seconds: Number(seeded.seconds.toFixed(1)),
+      },
+      resolve_saturation: saturation,
+      resolve_at_target_rate: atRate,
+      snapshot: {
+        entries: SNAPSHOT_ENTRIES,
+        body_mb: Number((bytes / 1048576).toFixed(1)),
+        first_seconds: Number((first.ms / 1000).toFixed(2)),
+        repeat_seconds: Number((repeat.ms / 1000).toFixed(2)),
+      },
+    };
+    printTable(result);
+    const out = join(process.cwd(), 'bench-output');
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'control.json'), `${JSON.stringify(result, null, 2)}\n`);
+    console.log(`wrote ${join(out, 'control.json')}`);
+    return result;
+  } finally {
+    if (server) {
+      const exited = new Promise((r) => server!.child.once('exit', r));
+      server.child.kill('SIGTERM');
+      await exited;
+    }
+    // An external server keeps nothing of the run; the embedded one goes away with its directory.
+    if (!embedded) await dropDatabase?.().catch((err: unknown) => console.error(`could not drop the bench database: ${String(err)}`));
+    await embedded?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function printTable(r: { resolve_saturation: Record<string, number>; resolve_at_target_rate: Record<string, number>; snapshot: Record<string, number> }): void {
+  const rows: [string, string][] = [
+    ['resolve, saturation: throughput', `${r.resolve_saturation.throughput_rps} req/s`],
+    ['resolve, saturation: p50 / p99', `${r.resolve_saturation.latency_p50_ms} / ${r.resolve_saturation.latency_p99_ms} ms`],
+    [`resolve, ${TARGET_RATE} req/s offered: achieved`, `${r.resolve_at_target_rate.throughput_rps} req/s`],
+    [`resolve, ${TARGET_RATE} req/s offered: p50 / p99`, `${r.resolve_at_target_rate.latency_p50_ms} / ${r.resolve_at_target_rate.latency_p99_ms} ms`],
+    ['resolve errors (non-2xx, errors, timeouts)', `${r.resolve_saturation.non_2xx! + r.resolve_at_target_rate.non_2xx!}, ${r.resolve_saturation.errors! + r.resolve_at_target_rate.errors!}, ${r.resolve_saturation.timeouts! + r.resolve_at_target_rate.timeouts!}`],
+    [`snapshot of ${SNAPSHOT_ENTRIES} entries (${r.snapshot.body_mb} MB): first`, `${r.snapshot.first_seconds} s`],
+    ['snapshot, repeated (all rows replaced)', `${r.snapshot.repeat_seconds} s`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  console.log('\ncontrol plane');
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(width)}  ${v}`);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  await runControlBench();
+}
