@@ -14,7 +14,6 @@ function unsafeFileNameReason(name: unknown): string | undefined {
   if (name === '.' || name === '..') return 'must not be . or ..';
   if (name.includes('/') || name.includes('\\')) return 'must not contain a path separator';
   if (name.includes('..')) return 'must not contain ..';
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(name)) return 'must not contain NUL or control characters';
   if (Buffer.byteLength(name, 'utf8') > 255) return 'must be at most 255 bytes';
   return undefined;
