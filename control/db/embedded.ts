@@ -149,10 +149,42 @@ function startServer(bins: Binaries, dataDir: string, port: number, ids: RunAs |
   });
 }
 
+/**
+ * A control plane killed with SIGKILL cannot stop the server it started, and that orphan keeps the data
+ * directory locked. Callers reach this only when no live control plane owns the directory (see
+ * openDatabase), so a postmaster that is still running on exactly this data directory with our binary is
+ * an orphan: stop it (fast shutdown) before starting a fresh one. A postmaster.pid whose PID now belongs
+ * to another program is left alone; PostgreSQL itself then decides whether the lock is stale.
+ */
+async function stopOrphanedServer(bins: Binaries, dataDir: string, log: (line: string) => void): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  let cmdline: string[];
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return; // not running (or no /proc): PostgreSQL removes a stale lock file by itself
+  }
+  if (cmdline[0] !== bins.postgres || !cmdline.includes(dataDir)) return;
+  log(`stopping orphaned embedded PostgreSQL (pid ${pid}) left by a control plane that did not shut down`);
+  process.kill(pid, 'SIGINT');
+  for (let waited = 0; waited < 30_000; waited += 100) {
+    if (!existsSync(`/proc/${pid}`)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  process.kill(pid, 'SIGQUIT');
+}
+
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const log = options.log ?? (() => undefined);
   const dataDir = resolve(options.dataDir);
   const bins = await binaries();
+  await stopOrphanedServer(bins, dataDir, log);
   const ids = runAsIds(options.runAsUser ?? 'postgres');
   mkdirSync(dirname(dataDir), { recursive: true });
   if (ids) ensureTraversable(dirname(dataDir), log);

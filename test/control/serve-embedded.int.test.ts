@@ -23,7 +23,7 @@ const env = (): NodeJS.ProcessEnv => {
   return e;
 };
 
-function serve(): Promise<{ url: string; stop: () => Promise<number | null> }> {
+function serve(): Promise<{ url: string; stop: () => Promise<number | null>; kill: () => Promise<number | null> }> {
   const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], { env: env() });
   children.push(child);
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -32,7 +32,7 @@ function serve(): Promise<{ url: string; stop: () => Promise<number | null> }> {
     child.stdout.on('data', (c: Buffer) => {
       out += c.toString();
       const m = /"url":"(http:[^"]+)".*"msg":"rgrid-control serving"/.exec(out);
-      if (m) resolve({ url: m[1]!, stop: async () => (child.kill('SIGTERM'), exit) });
+      if (m) resolve({ url: m[1]!, stop: async () => (child.kill('SIGTERM'), exit), kill: async () => (child.kill('SIGKILL'), exit) });
     });
     let err = '';
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
@@ -64,5 +64,22 @@ describe('rgrid-control serve on embedded PostgreSQL', () => {
     const list = await fetch(`${second.url}/v1/executions`, { headers: { authorization: `Bearer ${token}` } });
     expect(((await list.json()) as { executions: unknown[] }).executions).toHaveLength(1);
     expect(await second.stop()).toBe(0);
+  });
+
+  it('starts again after being killed with SIGKILL, stopping the database it left running', async () => {
+    const first = await serve();
+    await first.kill();
+    // The orphaned postmaster still holds the data directory.
+    expect(existsSync(join(dataDir, 'postgres', 'postmaster.pid'))).toBe(true);
+
+    const second = await serve();
+    expect((await fetch(`${second.url}/readyz`)).status).toBe(200);
+    const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'token', 'create', '--data-dir', dataDir, '--account', 'quick', '--role', 'client', '--json'], { env: env() });
+    const token = (JSON.parse(stdout) as { token: string }).token;
+    const list = await fetch(`${second.url}/v1/executions`, { headers: { authorization: `Bearer ${token}` } });
+    // The execution written before the first restart is still there.
+    expect(((await list.json()) as { executions: unknown[] }).executions).toHaveLength(1);
+    expect(await second.stop()).toBe(0);
+    expect(existsSync(join(dataDir, 'postgres', 'postmaster.pid'))).toBe(false);
   });
 });
