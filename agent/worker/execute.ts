@@ -29,8 +29,11 @@ export interface ExecuteDeps {
   runner: Runner;
   logger: Logger;
   dataDir: string;
-  /** Called when the run built an image or layer, so the control plane learns what this worker holds. */
-  onBuilt: () => void;
+  /**
+   * Called when the run built an image or layer, so the control plane learns what this worker holds.
+   * Awaited before the result is reported: whoever sees the result can rely on placement knowing the image.
+   */
+  onBuilt: () => Promise<void>;
 }
 
 export interface ExecuteOutcome {
@@ -129,7 +132,7 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
         return finished(f);
       }));
     }
-    if (result.built) deps.onBuilt();
+    if (result.built) await deps.onBuilt();
     timings.build_ms = result.build_ms;
     timings.run_ms = result.run_ms;
     if (lost) return { status: 'lost', built: result.built };

@@ -77,7 +77,7 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
 
   function launch(claim: ClaimedExecution): void {
     log.info({ execution_id: claim.execution_id, attempt: claim.attempt, queue_ms: claim.queue_ms }, 'claimed');
-    const run = executeClaim({ client, blobs, runner: deps.runner, logger: log, dataDir: deps.dataDir, onBuilt: () => void reporter.entriesChanged() }, claim, runAbort.signal)
+    const run = executeClaim({ client, blobs, runner: deps.runner, logger: log, dataDir: deps.dataDir, onBuilt: () => reporter.entriesChanged() }, claim, runAbort.signal)
       .catch((err: unknown) => log.error({ err, execution_id: claim.execution_id }, 'execution ended without a report; its claim will expire'))
       .then(() => blobs.prune())
       .then((p) => p && p.removed > 0 && log.info(p, 'blob cache pruned'))
