@@ -45,6 +45,20 @@ export const AgentConfigSchema = Type.Object(
     max_request_mb: Type.Integer({ minimum: 1, default: 256 }),
     /** On SIGTERM: time for in-flight builds and runs to finish before they are abandoned. Fits systemd's default 90 s TimeoutStopSec. */
     drain_timeout_s: Type.Number({ minimum: 0, default: 60 }),
+    // ---- issue 5: the claim loop (agent/worker/). Enabled when control_url and worker_token are both set.
+    // (issue 4 adds the same three connection keys for sync; the lead keeps one copy at merge.)
+    /** Control plane base URL, e.g. http://control:8080. */
+    control_url: Type.Optional(Type.String({ minLength: 1 })),
+    /** Worker bearer token (role worker) issued by the control plane. */
+    worker_token: Type.Optional(Type.String({ minLength: 1 })),
+    /** Worker id the token was issued for; default: the host name. */
+    worker_id: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' })),
+    /** Executions this agent runs at once for the control plane. */
+    run_capacity: Type.Integer({ minimum: 1, maximum: 256, default: 2 }),
+    /** Blobs (inputs, scripts) unused this long are removed from the worker's blob cache. */
+    blob_cache_ttl_s: Type.Number({ minimum: 0, default: 30 * 86_400 }),
+    /** Size bound of the blob cache; least recently used blobs go first. */
+    blob_cache_max_mb: Type.Integer({ minimum: 1, default: 10_240 }),
     log_level: Type.Union(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
       { default: 'info' },

@@ -1,5 +1,6 @@
 import { chmod, chown, mkdir, readFile, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
@@ -13,6 +14,8 @@ import { createIndex, type AgentIndex } from './index/index.js';
 import { createLeaseTable } from './index/leases.js';
 import { createRunner, type Runner } from './runner/run.js';
 import { repairOnStart } from './startup-repair.js';
+// issue 5: claim loop
+import { startWorkerLoop, type WorkerLoop } from './worker/worker-loop.js';
 
 /**
  * The daemon's lifecycle as an explicit state union (design.md §9, after temporal's worker):
@@ -77,14 +80,26 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     if (config.socket_group !== undefined) await chown(config.socket, process.getuid?.() ?? 0, await groupId(config.socket_group));
     state = { phase: 'running', since: startedAt };
     logger.info({ socket: config.socket }, 'agent listening');
-    return makeDaemon(app, index, cache, runner);
+    // ---- issue 5: claim executions from the control plane when configured (agent/worker/).
+    let worker: WorkerLoop | undefined;
+    if (config.control_url && config.worker_token) {
+      worker = startWorkerLoop({
+        options: {
+          controlUrl: config.control_url, workerToken: config.worker_token, workerId: config.worker_id ?? hostname(),
+          capacity: config.run_capacity, blobTtlMs: config.blob_cache_ttl_s * 1000, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024,
+        },
+        index, runner, logger, version: deps.version, dataDir: config.data_dir,
+      });
+    }
+    // ---- end issue 5
+    return makeDaemon(app, index, cache, runner, worker);
   } catch (err) {
     state = { phase: 'failed', error: (err as Error).message };
     await index?.close().catch(() => undefined);
     throw err;
   }
 
-  function makeDaemon(app: FastifyInstance, idx: AgentIndex, cache: ImageCache, runner: Runner): Daemon {
+  function makeDaemon(app: FastifyInstance, idx: AgentIndex, cache: ImageCache, runner: Runner, worker?: WorkerLoop): Daemon {
     let stopping: Promise<{ clean: boolean }> | undefined;
     return {
       app,
@@ -95,7 +110,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           state = { phase: 'draining', deadline };
           logger.info({ reason, drain_timeout_s: config.drain_timeout_s, builds: cache.stats(), runs: runner.active }, 'draining');
           // app.close() stops the listener and waits for in-flight requests (their builds and runs).
-          const closed = Promise.all([app.close(), cache.drain()]).then(() => true);
+          // issue 5: the claim loop stops claiming and lets its executions finish, like socket requests.
+          const closed = Promise.all([app.close(), cache.drain(), worker?.stop()]).then(() => true);
           let timer: NodeJS.Timeout | undefined;
           const timedOut = new Promise<boolean>((resolve) => {
             timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
@@ -106,11 +122,13 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
             logger.warn({ builds: cache.stats(), runs: runner.active }, 'drain deadline passed; abandoning builds and runs');
             // Aborting the builds' engine requests cancels them; nothing was written for them.
             cache.abandon();
+            worker?.abandon(); // issue 5
             app.server.closeAllConnections();
             await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
             clean = false;
           }
           await cache.close().catch(() => undefined);
+          await worker?.close().catch(() => undefined); // issue 5
           await idx.flushed().catch(() => undefined);
           await idx.close();
           state = { phase: 'stopped', clean };

@@ -21,6 +21,9 @@ import workerRoutes from './routes/workers.js';
 import resolveRoutes from './routes/resolve.js';
 import { blobRoutes, manifestRoutes } from './routes/inputs.js';
 import executionRoutes from './routes/executions.js';
+// issue 5: dispatch (queues, claims, leases)
+import dispatchPlugin from './dispatch/plugin.js';
+import dispatchRoutes from './dispatch/routes.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -65,6 +68,7 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
   await app.register(storagePlugin, { dataDir: config.dataDir, ...(deps.storage ? { storage: deps.storage } : {}) });
   await app.register(metricsPlugin, { workerDeadAfterMs: config.workerDeadAfterMs });
   await app.register(cleanupJob);
+  await app.register(dispatchPlugin);
 
   await app.register(healthRoutes);
   app.get('/docs/json', { schema: { hide: true } }, () => app.swagger());
@@ -77,6 +81,7 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
       await v1.register(resolveRoutes);
       await v1.register(manifestRoutes);
       await v1.register(executionRoutes);
+      await v1.register(dispatchRoutes);
       // Last and in its own context: it swaps the content-type parsers for raw byte streams.
       await v1.register(blobRoutes);
     },

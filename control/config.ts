@@ -53,6 +53,17 @@ export const ControlConfigSchema = Type.Object(
     fleetCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
     /** Placement lists at most this many workers unless the request asks for another limit. */
     placementLimit: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
+    // Dispatch (issue 5, docs/dispatch.md).
+    /** A claimed execution goes back to the queue when its worker has not renewed the claim for this long. */
+    claimLeaseMs: Type.Integer({ minimum: 500, default: 30_000 }),
+    /** Longest a claim request is held open when the worker's queue is empty (long poll). */
+    claimWaitMaxMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 25_000 }),
+    /** Attempts of an execution unless its submission names another limit. */
+    maxAttempts: Type.Integer({ minimum: 1, maximum: 20, default: 3 }),
+    /** stdout and stderr are each kept up to this many bytes (the tail). */
+    logMaxBytes: Type.Integer({ minimum: 1024, maximum: 64 * MiB, default: 1 * MiB }),
+    /** Period of the sweep that re-queues expired claims and work queued on dead workers; 0 turns it off. */
+    dispatchSweepIntervalMs: Type.Integer({ minimum: 0, default: 1000 }),
     logLevel: Type.Union(
       [
         Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),

@@ -10,7 +10,7 @@ import { serve } from './serve.js';
  * Failures print ONE line on stderr (`rgrid-agent: <code>: <reason>`) and exit 1; with --json the error
  * body also goes to stdout as JSON (it carries e.g. the tail of pip's output).
  */
-const env = { socket: process.env.RGRID_AGENT_SOCKET };
+const env = { socket: process.env.RGRID_AGENT_SOCKET, workerToken: process.env.RGRID_WORKER_TOKEN };
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 function fail(err: unknown, json: boolean): never {
@@ -52,6 +52,11 @@ program
   .option('--socket-group <group>', 'group owning the socket (mode 0660)')
   .option('--drain-timeout <seconds>', 'on SIGTERM, time for builds and runs to finish (default 60)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+  // issue 5: claim work from the control plane (docs/dispatch.md)
+  .option('--control-url <url>', 'control plane URL; with --worker-token the agent claims executions')
+  .option('--worker-token <token>', 'worker token (default: $RGRID_WORKER_TOKEN)')
+  .option('--worker-id <id>', 'worker id of the token (default: the host name)')
+  .option('--run-capacity <n>', 'executions run at once for the control plane (default 2)')
   .action(async (flags: Parameters<typeof serve>[0]) => {
     try {
       await serve(flags, env);

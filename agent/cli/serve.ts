@@ -17,6 +17,11 @@ export interface ServeFlags {
   socketGroup?: string;
   drainTimeout?: string;
   logLevel?: string;
+  // issue 5: claim loop
+  controlUrl?: string;
+  workerToken?: string;
+  workerId?: string;
+  runCapacity?: string;
 }
 
 function version(): string {
@@ -31,7 +36,7 @@ const numberFlag = (value: string | undefined): number | string | undefined =>
   value === undefined ? undefined : Number.isFinite(Number(value)) ? Number(value) : value;
 
 /** `rgrid-agent serve`: the only place that listens and installs the signal handler. */
-export async function serve(flags: ServeFlags, env: { socket?: string | undefined }): Promise<void> {
+export async function serve(flags: ServeFlags, env: { socket?: string | undefined; workerToken?: string | undefined }): Promise<void> {
   const fromFile = flags.config ? await readConfigFile(flags.config) : {};
   const fromFlags: AgentConfigInput = {
     socket: flags.socket ?? (fromFile.socket === undefined ? env.socket : undefined),
@@ -46,6 +51,10 @@ export async function serve(flags: ServeFlags, env: { socket?: string | undefine
     socket_group: flags.socketGroup,
     drain_timeout_s: numberFlag(flags.drainTimeout),
     log_level: flags.logLevel,
+    control_url: flags.controlUrl,
+    worker_token: flags.workerToken ?? (fromFile.worker_token === undefined ? env.workerToken : undefined),
+    worker_id: flags.workerId,
+    run_capacity: numberFlag(flags.runCapacity),
   };
   const config = resolveConfig(fromFile, fromFlags);
   const logger = createLogger(config.log_level);

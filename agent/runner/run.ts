@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
@@ -19,8 +19,14 @@ import { copyOutputs, type OutputChunk } from './outputs.js';
  * bind-mounted read-only, stream its stdout/stderr, enforce the wall-clock timeout, copy /work/outputs
  * out, and remove the container whatever happens.
  */
+/**
+ * An input file: bytes sent with the request, or (issue 5, the worker) a file of the blob cache, which is
+ * hard-linked into the run's inputs directory instead of copied through memory.
+ */
+export type RunInput = { name: string; data: Buffer } | { name: string; path: string; sha256: string; size: number };
+
 export interface RunRequest extends EnsureRequest {
-  inputs: Array<{ name: string; data: Buffer }>;
+  inputs: RunInput[];
   timeout_s?: number | undefined;
   memory_mb?: number | undefined;
   cpus?: number | undefined;
@@ -30,7 +36,7 @@ export interface RunRequest extends EnsureRequest {
 
 export interface PreparedRun {
   ensure: PreparedEnsure;
-  inputs: Array<{ name: string; data: Buffer }>;
+  inputs: RunInput[];
   inputSha256: string;
   timeoutMs: number;
   memoryBytes: number;
@@ -88,7 +94,9 @@ export function createRunner(deps: RunnerDeps): Runner {
     },
 
     async prepare(request) {
-      const manifest = canonicalManifest(request.inputs.map((i) => ({ name: i.name, sha256: sha256Hex(i.data), size: i.data.length })));
+      const manifest = canonicalManifest(
+        request.inputs.map((i) => ('data' in i ? { name: i.name, sha256: sha256Hex(i.data), size: i.data.length } : { name: i.name, sha256: i.sha256, size: i.size })),
+      );
       const timeoutS = request.timeout_s ?? config.run_timeout_s;
       const memoryMb = request.memory_mb ?? config.run_memory_mb;
       const cpus = request.cpus ?? config.run_cpus;
@@ -121,7 +129,9 @@ export function createRunner(deps: RunnerDeps): Runner {
         await chmod(inputsDir, 0o755);
         for (const input of p.inputs) {
           const path = join(inputsDir, input.name);
-          await writeFile(path, input.data);
+          if ('data' in input) await writeFile(path, input.data);
+          // A link costs nothing; another filesystem (EXDEV) or a refusal falls back to a copy.
+          else await link(input.path, path).catch(() => copyFile(input.path, path));
           await chmod(path, 0o644);
         }
         try {

@@ -344,6 +344,25 @@ export type CreateExecutionRequest = Type.Static<typeof CreateExecutionRequest>;
 export const UpdateExecutionRequest = Type.Object(ExecutionResultFields, { additionalProperties: false });
 export type UpdateExecutionRequest = Type.Static<typeof UpdateExecutionRequest>;
 
+/** Why a finished execution failed (issue 5): a script's own non-zero exit is a result, not a retry. */
+export const ExecutionFailure = Type.Union([
+  Type.Literal('nonzero_exit'),
+  Type.Literal('timeout'),
+  Type.Literal('memory_limit'),
+  Type.Literal('build_failed'),
+  Type.Literal('input_unavailable'),
+  Type.Literal('lost'),
+  Type.Literal('error'),
+]);
+export type ExecutionFailure = Type.Static<typeof ExecutionFailure>;
+
+/** A file the script wrote under /work/outputs, stored as a blob of the execution's account. */
+export const OutputFile = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 1024 }), sha256: Sha256Hex, size: Type.Integer({ minimum: 0 }) },
+  { additionalProperties: false },
+);
+export type OutputFile = Type.Static<typeof OutputFile>;
+
 export const Execution = Type.Object({
   id: Type.String(),
   account: AccountId,
@@ -360,6 +379,12 @@ export const Execution = Type.Object({
   timings: Timings,
   error: Type.Union([Type.String(), Type.Null()]),
   attempts: Type.Integer(),
+  // Dispatch (issue 5); for executions recorded without dispatch these stay at their defaults.
+  max_attempts: Type.Integer(),
+  failure: Type.Union([ExecutionFailure, Type.Null()]),
+  /** Blobs the worker had to download for this run (script, requirements, inputs); null until reported. */
+  downloaded_blobs: Type.Union([Type.Integer(), Type.Null()]),
+  outputs: Type.Array(OutputFile),
   created_at: Timestamp,
   updated_at: Timestamp,
   finished_at: Type.Union([Timestamp, Type.Null()]),

@@ -3,13 +3,13 @@ import type { CreateExecutionRequest, Execution, UpdateExecutionRequest } from '
 
 const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 
-const COLUMNS = `execution_id AS id, account_id AS account, status, runtime, script_sha256, requirements_sha256,
+export const COLUMNS = `execution_id AS id, account_id AS account, status, runtime, script_sha256, requirements_sha256,
   input_sha256, worker_id, exit_code, script_cache_hit, dependency_cache_hit, input_cache_hit, timings, error,
-  attempts, created_at, updated_at, finished_at`;
+  attempts, max_attempts, failure, downloaded_blobs, outputs, created_at, updated_at, finished_at`;
 
-type Row = Omit<Execution, 'created_at' | 'updated_at' | 'finished_at'> & { created_at: Date; updated_at: Date; finished_at: Date | null };
+export type Row = Omit<Execution, 'created_at' | 'updated_at' | 'finished_at'> & { created_at: Date; updated_at: Date; finished_at: Date | null };
 
-function toWire(r: Row): Execution {
+export function toWire(r: Row): Execution {
   return { ...r, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString(), finished_at: r.finished_at?.toISOString() ?? null };
 }
 

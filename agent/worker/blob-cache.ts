@@ -1,0 +1,167 @@
+/**
+ * The worker's content-addressed blob cache (issue 5): files under `<data_dir>/blobs/<sha[0:2]>/<sha>`,
+ * their size and last use in LMDB. A blob already here is not downloaded again (that is the worker side
+ * of input_cache_hit); a download is verified against its digest before it becomes visible; concurrent
+ * requests for one blob share one download. TTL on last use and a size bound, least recently used first,
+ * like images; a blob pinned by a run in progress is never removed.
+ *
+ * The LMDB environment is its own (`<data_dir>/blob-index`) rather than a sub-db of the entry index, so
+ * this module does not reach into index.ts while the sync outbox is being added there (issue 4).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
+import { open, type RootDatabase } from 'lmdb';
+import { RgridError } from '../../common/errors.js';
+import { SingleFlight } from '../builder/single-flight.js';
+
+export interface BlobRecord {
+  size: number;
+  created_at: number;
+  last_used_at: number;
+}
+
+export interface BlobCacheOptions {
+  dataDir: string;
+  ttlMs: number;
+  maxBytes: number;
+  now?: () => number;
+}
+
+export interface PruneCandidate extends BlobRecord {
+  sha256: string;
+}
+
+/** What to remove, pure: past the TTL first, then least recently used until under maxBytes. */
+export function planBlobPrune(records: readonly PruneCandidate[], opts: { now: number; ttlMs: number; maxBytes: number; pinned: (sha: string) => boolean }): PruneCandidate[] {
+  const out: PruneCandidate[] = [];
+  let total = records.reduce((s, r) => s + r.size, 0);
+  const byAge = [...records].sort((a, b) => a.last_used_at - b.last_used_at || (a.sha256 < b.sha256 ? -1 : 1));
+  for (const r of byAge) {
+    if (opts.pinned(r.sha256)) continue;
+    if (opts.now - r.last_used_at > opts.ttlMs || total > opts.maxBytes) {
+      out.push(r);
+      total -= r.size;
+    }
+  }
+  return out;
+}
+
+export interface BlobCache {
+  pathOf(sha256: string): string;
+  /** True when the blob is here (and then counts as used). */
+  has(sha256: string): Promise<boolean>;
+  /** The blob's local path; downloads it (verified) when absent. */
+  ensure(sha256: string, download: () => Promise<Readable>): Promise<{ path: string; downloaded: boolean }>;
+  /** Pins blobs for a run; the returned function unpins. */
+  pin(sha256s: readonly string[]): () => void;
+  prune(): Promise<{ removed: number; bytes: number }>;
+  stats(): { entries: number; bytes: number };
+  close(): Promise<void>;
+}
+
+export function createBlobCache(options: BlobCacheOptions): BlobCache {
+  const now = options.now ?? Date.now;
+  const dir = join(options.dataDir, 'blobs');
+  const tmp = join(dir, 'tmp');
+  const root: RootDatabase<BlobRecord, string> = open({ path: join(options.dataDir, 'blob-index') });
+  const flights = new SingleFlight<{ path: string }, never>();
+  const pins = new Map<string, number>();
+  const pathOf = (sha: string): string => join(dir, sha.slice(0, 2), sha);
+
+  async function present(sha: string): Promise<boolean> {
+    const record = root.get(sha);
+    if (!record) return false;
+    const st = await stat(pathOf(sha)).catch(() => undefined);
+    if (st?.size === record.size) return true;
+    // The file vanished or was damaged behind our back: forget it, download again.
+    await root.remove(sha);
+    return false;
+  }
+
+  async function download(sha: string, source: () => Promise<Readable>): Promise<{ path: string }> {
+    await mkdir(tmp, { recursive: true });
+    const staging = join(tmp, `${sha}.${randomUUID()}`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(await source(), meter, createWriteStream(staging, { mode: 0o644 }));
+      const got = hash.digest('hex');
+      if (got !== sha) throw new RgridError('digest_mismatch', `blob ${sha} arrived with digest ${got}; discarded`);
+      const final = pathOf(sha);
+      await mkdir(join(dir, sha.slice(0, 2)), { recursive: true });
+      await rename(staging, final);
+      const at = now();
+      await root.put(sha, { size, created_at: at, last_used_at: at });
+      return { path: final };
+    } catch (err) {
+      await rm(staging, { force: true });
+      throw err;
+    }
+  }
+
+  return {
+    pathOf,
+    async has(sha) {
+      if (!(await present(sha))) return false;
+      const record = root.get(sha);
+      if (record) await root.put(sha, { ...record, last_used_at: now() });
+      return true;
+    },
+    async ensure(sha, source) {
+      if (await this.has(sha)) return { path: pathOf(sha), downloaded: false };
+      const flight = flights.run(sha, () => download(sha, source));
+      const { path } = await flight.promise;
+      // Only the leader moved bytes; followers of the same flight found nothing to download themselves.
+      return { path, downloaded: flight.leader };
+    },
+    pin(shas) {
+      for (const s of shas) pins.set(s, (pins.get(s) ?? 0) + 1);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        for (const s of shas) {
+          const n = (pins.get(s) ?? 1) - 1;
+          if (n <= 0) pins.delete(s);
+          else pins.set(s, n);
+        }
+      };
+    },
+    async prune() {
+      const records: PruneCandidate[] = [];
+      for (const { key, value } of root.getRange()) records.push({ sha256: key, ...value });
+      const victims = planBlobPrune(records, { now: now(), ttlMs: options.ttlMs, maxBytes: options.maxBytes, pinned: (s) => pins.has(s) });
+      let bytes = 0;
+      for (const v of victims) {
+        // Checked again right before removal: a run may have pinned it meanwhile.
+        if (pins.has(v.sha256)) continue;
+        await root.remove(v.sha256);
+        await rm(pathOf(v.sha256), { force: true });
+        bytes += v.size;
+      }
+      return { removed: victims.length, bytes };
+    },
+    stats() {
+      let entries = 0;
+      let bytes = 0;
+      for (const { value } of root.getRange()) {
+        entries++;
+        bytes += value.size;
+      }
+      return { entries, bytes };
+    },
+    close: () => root.close(),
+  };
+}

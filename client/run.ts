@@ -1,0 +1,148 @@
+/**
+ * `rgrid run`: hash locally (streaming), tell the control plane which blobs the run needs (two
+ * manifests: the inputs, and the code = script + requirements file), upload only the blobs it reports
+ * missing, submit, wait, then fetch logs and outputs. The script's bytes and the requirements file are
+ * blobs like the inputs: a re-run uploads nothing, and a worker that has them cached downloads nothing.
+ */
+import { createWriteStream } from 'node:fs';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { canonicalManifest, inputSha256, requirementsDigest } from '../common/cache-keys.js';
+import { sha256File } from '../common/digest.js';
+import { RgridError } from '../common/errors.js';
+import type { Execution } from '../common/wire/control-api.js';
+import type { ControlApi } from './api.js';
+import { createProgress } from './progress.js';
+
+export interface RunOptions {
+  script: string;
+  inputs: string[];
+  requirements?: string | undefined;
+  runtime: string;
+  outputDir?: string | undefined;
+  timeoutS?: number | undefined;
+  memoryMb?: number | undefined;
+  /** Progress bar for uploads (a terminal on stderr). */
+  progress: boolean;
+}
+
+export interface RunSummary {
+  execution_id: string;
+  worker_id: string | null;
+  exit_code: number | null;
+  script_cache_hit: boolean | null;
+  dependency_cache_hit: boolean | null;
+  input_cache_hit: boolean | null;
+  uploaded_blobs: number;
+  downloaded_blobs: number | null;
+  timings: Record<string, number>;
+  outputs: string[];
+}
+
+const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+
+export async function runRemote(api: ControlApi, o: RunOptions): Promise<{ summary: RunSummary; execution: Execution; stdout: string; stderr: string; outputDir: string | null }> {
+  const t0 = Date.now();
+  const script = await sha256File(o.script);
+  const code = [{ name: 'script.py', sha256: script.sha256, size: script.size }];
+  const paths = new Map<string, string>([[script.sha256, o.script]]);
+  let requirementsSha: string | null = null;
+  let requirementsBlob: string | null = null;
+  if (o.requirements) {
+    const bytes = await readFile(o.requirements);
+    const digest = requirementsDigest(bytes); // rejects lines a worker cannot reproduce, naming them
+    // A file without a single requirement installs nothing: the same as no requirements (as the agent does).
+    if (digest.lines.length > 0) {
+      requirementsSha = digest.sha256;
+      requirementsBlob = createHash('sha256').update(bytes).digest('hex');
+      code.push({ name: 'requirements.txt', sha256: requirementsBlob, size: bytes.length });
+      paths.set(requirementsBlob, o.requirements);
+    }
+  }
+  const inputFiles = [];
+  for (const path of o.inputs) {
+    const d = await sha256File(path);
+    inputFiles.push({ name: basename(path), sha256: d.sha256, size: d.size });
+    paths.set(d.sha256, path);
+  }
+  const manifest = canonicalManifest(inputFiles); // bad or duplicate names fail here, before any upload
+  const inputSha = manifest.length > 0 ? inputSha256(manifest) : null;
+  const hashMs = Date.now() - t0;
+
+  const tUpload = Date.now();
+  const missing = new Set((await api.recordManifest(code)).missing);
+  if (inputSha) for (const m of (await api.recordManifest(manifest, inputSha)).missing) missing.add(m);
+  const sizes = new Map([...code, ...manifest].map((f) => [f.sha256, f.size]));
+  const total = [...missing].reduce((s, m) => s + (sizes.get(m) ?? 0), 0);
+  const bar = createProgress(o.progress && total >= 8 * 1024 * 1024, total, 'upload');
+  for (const sha of missing) await api.putBlob(sha, paths.get(sha)!, sizes.get(sha) ?? 0, bar.tick);
+  bar.done();
+  const uploadMs = Date.now() - tUpload;
+
+  const tWait = Date.now();
+  let execution = await api.submit({
+    runtime: o.runtime, script_sha256: script.sha256, requirements_sha256: requirementsSha, requirements_blob_sha256: requirementsBlob,
+    input_sha256: inputSha, ...(o.timeoutS ? { timeout_s: o.timeoutS } : {}), ...(o.memoryMb ? { memory_mb: o.memoryMb } : {}),
+  });
+  while (!TERMINAL.has(execution.status)) execution = await api.wait(execution.id);
+  const waitMs = Date.now() - tWait;
+  const logs = await api.logs(execution.id);
+
+  const tDownload = Date.now();
+  let outputDir: string | null = null;
+  if (execution.outputs.length > 0) {
+    outputDir = o.outputDir ?? join('rgrid-outputs', execution.id);
+    for (const out of execution.outputs) await download(api, out.sha256, join(outputDir, out.name));
+  }
+  const downloadMs = Date.now() - tDownload;
+  const summary: RunSummary = {
+    execution_id: execution.id,
+    worker_id: execution.worker_id,
+    exit_code: execution.exit_code,
+    script_cache_hit: execution.script_cache_hit,
+    dependency_cache_hit: execution.dependency_cache_hit,
+    input_cache_hit: execution.input_cache_hit,
+    uploaded_blobs: missing.size,
+    downloaded_blobs: execution.downloaded_blobs,
+    timings: {
+      ...execution.timings, client_hash_ms: hashMs, client_upload_ms: uploadMs, client_wait_ms: waitMs,
+      client_download_ms: downloadMs, client_total_ms: Date.now() - t0,
+    },
+    outputs: execution.outputs.map((f) => f.name),
+  };
+  return { summary, execution, stdout: logs.stdout, stderr: logs.stderr, outputDir };
+}
+
+/** Downloads a blob to `dest`, verifying its digest before the file appears under its name. */
+async function download(api: ControlApi, sha256: string, dest: string): Promise<void> {
+  await mkdir(dirname(dest), { recursive: true });
+  const staging = `${dest}.rgrid-partial`;
+  const hash = createHash('sha256');
+  const meter = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(await api.getBlob(sha256), meter, createWriteStream(staging));
+    if (hash.digest('hex') !== sha256) throw new RgridError('digest_mismatch', `output ${dest} did not match its digest ${sha256}`);
+    await rename(staging, dest);
+  } catch (err) {
+    await rm(staging, { force: true });
+    throw err;
+  }
+}
+
+/** The process exit status for a finished execution: the script's own, like `docker run`. */
+export function exitStatus(e: Pick<Execution, 'exit_code' | 'failure'>): number {
+  if (e.failure === 'timeout') return 124;
+  if (e.failure === 'memory_limit') return 137;
+  if (e.exit_code !== null && e.failure !== 'build_failed' && e.failure !== 'lost' && e.failure !== 'error' && e.failure !== 'input_unavailable') {
+    return Math.min(Math.max(e.exit_code, 0), 255);
+  }
+  return e.failure === null ? 0 : 1;
+}

@@ -1,0 +1,75 @@
+/**
+ * Where an execution goes: the existing resolve query and placement ranking (control/placement.ts), with
+ * one change to the load it sees. Heartbeats report `running` every few seconds, far too late for a batch
+ * submitted in one burst, so dispatch uses the executions it has already assigned or handed out per
+ * worker, as `outstanding / (outstanding + capacity)`: unlike running/capacity this never saturates at
+ * 1, so a queue of 50 still counts as more load than a queue of 49 and a batch keeps alternating.
+ */
+import type { Queryable } from '../db/pool.js';
+import { rankPlacement, type Holder, type WorkerLoadInfo } from '../placement.js';
+import { createResolveRepository, type HolderRow } from '../repositories/resolve.js';
+import type { Db } from '../db/pool.js';
+import { outstanding } from './repository.js';
+
+export interface ChooseInput {
+  account: string;
+  runtime: string;
+  scriptSha256: string;
+  requirementsSha256: string | null;
+  /** Workers that lost a claim on this execution: chosen only when no other live worker serves the account. */
+  avoid?: readonly string[];
+}
+
+export interface ChooseConfig {
+  workerDeadAfterMs: number;
+  placementLimit: number;
+}
+
+function byWorker(rows: readonly HolderRow[]): HolderRow[] {
+  const best = new Map<string, HolderRow>();
+  for (const r of rows) {
+    const seen = best.get(r.worker_id);
+    if (!seen || r.size_bytes > seen.size_bytes) best.set(r.worker_id, r);
+  }
+  return [...best.values()];
+}
+
+/** Dispatch's load input: see the module comment. Pure, unit-tested. */
+export function dispatchLoad(w: { worker_id: string; capacity: number }, queued: number): WorkerLoadInfo {
+  const capacity = Math.max(w.capacity, 1);
+  return { worker_id: w.worker_id, running: queued, capacity: capacity + queued };
+}
+
+/** Picks from a ranking: the best worker not to avoid, else the best one (better late than never). */
+export function pick(ranked: readonly { worker_id: string }[], avoid: readonly string[] = []): string | null {
+  const preferred = ranked.find((r) => !avoid.includes(r.worker_id));
+  return preferred?.worker_id ?? ranked[0]?.worker_id ?? null;
+}
+
+export async function chooseWorker(db: Db, q: Queryable, input: ChooseInput, config: ChooseConfig): Promise<string | null> {
+  const rows = await createResolveRepository(db).resolve(
+    {
+      account: input.account,
+      runtime: input.runtime,
+      scriptSha256: input.scriptSha256,
+      requirementsSha256: input.requirementsSha256,
+      inputSha256: null,
+      deadAfterMs: config.workerDeadAfterMs,
+      // Every live worker is a candidate: a batch must be able to reach all of them.
+      leastLoaded: Math.max(config.placementLimit, 1000),
+    },
+    q,
+  );
+  if (rows.live === 0) return null;
+  const image = byWorker(rows.image);
+  const deps = byWorker(rows.deps);
+  const base = new Map<string, { worker_id: string; capacity: number }>();
+  for (const w of [...image, ...deps, ...rows.least]) base.set(w.worker_id, { worker_id: w.worker_id, capacity: w.capacity });
+  const counts = await outstanding(q, [...base.keys()]);
+  const candidates = [...base.values()].map((w) => dispatchLoad(w, counts.get(w.worker_id) ?? 0));
+  const toHolder = (h: HolderRow): Holder => ({ worker_id: h.worker_id, size_bytes: h.size_bytes });
+  const ranked = rankPlacement({
+    liveWorkers: rows.live, imageHolders: image.map(toHolder), depsHolders: deps.map(toHolder), candidates, limit: candidates.length,
+  });
+  return pick(ranked, input.avoid);
+}

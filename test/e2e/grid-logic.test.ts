@@ -1,0 +1,102 @@
+// Pure logic of issue 5: log tails, blob-cache pruning plan, backoff, result status, dispatch load, exit codes.
+import { describe, expect, it } from 'vitest';
+import { TailBuffer } from '../../agent/worker/tail-buffer.js';
+import { planBlobPrune } from '../../agent/worker/blob-cache.js';
+import { backoffMs } from '../../agent/worker/worker-loop.js';
+import { capLog, resultStatus } from '../../control/dispatch/repository.js';
+import { dispatchLoad, pick } from '../../control/dispatch/choose-worker.js';
+import { loadRatio, rankPlacement } from '../../control/placement.js';
+import { exitStatus } from '../../client/run.js';
+import { formatBar } from '../../client/progress.js';
+
+describe('TailBuffer', () => {
+  it('keeps the last bytes and says it dropped some', () => {
+    const t = new TailBuffer(10);
+    for (let i = 0; i < 100; i++) t.push(`${i % 10}`);
+    expect(t.text()).toBe('0123456789');
+    expect(t.truncated).toBe(true);
+    const small = new TailBuffer(10);
+    small.push('abc');
+    expect(small.text()).toBe('abc');
+    expect(small.truncated).toBe(false);
+  });
+});
+
+describe('planBlobPrune', () => {
+  const rec = (sha: string, size: number, lastUsed: number) => ({ sha256: sha, size, created_at: 0, last_used_at: lastUsed });
+  it('removes past-TTL blobs, then least recently used until under the bound, never pinned ones', () => {
+    const records = [rec('a', 10, 1), rec('b', 10, 50), rec('c', 10, 60), rec('d', 10, 70)];
+    expect(planBlobPrune(records, { now: 100, ttlMs: 1000, maxBytes: 100, pinned: () => false })).toEqual([]);
+    expect(planBlobPrune(records, { now: 100, ttlMs: 60, maxBytes: 100, pinned: () => false }).map((r) => r.sha256)).toEqual(['a']);
+    expect(planBlobPrune(records, { now: 100, ttlMs: 1000, maxBytes: 20, pinned: (s) => s === 'a' }).map((r) => r.sha256)).toEqual(['b', 'c']);
+  });
+});
+
+describe('backoffMs', () => {
+  it('grows exponentially with jitter between half and all of the ceiling, capped', () => {
+    expect(backoffMs(1, () => 0)).toBe(250);
+    expect(backoffMs(1, () => 1)).toBe(500);
+    expect(backoffMs(3, () => 1)).toBe(2000);
+    expect(backoffMs(30, () => 1)).toBe(30_000);
+  });
+});
+
+describe('result status and logs', () => {
+  it('maps exit codes and failures', () => {
+    expect(resultStatus({ exit_code: 0 })).toEqual({ status: 'succeeded', failure: null });
+    expect(resultStatus({ exit_code: 3 })).toEqual({ status: 'failed', failure: 'nonzero_exit' });
+    expect(resultStatus({ exit_code: 137, failure: 'memory_limit' })).toEqual({ status: 'failed', failure: 'memory_limit' });
+    expect(resultStatus({ failure: 'build_failed' })).toEqual({ status: 'failed', failure: 'build_failed' });
+    expect(resultStatus({})).toEqual({ status: 'failed', failure: 'error' });
+  });
+  it('caps a log to its tail', () => {
+    expect(capLog('abcdef', 3)).toEqual({ text: 'def', truncated: true });
+    expect(capLog('ab', 3)).toEqual({ text: 'ab', truncated: false });
+    expect(capLog(undefined, 3)).toEqual({ text: '', truncated: false });
+  });
+  it('exits like docker run', () => {
+    expect(exitStatus({ exit_code: 0, failure: null })).toBe(0);
+    expect(exitStatus({ exit_code: 3, failure: 'nonzero_exit' })).toBe(3);
+    expect(exitStatus({ exit_code: 137, failure: 'timeout' })).toBe(124);
+    expect(exitStatus({ exit_code: 137, failure: 'memory_limit' })).toBe(137);
+    expect(exitStatus({ exit_code: null, failure: 'build_failed' })).toBe(1);
+    expect(exitStatus({ exit_code: null, failure: 'lost' })).toBe(1);
+  });
+});
+
+describe('dispatch load', () => {
+  it('never saturates, so deeper queues always rank lower', () => {
+    expect(loadRatio(dispatchLoad({ worker_id: 'a', capacity: 2 }, 49))).toBeLessThan(loadRatio(dispatchLoad({ worker_id: 'a', capacity: 2 }, 50)));
+    expect(loadRatio(dispatchLoad({ worker_id: 'a', capacity: 0 }, 0))).toBe(0);
+  });
+  it('alternates a batch over two workers that both hold the image', () => {
+    const counts: Record<string, number> = { a: 0, b: 0 };
+    for (let i = 0; i < 10; i++) {
+      const ranked = rankPlacement({
+        liveWorkers: 2,
+        imageHolders: [{ worker_id: 'a', size_bytes: 1 }, { worker_id: 'b', size_bytes: 1 }],
+        depsHolders: [],
+        candidates: ['a', 'b'].map((w) => dispatchLoad({ worker_id: w, capacity: 2 }, counts[w]!)),
+        limit: 2,
+      });
+      counts[pick(ranked)!]!++;
+    }
+    expect(counts).toEqual({ a: 5, b: 5 });
+  });
+  it('prefers the image holder on an idle grid, and avoids a worker that lost the claim', () => {
+    const ranked = rankPlacement({
+      liveWorkers: 2, imageHolders: [{ worker_id: 'b', size_bytes: 1 }], depsHolders: [],
+      candidates: [dispatchLoad({ worker_id: 'a', capacity: 2 }, 0), dispatchLoad({ worker_id: 'b', capacity: 2 }, 0)], limit: 2,
+    });
+    expect(pick(ranked)).toBe('b');
+    expect(pick(ranked, ['b'])).toBe('a');
+    expect(pick(ranked.slice(0, 1), ['b'])).toBe('b');
+    expect(pick([], ['b'])).toBeNull();
+  });
+});
+
+describe('progress bar', () => {
+  it('formats', () => {
+    expect(formatBar(5 * 1024 * 1024, 10 * 1024 * 1024, 10)).toBe('[#####.....] 50% 5.0/10.0 MB');
+  });
+});
