@@ -15,6 +15,7 @@ type Suite = { name: string; run: () => Promise<Record<string, unknown>> };
 const SUITES: Suite[] = [
   { name: 'agent', run: async () => (await import('./agent-bench.js')).runAgentBench() },
   { name: 'control', run: async () => (await import('./control-bench.js')).runControlBench() },
+  { name: 'grid', run: async () => (await import('./grid-bench.js')).runGridBench() },
 ];
 
 export async function runAll(selected: readonly string[]): Promise<void> {
