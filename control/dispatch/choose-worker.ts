@@ -6,6 +6,7 @@
  * 1, so a queue of 50 still counts as more load than a queue of 49 and a batch keeps alternating.
  */
 import type { Queryable } from '../db/pool.js';
+import { readFleet } from '../fleet-view.js';
 import { rankPlacement, type Holder, type WorkerLoadInfo } from '../placement.js';
 import { createResolveRepository, type HolderRow } from '../repositories/resolve.js';
 import type { Db } from '../db/pool.js';
@@ -47,29 +48,25 @@ export function pick(ranked: readonly { worker_id: string }[], avoid: readonly s
 }
 
 export async function chooseWorker(db: Db, q: Queryable, input: ChooseInput, config: ChooseConfig): Promise<string | null> {
-  const rows = await createResolveRepository(db).resolve(
-    {
-      account: input.account,
-      runtime: input.runtime,
-      scriptSha256: input.scriptSha256,
-      requirementsSha256: input.requirementsSha256,
-      inputSha256: null,
-      deadAfterMs: config.workerDeadAfterMs,
-      // Every live worker is a candidate: a batch must be able to reach all of them.
-      leastLoaded: Math.max(config.placementLimit, 1000),
-    },
-    q,
-  );
-  if (rows.live === 0) return null;
-  const image = byWorker(rows.image);
-  const deps = byWorker(rows.deps);
-  const base = new Map<string, { worker_id: string; capacity: number }>();
-  for (const w of [...image, ...deps, ...rows.least]) base.set(w.worker_id, { worker_id: w.worker_id, capacity: w.capacity });
-  const counts = await outstanding(q, [...base.keys()]);
-  const candidates = [...base.values()].map((w) => dispatchLoad(w, counts.get(w.worker_id) ?? 0));
+  // Dispatch reads liveness fresh (inside its transaction), not through the resolve route's short cache:
+  // a placement decision is written down, so it must not go to a worker that just died.
+  const [fleet, rows] = await Promise.all([
+    readFleet(q, input.account, config.workerDeadAfterMs),
+    createResolveRepository(db).resolve(
+      { account: input.account, runtime: input.runtime, scriptSha256: input.scriptSha256, requirementsSha256: input.requirementsSha256, inputSha256: null },
+      q,
+    ),
+  ]);
+  if (fleet.live.size === 0) return null;
+  // Every live worker is a candidate: a batch must be able to reach all of them.
+  const liveRows = rows.holders.filter((r) => fleet.live.has(r.worker_id));
+  const image = byWorker(liveRows.filter((r) => r.kind === 'image'));
+  const deps = byWorker(liveRows.filter((r) => r.kind === 'deps'));
+  const counts = await outstanding(q, [...fleet.live.keys()]);
+  const candidates = [...fleet.live.values()].map((w) => dispatchLoad(w, counts.get(w.worker_id) ?? 0));
   const toHolder = (h: HolderRow): Holder => ({ worker_id: h.worker_id, size_bytes: h.size_bytes });
   const ranked = rankPlacement({
-    liveWorkers: rows.live, imageHolders: image.map(toHolder), depsHolders: deps.map(toHolder), candidates, limit: candidates.length,
+    liveWorkers: fleet.live.size, imageHolders: image.map(toHolder), depsHolders: deps.map(toHolder), candidates, limit: candidates.length,
   });
   return pick(ranked, input.avoid);
 }
