@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import Type from 'typebox';
 import Value from 'typebox/value';
 import { RgridError } from '../common/errors.js';
+import { FleetConfigProperties } from './config-fleet.js';
 
 /**
  * Every setting of the agent daemon, as one TypeBox schema: the type is derived from it, defaults live in
@@ -49,6 +50,7 @@ export const AgentConfigSchema = Type.Object(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
       { default: 'info' },
     ),
+    ...FleetConfigProperties,
   },
   { additionalProperties: false },
 );
@@ -79,6 +81,9 @@ export function resolveConfig(fileValues: AgentConfigInput, flagValues: AgentCon
   }
   if (filled.pip_find_links !== undefined && filled.pip_find_links.startsWith('/') === false) {
     throw new RgridError('bad_request', 'invalid agent config: pip_find_links must be an absolute path');
+  }
+  if (filled.disk_low_percent > filled.disk_high_percent) {
+    throw new RgridError('bad_request', 'invalid agent config: disk_low_percent must not exceed disk_high_percent');
   }
   if (filled.default_runtime !== undefined && !(filled.default_runtime in filled.runtimes)) {
     throw new RgridError('bad_request', `invalid agent config: default_runtime ${filled.default_runtime} is not in runtimes`);

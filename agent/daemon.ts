@@ -8,7 +8,11 @@ import { RgridError } from '../common/errors.js';
 import { buildAgentApp, type DaemonPhase } from './api/app.js';
 import { createImageCache, type ImageCache } from './builder/image-cache.js';
 import { createRuntimeResolver } from './builder/runtimes.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig, AgentConfigInput } from './config.js';
+import { createConfigStore } from './config-store.js';
+import { startFleet, type Fleet } from './fleet.js';
+import { readAgentIdFile, writeAgentIdFile } from './identity.js';
+import { createAgentMetrics } from './metrics.js';
 import { createIndex, type AgentIndex } from './index/index.js';
 import { createLeaseTable } from './index/leases.js';
 import { createRunner, type Runner } from './runner/run.js';
@@ -40,6 +44,9 @@ export interface DaemonDeps {
   logger: Logger;
   version: string;
   docker?: Docker;
+  /** The --config file (watched and reloaded) and the flag values re-applied over it (issue 4). */
+  configFile?: string;
+  configFlags?: AgentConfigInput;
 }
 
 export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
@@ -48,6 +55,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const phase = (): DaemonPhase => state.phase;
   const docker = deps.docker ?? new Docker();
   let index: AgentIndex | undefined;
+  let fleet: Fleet | undefined;
   try {
     await mkdir(config.data_dir, { recursive: true, mode: 0o700 });
     try {
@@ -55,21 +63,28 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     } catch {
       throw new RgridError('engine_unavailable', 'cannot reach the Docker engine (is dockerd running, is /var/run/docker.sock accessible?)');
     }
-    index = createIndex({ path: join(config.data_dir, 'index') });
+    index = createIndex({ path: join(config.data_dir, 'index'), agentId: await readAgentIdFile(config.data_dir) });
+    await writeAgentIdFile(config.data_dir, index.agentId);
     const repair = await repairOnStart(docker, index, config.data_dir, logger);
     logger.info({ ...repair, agent_id: index.agentId, entries: index.list().length }, 'index checked against the engine');
     const leases = createLeaseTable();
-    const runtimes = createRuntimeResolver(docker, config);
+    // Live settings (issue 4): components read the store, never a copy taken here.
+    const store = createConfigStore(config, deps.configFile);
+    const metrics = createAgentMetrics();
+    const runtimes = createRuntimeResolver(docker, store.get);
     for (const name of runtimes.names()) {
       await runtimes.resolve(name).then(
         (r) => logger.info({ runtime: name, image: r.image, image_id: r.imageId }, 'runtime ready'),
         (err: unknown) => logger.warn({ runtime: name, msg: (err as Error).message }, 'runtime base image unavailable'),
       );
     }
-    const cache = createImageCache({ docker, index, leases, runtimes, config, logger });
+    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics });
     const runner = createRunner({ docker, cache, config, agentId: index.agentId, logger });
     const startedAt = Date.now();
-    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt });
+    fleet = await startFleet({
+      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runner.active,
+    });
+    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt, fleet: { fleet } });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
     // Owner and group only: the socket is the agent's whole authority over the engine.
@@ -77,14 +92,15 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     if (config.socket_group !== undefined) await chown(config.socket, process.getuid?.() ?? 0, await groupId(config.socket_group));
     state = { phase: 'running', since: startedAt };
     logger.info({ socket: config.socket }, 'agent listening');
-    return makeDaemon(app, index, cache, runner);
+    return makeDaemon(app, index, cache, runner, fleet);
   } catch (err) {
     state = { phase: 'failed', error: (err as Error).message };
+    await fleet?.close().catch(() => undefined);
     await index?.close().catch(() => undefined);
     throw err;
   }
 
-  function makeDaemon(app: FastifyInstance, idx: AgentIndex, cache: ImageCache, runner: Runner): Daemon {
+  function makeDaemon(app: FastifyInstance, idx: AgentIndex, cache: ImageCache, runner: Runner, fl: Fleet): Daemon {
     let stopping: Promise<{ clean: boolean }> | undefined;
     return {
       app,
@@ -110,6 +126,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
             await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
             clean = false;
           }
+          await fl.close().catch((err: unknown) => logger.warn({ err }, 'closing the fleet components failed'));
           await cache.close().catch(() => undefined);
           await idx.flushed().catch(() => undefined);
           await idx.close();

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { parseDuration } from '../../common/duration.js';
 import { parseRuntimeFlags, readConfigFile, resolveConfig, type AgentConfigInput } from '../config.js';
 import { startDaemon } from '../daemon.js';
 import { createLogger } from '../logger.js';
@@ -17,7 +18,21 @@ export interface ServeFlags {
   socketGroup?: string;
   drainTimeout?: string;
   logLevel?: string;
+  controlUrl?: string;
+  workerToken?: string;
+  workerTokenFile?: string;
+  workerId?: string;
+  ttl?: string;
+  minAge?: string;
+  pruneInterval?: string;
+  diskUsageFile?: string;
+  warmDir?: string;
+  metricsListen?: string;
 }
+
+/** `2s`, `30d` (common/duration.ts) → seconds, the unit of the config keys. */
+const durationFlag = (value: string | undefined, flag: string): number | undefined =>
+  value === undefined ? undefined : parseDuration(value, flag) / 1000;
 
 function version(): string {
   try {
@@ -46,10 +61,20 @@ export async function serve(flags: ServeFlags, env: { socket?: string | undefine
     socket_group: flags.socketGroup,
     drain_timeout_s: numberFlag(flags.drainTimeout),
     log_level: flags.logLevel,
+    control_url: flags.controlUrl,
+    worker_token: flags.workerToken,
+    worker_token_file: flags.workerTokenFile,
+    worker_id: flags.workerId,
+    prune_ttl_s: durationFlag(flags.ttl, '--ttl'),
+    prune_min_age_s: durationFlag(flags.minAge, '--min-age'),
+    prune_interval_s: durationFlag(flags.pruneInterval, '--prune-interval'),
+    disk_usage_file: flags.diskUsageFile,
+    warm_dir: flags.warmDir,
+    metrics_listen: flags.metricsListen,
   };
   const config = resolveConfig(fromFile, fromFlags);
   const logger = createLogger(config.log_level);
-  const daemon = await startDaemon({ config, logger, version: version() });
+  const daemon = await startDaemon({ config, logger, version: version(), configFile: flags.config, configFlags: fromFlags });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
