@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import Type from 'typebox';
 import Value from 'typebox/value';
 import { RgridError } from '../common/errors.js';
+import { FleetConfigProperties } from './config-fleet.js';
 
 /**
  * Every setting of the agent daemon, as one TypeBox schema: the type is derived from it, defaults live in
@@ -45,14 +46,7 @@ export const AgentConfigSchema = Type.Object(
     max_request_mb: Type.Integer({ minimum: 1, default: 256 }),
     /** On SIGTERM: time for in-flight builds and runs to finish before they are abandoned. Fits systemd's default 90 s TimeoutStopSec. */
     drain_timeout_s: Type.Number({ minimum: 0, default: 60 }),
-    // ---- issue 5: the claim loop (agent/worker/). Enabled when control_url and worker_token are both set.
-    // (issue 4 adds the same three connection keys for sync; the lead keeps one copy at merge.)
-    /** Control plane base URL, e.g. http://control:8080. */
-    control_url: Type.Optional(Type.String({ minLength: 1 })),
-    /** Worker bearer token (role worker) issued by the control plane. */
-    worker_token: Type.Optional(Type.String({ minLength: 1 })),
-    /** Worker id the token was issued for; default: the host name. */
-    worker_id: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' })),
+    // The claim loop (agent/worker/) runs when control_url and a worker token are set (keys in config-fleet.ts).
     /** Executions this agent runs at once for the control plane. */
     run_capacity: Type.Integer({ minimum: 1, maximum: 256, default: 2 }),
     /** Blobs (inputs, scripts) unused this long are removed from the worker's blob cache. */
@@ -63,6 +57,7 @@ export const AgentConfigSchema = Type.Object(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
       { default: 'info' },
     ),
+    ...FleetConfigProperties,
   },
   { additionalProperties: false },
 );
@@ -93,6 +88,9 @@ export function resolveConfig(fileValues: AgentConfigInput, flagValues: AgentCon
   }
   if (filled.pip_find_links !== undefined && filled.pip_find_links.startsWith('/') === false) {
     throw new RgridError('bad_request', 'invalid agent config: pip_find_links must be an absolute path');
+  }
+  if (filled.disk_low_percent > filled.disk_high_percent) {
+    throw new RgridError('bad_request', 'invalid agent config: disk_low_percent must not exceed disk_high_percent');
   }
   if (filled.default_runtime !== undefined && !(filled.default_runtime in filled.runtimes)) {
     throw new RgridError('bad_request', `invalid agent config: default_runtime ${filled.default_runtime} is not in runtimes`);

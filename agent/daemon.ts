@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, readFile, unlink } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -9,12 +9,16 @@ import { RgridError } from '../common/errors.js';
 import { buildAgentApp, type DaemonPhase } from './api/app.js';
 import { createImageCache, type ImageCache } from './builder/image-cache.js';
 import { createRuntimeResolver } from './builder/runtimes.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig, AgentConfigInput } from './config.js';
+import { createConfigStore } from './config-store.js';
+import { startFleet, type Fleet } from './fleet.js';
+import { readAgentIdFile, writeAgentIdFile } from './identity.js';
+import { createAgentMetrics } from './metrics.js';
 import { createIndex, type AgentIndex } from './index/index.js';
 import { createLeaseTable } from './index/leases.js';
 import { createRunner, type Runner } from './runner/run.js';
 import { repairOnStart } from './startup-repair.js';
-// issue 5: claim loop
+import { createSyncReporter } from './worker/entry-reporter.js';
 import { startWorkerLoop, type WorkerLoop } from './worker/worker-loop.js';
 
 /**
@@ -43,6 +47,9 @@ export interface DaemonDeps {
   logger: Logger;
   version: string;
   docker?: Docker;
+  /** The --config file (watched and reloaded) and the flag values re-applied over it (issue 4). */
+  configFile?: string;
+  configFlags?: AgentConfigInput;
 }
 
 export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
@@ -51,6 +58,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const phase = (): DaemonPhase => state.phase;
   const docker = deps.docker ?? new Docker();
   let index: AgentIndex | undefined;
+  let fleet: Fleet | undefined;
   try {
     await mkdir(config.data_dir, { recursive: true, mode: 0o700 });
     try {
@@ -58,48 +66,63 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     } catch {
       throw new RgridError('engine_unavailable', 'cannot reach the Docker engine (is dockerd running, is /var/run/docker.sock accessible?)');
     }
-    index = createIndex({ path: join(config.data_dir, 'index') });
+    index = createIndex({ path: join(config.data_dir, 'index'), agentId: await readAgentIdFile(config.data_dir) });
+    await writeAgentIdFile(config.data_dir, index.agentId);
     const repair = await repairOnStart(docker, index, config.data_dir, logger);
     logger.info({ ...repair, agent_id: index.agentId, entries: index.list().length }, 'index checked against the engine');
     const leases = createLeaseTable();
-    const runtimes = createRuntimeResolver(docker, config);
+    // Live settings (issue 4): components read the store, never a copy taken here.
+    const store = createConfigStore(config, deps.configFile);
+    const metrics = createAgentMetrics();
+    const runtimes = createRuntimeResolver(docker, store.get);
     for (const name of runtimes.names()) {
       await runtimes.resolve(name).then(
         (r) => logger.info({ runtime: name, image: r.image, image_id: r.imageId }, 'runtime ready'),
         (err: unknown) => logger.warn({ runtime: name, msg: (err as Error).message }, 'runtime base image unavailable'),
       );
     }
-    const cache = createImageCache({ docker, index, leases, runtimes, config, logger });
+    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics });
     const runner = createRunner({ docker, cache, config, agentId: index.agentId, logger });
     const startedAt = Date.now();
-    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt });
+    fleet = await startFleet({
+      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runner.active,
+    });
+    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt, fleet: { fleet } });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
     // Owner and group only: the socket is the agent's whole authority over the engine.
     await chmod(config.socket, 0o660);
-    if (config.socket_group !== undefined) await chown(config.socket, process.getuid?.() ?? 0, await groupId(config.socket_group));
+    if (config.socket_group !== undefined) {
+      // Under systemd the socket is already created with the unit's Group= (and chown is outside its
+      // system-call filter): change ownership only when it differs.
+      const gid = await groupId(config.socket_group);
+      if ((await stat(config.socket)).gid !== gid) await chown(config.socket, process.getuid?.() ?? 0, gid);
+    }
     state = { phase: 'running', since: startedAt };
     logger.info({ socket: config.socket }, 'agent listening');
-    // ---- issue 5: claim executions from the control plane when configured (agent/worker/).
+    // Claim executions from the control plane when configured (issue 5, agent/worker/). Entries reach the
+    // control plane through the outbox sync; the worker loop flushes it after a build so placement knows
+    // the new image before the result is reported.
     let worker: WorkerLoop | undefined;
-    if (config.control_url && config.worker_token) {
+    const workerToken = config.worker_token ?? (config.worker_token_file ? (await readFile(config.worker_token_file, 'utf8')).trim() : undefined);
+    if (config.control_url && workerToken) {
       worker = startWorkerLoop({
         options: {
-          controlUrl: config.control_url, workerToken: config.worker_token, workerId: config.worker_id ?? hostname(),
+          controlUrl: config.control_url, workerToken, workerId: fleet.sync.status().worker_id ?? hostname(),
           capacity: config.run_capacity, blobTtlMs: config.blob_cache_ttl_s * 1000, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024,
         },
-        index, runner, logger, version: deps.version, dataDir: config.data_dir,
+        index, runner, logger, version: deps.version, dataDir: config.data_dir, reporter: createSyncReporter(fleet.sync),
       });
     }
-    // ---- end issue 5
-    return makeDaemon(app, index, cache, runner, worker);
+    return makeDaemon(app, index, cache, runner, fleet, worker);
   } catch (err) {
     state = { phase: 'failed', error: (err as Error).message };
+    await fleet?.close().catch(() => undefined);
     await index?.close().catch(() => undefined);
     throw err;
   }
 
-  function makeDaemon(app: FastifyInstance, idx: AgentIndex, cache: ImageCache, runner: Runner, worker?: WorkerLoop): Daemon {
+  function makeDaemon(app: FastifyInstance, idx: AgentIndex, cache: ImageCache, runner: Runner, fl: Fleet, worker?: WorkerLoop): Daemon {
     let stopping: Promise<{ clean: boolean }> | undefined;
     return {
       app,
@@ -110,7 +133,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           state = { phase: 'draining', deadline };
           logger.info({ reason, drain_timeout_s: config.drain_timeout_s, builds: cache.stats(), runs: runner.active }, 'draining');
           // app.close() stops the listener and waits for in-flight requests (their builds and runs).
-          // issue 5: the claim loop stops claiming and lets its executions finish, like socket requests.
+          // The claim loop stops claiming and lets its executions finish, like socket requests.
           const closed = Promise.all([app.close(), cache.drain(), worker?.stop()]).then(() => true);
           let timer: NodeJS.Timeout | undefined;
           const timedOut = new Promise<boolean>((resolve) => {
@@ -122,13 +145,15 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
             logger.warn({ builds: cache.stats(), runs: runner.active }, 'drain deadline passed; abandoning builds and runs');
             // Aborting the builds' engine requests cancels them; nothing was written for them.
             cache.abandon();
-            worker?.abandon(); // issue 5
+            worker?.abandon();
             app.server.closeAllConnections();
             await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
             clean = false;
           }
+          // The claim loop reports through the fleet's sync: it closes first.
+          await worker?.close().catch(() => undefined);
+          await fl.close().catch((err: unknown) => logger.warn({ err }, 'closing the fleet components failed'));
           await cache.close().catch(() => undefined);
-          await worker?.close().catch(() => undefined); // issue 5
           await idx.flushed().catch(() => undefined);
           await idx.close();
           state = { phase: 'stopped', clean };

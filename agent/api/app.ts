@@ -9,6 +9,7 @@ import type { LeaseTable } from '../index/leases.js';
 import type { IndexEntry } from '../index/types.js';
 import type { Runner } from '../runner/run.js';
 import { installErrorHandler } from './errors.js';
+import { registerFleetRoutes, type FleetRouteDeps } from './fleet-routes.js';
 import { respondNdjson } from './ndjson.js';
 import { EnsureBody, EntriesQuery, RunBody, decodeBase64 } from './schemas.js';
 
@@ -28,6 +29,8 @@ export interface AgentAppDeps {
   phase: () => DaemonPhase;
   version: string;
   startedAt: number;
+  /** Issue 4's routes (metrics, sync, prune, verify, reindex, status); absent in unit tests of the core. */
+  fleet?: Omit<FleetRouteDeps, 'index' | 'cache' | 'version' | 'startedAt'>;
 }
 
 /** The `ls` shape (issue 2 contract) plus the keys an operator needs to find an entry's origin. */
@@ -67,7 +70,7 @@ export function buildAgentApp(deps: AgentAppDeps): FastifyInstance {
 
   // While draining, only health answers: new work would be abandoned at the deadline anyway.
   app.addHook('onRequest', (request, _reply, done) => {
-    if (deps.phase() !== 'running' && !request.url.startsWith('/v1/health')) {
+    if (deps.phase() !== 'running' && !request.url.startsWith('/v1/health') && !request.url.startsWith('/metrics')) {
       done(new RgridError('shutting_down', `the agent is ${deps.phase()}; not accepting new requests`));
     } else done();
   });
@@ -115,6 +118,8 @@ export function buildAgentApp(deps: AgentAppDeps): FastifyInstance {
     });
     return respondNdjson(request, reply, (op) => deps.runner.run(prepared, { onEvent: (e) => op.emit({ ...e }), signal: op.signal }));
   });
+
+  if (deps.fleet) registerFleetRoutes(app, { ...deps.fleet, index: deps.index, cache: deps.cache, version: deps.version, startedAt: deps.startedAt });
 
   return app;
 }

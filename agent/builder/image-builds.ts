@@ -46,6 +46,7 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
     pip: { findLinksDir: config.pip_find_links, indexUrl: config.pip_index_url },
     agentId: deps.index.agentId,
     buildId,
+    owner: deps.index.agentId,
   });
   emit({ type: 'log', stage: 'deps', line: `building dependency layer ${tag}` });
   const started = deps.now();
@@ -91,6 +92,7 @@ export async function buildExecImage(
     requirementsSha256: p.requirements?.sha256 ?? null,
     runtime: p.runtime.name,
     account: p.account,
+    owner: deps.index.agentId,
   });
   emit({ type: 'log', stage: 'image', line: `building script image ${tag}` });
   const builtId = await engineBuild(deps.docker, [{ name: 'Dockerfile', content: dockerfile }, { name: 'script.py', content: p.script }], {

@@ -40,8 +40,27 @@ export interface ImageCache {
   close(): Promise<void>;
 }
 
+/** Where the cache reports lookups and builds (metrics); optional so tests can leave it out. */
+export interface CacheObserver {
+  lookup(kind: 'image' | 'deps', hit: boolean): void;
+  build(kind: 'image' | 'deps', ok: boolean, seconds: number): void;
+}
+
+/** The cache as the daemon holds it: ensure, plus cache warming and live concurrency (issue 4). */
+export interface ManagedImageCache extends ImageCache {
+  /**
+   * Makes sure the dependency layer for (account, runtime, requirements) exists — through the same
+   * single-flight and build queue as ensure, so a warm build and an ensure of the same layer share one
+   * build. Does not count as a use of the layer.
+   */
+  warmDeps(request: { account?: string; runtime?: string; requirements: Buffer }): Promise<{ deps_key: string | null; image_id: string | null; hit: boolean }>;
+  /** Applies a new build concurrency to the queue (running builds are not interrupted). */
+  setConcurrency(n: number): void;
+}
+
 export interface ImageCacheDeps {
   docker: Docker;
+  observer?: CacheObserver;
   index: AgentIndex;
   leases: LeaseTable;
   runtimes: RuntimeResolver;
@@ -55,7 +74,7 @@ interface BuildOutcome {
   depsHit: boolean | null;
 }
 
-export function createImageCache(deps: ImageCacheDeps): ImageCache {
+export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
   const { docker, index, leases, runtimes, config, logger } = deps;
   const now = deps.now ?? Date.now;
   const queue = new PQueue({ concurrency: config.build_concurrency });
@@ -76,6 +95,19 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
     });
   }
 
+  /** Times a build for the metrics. */
+  async function timed<T>(kind: 'image' | 'deps', work: () => Promise<T>): Promise<T> {
+    const started = now();
+    try {
+      const out = await work();
+      deps.observer?.build(kind, true, (now() - started) / 1000);
+      return out;
+    } catch (err) {
+      deps.observer?.build(kind, false, (now() - started) / 1000);
+      throw err;
+    }
+  }
+
   /** Drops an entry whose image vanished behind the agent's back (self-heal: the caller rebuilds). */
   async function dropVanished(entry: IndexEntry): Promise<void> {
     logger.warn({ kind: entry.kind, key: entry.key, account: entry.account, image_id: entry.image_id }, 'cached image vanished from the engine; dropping the entry and rebuilding');
@@ -94,8 +126,9 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
   async function ensureDeps(p: PreparedEnsure, emit: (e: BuildLogEvent) => void): Promise<{ entry: IndexEntry; hit: boolean }> {
     const ref: EntryRef = { kind: 'deps', account: p.account, key: p.depsKey! };
     const hit = await verified(ref);
+    deps.observer?.lookup('deps', hit !== undefined);
     if (hit) return { entry: hit, hit: true };
-    const flight = depsFlights.run(refId(ref), (emitDeps) => queued(() => buildDepsImage(buildDeps, p, emitDeps)));
+    const flight = depsFlights.run(refId(ref), (emitDeps) => queued(() => timed('deps', () => buildDepsImage(buildDeps, p, emitDeps))));
     const unsubscribe = flight.subscribe(emit);
     try {
       return { entry: await flight.promise, hit: false };
@@ -112,38 +145,52 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
       depsEntry = d.entry;
       depsHit = d.hit;
     }
-    const entry = await queued(() => buildExecImage(buildDeps, p, depsEntry, depsHit === true, emit));
+    const entry = await queued(() => timed('image', () => buildExecImage(buildDeps, p, depsEntry, depsHit === true, emit)));
     return { entry, depsHit };
   }
 
+  async function prepare(request: EnsureRequest): Promise<PreparedEnsure> {
+    const account = request.account ?? DEFAULT_ACCOUNT;
+    if (!ACCOUNT_PATTERN.test(account)) {
+      throw new RgridError('bad_request', `account ${JSON.stringify(account)} must match ${ACCOUNT_PATTERN.source}`);
+    }
+    const requirements = request.requirements ? requirementsDigest(request.requirements) : null;
+    // A file without a single requirement (only comments or options) installs nothing: same as none.
+    const hasRequirements = requirements !== null && requirements.lines.length > 0;
+    const runtime = await runtimes.resolve(request.runtime);
+    const sha = scriptSha256(request.script);
+    const depsKey = hasRequirements
+      ? computeDepsKey({
+          baseImageId: runtime.imageId,
+          requirementsSha256: requirements.sha256,
+          pipFingerprint: pipSettingsFingerprint(requirements.pipOptions, pipFingerprintWorker),
+        })
+      : null;
+    return {
+      account,
+      runtime,
+      script: request.script,
+      scriptSha256: sha,
+      requirements: hasRequirements ? { sha256: requirements.sha256, fileText: requirementsFileText(requirements.pipOptions, requirements.text) } : null,
+      depsKey,
+      imageKey: computeImageKey({ depsKey, baseImageId: runtime.imageId, scriptSha256: sha }),
+      startedAt: now(),
+    };
+  }
+
   return {
-    async prepare(request) {
-      const account = request.account ?? DEFAULT_ACCOUNT;
-      if (!ACCOUNT_PATTERN.test(account)) {
-        throw new RgridError('bad_request', `account ${JSON.stringify(account)} must match ${ACCOUNT_PATTERN.source}`);
-      }
-      const requirements = request.requirements ? requirementsDigest(request.requirements) : null;
-      // A file without a single requirement (only comments or options) installs nothing: same as none.
-      const hasRequirements = requirements !== null && requirements.lines.length > 0;
-      const runtime = await runtimes.resolve(request.runtime);
-      const sha = scriptSha256(request.script);
-      const depsKey = hasRequirements
-        ? computeDepsKey({
-            baseImageId: runtime.imageId,
-            requirementsSha256: requirements.sha256,
-            pipFingerprint: pipSettingsFingerprint(requirements.pipOptions, pipFingerprintWorker),
-          })
-        : null;
-      return {
-        account,
-        runtime,
-        script: request.script,
-        scriptSha256: sha,
-        requirements: hasRequirements ? { sha256: requirements.sha256, fileText: requirementsFileText(requirements.pipOptions, requirements.text) } : null,
-        depsKey,
-        imageKey: computeImageKey({ depsKey, baseImageId: runtime.imageId, scriptSha256: sha }),
-        startedAt: now(),
-      };
+    prepare,
+
+    async warmDeps(request) {
+      // The script is irrelevant to the deps layer; an empty one only fills the prepared shape.
+      const p = await prepare({ ...request, script: Buffer.alloc(0) });
+      if (p.depsKey === null) return { deps_key: null, image_id: null, hit: true };
+      const { entry, hit } = await ensureDeps(p, () => undefined);
+      return { deps_key: p.depsKey, image_id: entry.image_id, hit };
+    },
+
+    setConcurrency(n) {
+      queue.concurrency = n;
     },
 
     async ensure(p, options = {}) {
@@ -178,9 +225,13 @@ export function createImageCache(deps: ImageCacheDeps): ImageCache {
             throw err;
           });
           const [touched] = await touch;
-          if (alive) return finish(touched ?? cached, true, depsRef ? true : null, false);
+          if (alive) {
+            deps.observer?.lookup('image', true);
+            return finish(touched ?? cached, true, depsRef ? true : null, false);
+          }
           await dropVanished(cached);
         }
+        deps.observer?.lookup('image', false);
         const flight = imageFlights.run(refId(imageRef), (emit) => buildFlow(p, emit));
         const unsubscribe = options.onEvent ? flight.subscribe(options.onEvent) : () => false;
         let outcome: BuildOutcome;

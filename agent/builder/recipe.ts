@@ -63,10 +63,21 @@ export interface DepsRecipeInput {
   /** Labels the throw-away install stage (and its RUN containers) so this agent can find and remove them. */
   agentId: string;
   buildId: string;
+  /**
+   * Labels the kept image `io.rgrid.owner=<agent id>` so reconcile and reindex find this agent's images
+   * among those of other agents on the same engine (not `io.rgrid.agent`: that label marks leftovers
+   * which the start-up repair deletes).
+   */
+  owner?: string;
+}
+
+function ownerLabel(owner: string | undefined): Record<string, string> {
+  return owner ? { 'io.rgrid.owner': owner } : {};
 }
 
 export function depsLabels(input: Omit<DepsRecipeInput, 'pip' | 'agentId' | 'buildId'>): Record<string, string> {
   return {
+    ...ownerLabel(input.owner),
     'io.rgrid.kind': 'deps',
     'io.rgrid.deps-key': input.depsKey,
     'io.rgrid.requirements-sha256': input.requirementsSha256,
@@ -110,10 +121,12 @@ export interface ExecRecipeInput {
   requirementsSha256: string | null;
   runtime: string;
   account: string;
+  owner?: string;
 }
 
 export function execLabels(input: ExecRecipeInput): Record<string, string> {
   return {
+    ...ownerLabel(input.owner),
     'io.rgrid.kind': 'image',
     'io.rgrid.image-key': input.imageKey,
     'io.rgrid.deps-key': input.depsKey ?? '',

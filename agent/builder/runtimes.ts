@@ -19,12 +19,15 @@ export interface RuntimeResolver {
   names(): string[];
 }
 
-export function createRuntimeResolver(docker: Docker, config: AgentConfig, now: () => number = Date.now): RuntimeResolver {
-  const cache = new Map<string, { imageId: string; at: number }>();
-  const ttlMs = config.base_image_ttl_s * 1000;
+/** `config` may be a getter: runtimes then follow a live-reloaded config file (issue 4). */
+export function createRuntimeResolver(docker: Docker, configOrGetter: AgentConfig | (() => AgentConfig), now: () => number = Date.now): RuntimeResolver {
+  const current = typeof configOrGetter === 'function' ? configOrGetter : () => configOrGetter;
+  const cache = new Map<string, { image: string; imageId: string; at: number }>();
   return {
-    names: () => Object.keys(config.runtimes),
+    names: () => Object.keys(current().runtimes),
     async resolve(requested) {
+      const config = current();
+      const ttlMs = config.base_image_ttl_s * 1000;
       const name = requested ?? defaultRuntime(config);
       if (name === undefined) {
         throw new RgridError('unknown_runtime', `no runtime given and no default; configured: ${Object.keys(config.runtimes).join(', ') || 'none'}`);
@@ -34,7 +37,8 @@ export function createRuntimeResolver(docker: Docker, config: AgentConfig, now: 
         throw new RgridError('unknown_runtime', `unknown runtime ${JSON.stringify(name)}; configured: ${Object.keys(config.runtimes).join(', ') || 'none'}`);
       }
       const cached = cache.get(name);
-      if (cached && now() - cached.at < ttlMs) return { name, image, imageId: cached.imageId };
+      // A runtime re-pointed at another image (config reload) is resolved again at once.
+      if (cached && cached.image === image && now() - cached.at < ttlMs) return { name, image, imageId: cached.imageId };
       let imageId: string;
       try {
         imageId = (await docker.getImage(image).inspect()).Id;
@@ -42,7 +46,7 @@ export function createRuntimeResolver(docker: Docker, config: AgentConfig, now: 
         if (isNotFound(err)) throw new RgridError('unavailable', `base image ${image} of runtime ${name} is not in the Docker engine`);
         throw engineError('inspecting a base image failed', err);
       }
-      cache.set(name, { imageId, at: now() });
+      cache.set(name, { image, imageId, at: now() });
       return { name, image, imageId };
     },
   };

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { isRgridError, RgridError } from '../../common/errors.js';
 import { ensureCommand, lsCommand, runCommand } from './client-commands.js';
+import { pruneCommand, reindexCommand, statusCommand, syncCommand, verifyCommand } from './fleet-commands.js';
 import { serve } from './serve.js';
 
 /**
@@ -10,7 +11,12 @@ import { serve } from './serve.js';
  * Failures print ONE line on stderr (`rgrid-agent: <code>: <reason>`) and exit 1; with --json the error
  * body also goes to stdout as JSON (it carries e.g. the tail of pip's output).
  */
-const env = { socket: process.env.RGRID_AGENT_SOCKET, workerToken: process.env.RGRID_WORKER_TOKEN };
+const env = {
+  socket: process.env.RGRID_AGENT_SOCKET,
+  workerToken: process.env.RGRID_WORKER_TOKEN,
+  // systemd's LoadCredential=worker-token:… (the token never appears in a command line or the unit).
+  credentialsDirectory: process.env.CREDENTIALS_DIRECTORY,
+};
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 function fail(err: unknown, json: boolean): never {
@@ -52,11 +58,17 @@ program
   .option('--socket-group <group>', 'group owning the socket (mode 0660)')
   .option('--drain-timeout <seconds>', 'on SIGTERM, time for builds and runs to finish (default 60)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
-  // issue 5: claim work from the control plane (docs/dispatch.md)
-  .option('--control-url <url>', 'control plane URL; with --worker-token the agent claims executions')
-  .option('--worker-token <token>', 'worker token (default: $RGRID_WORKER_TOKEN)')
-  .option('--worker-id <id>', 'worker id of the token (default: the host name)')
+  .option('--control-url <url>', 'control plane base URL; enables sync and claiming executions')
+  .option('--worker-token <token>', 'worker token for the control plane (default: $RGRID_WORKER_TOKEN; prefer --worker-token-file)')
+  .option('--worker-token-file <file>', 'file holding the worker token')
+  .option('--worker-id <id>', 'worker id the token is bound to (default: host name)')
   .option('--run-capacity <n>', 'executions run at once for the control plane (default 2)')
+  .option('--ttl <duration>', 'prune entries unused this long, e.g. 2s, 30d (default 30d)')
+  .option('--min-age <duration>', 'never prune entries younger than this (default 1h)')
+  .option('--prune-interval <duration>', 'period of the background prune, 0 = on demand only (default 5m)')
+  .option('--disk-usage-file <file>', 'JSON {used_bytes,total_bytes} read instead of statfs')
+  .option('--warm-dir <dir>', 'requirements files to pre-build (default DATA_DIR/warm.d)')
+  .option('--metrics-listen <host:port>', 'also serve GET /metrics on this TCP address')
   .action(async (flags: Parameters<typeof serve>[0]) => {
     try {
       await serve(flags, env);
@@ -106,6 +118,44 @@ clientOptions(
     .option('--account <name>', 'only this account')
     .option('--json', 'print a JSON array'),
 ).action(action((flags: Parameters<typeof lsCommand>[0]) => lsCommand(flags, env)));
+
+program
+  .command('sync')
+  .description('sync state with the control plane: outbox depth, last success, ok|retrying|open')
+  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--now', 'send the outbox now (ignoring backoff) before answering; exit 1 if ops remain')
+  .option('--json', 'print one JSON object')
+  .action(action((flags: Parameters<typeof syncCommand>[0]) => syncCommand(flags, env)));
+
+program
+  .command('prune')
+  .description('remove entries unused past the TTL, and LRU entries while the disk is above the high mark')
+  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--dry-run', 'report what would be removed; remove nothing')
+  .option('--json', 'print a JSON array of {key, kind, image_id, reason}')
+  .action(action((flags: Parameters<typeof pruneCommand>[0]) => pruneCommand(flags, env)));
+
+program
+  .command('verify')
+  .description('compare the index with the engine\'s labelled images; --repair fixes the drift')
+  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--repair', 'fix the drift found')
+  .option('--json', 'print the report as JSON')
+  .action(action((flags: Parameters<typeof verifyCommand>[0]) => verifyCommand(flags, env)));
+
+program
+  .command('reindex')
+  .description('rebuild index entries from the engine\'s image labels (after a lost index)')
+  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--json', 'print the report as JSON')
+  .action(action((flags: Parameters<typeof reindexCommand>[0]) => reindexCommand(flags, env)));
+
+program
+  .command('status')
+  .description('version, uptime, config, runtimes, entries, bytes, build queue, sync and warm state')
+  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--json', 'print one JSON object')
+  .action(action((flags: Parameters<typeof statusCommand>[0]) => statusCommand(flags, env)));
 
 async function main(): Promise<void> {
   try {

@@ -1,4 +1,7 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
+import { parseDuration } from '../../common/duration.js';
 import { parseRuntimeFlags, readConfigFile, resolveConfig, type AgentConfigInput } from '../config.js';
 import { startDaemon } from '../daemon.js';
 import { createLogger } from '../logger.js';
@@ -17,12 +20,22 @@ export interface ServeFlags {
   socketGroup?: string;
   drainTimeout?: string;
   logLevel?: string;
-  // issue 5: claim loop
   controlUrl?: string;
   workerToken?: string;
+  workerTokenFile?: string;
   workerId?: string;
   runCapacity?: string;
+  ttl?: string;
+  minAge?: string;
+  pruneInterval?: string;
+  diskUsageFile?: string;
+  warmDir?: string;
+  metricsListen?: string;
 }
+
+/** `2s`, `30d` (common/duration.ts) → seconds, the unit of the config keys. */
+const durationFlag = (value: string | undefined, flag: string): number | undefined =>
+  value === undefined ? undefined : parseDuration(value, flag) / 1000;
 
 function version(): string {
   try {
@@ -36,7 +49,23 @@ const numberFlag = (value: string | undefined): number | string | undefined =>
   value === undefined ? undefined : Number.isFinite(Number(value)) ? Number(value) : value;
 
 /** `rgrid-agent serve`: the only place that listens and installs the signal handler. */
-export async function serve(flags: ServeFlags, env: { socket?: string | undefined; workerToken?: string | undefined }): Promise<void> {
+export interface ServeEnv {
+  socket?: string | undefined;
+  workerToken?: string | undefined;
+  credentialsDirectory?: string | undefined;
+}
+
+/**
+ * The worker token when neither flags nor the file name one: $RGRID_WORKER_TOKEN, else a systemd
+ * credential named worker-token. Read only here, at the process entry.
+ */
+function tokenFromEnv(env: ServeEnv): { worker_token?: string; worker_token_file?: string } {
+  if (env.workerToken) return { worker_token: env.workerToken };
+  const credential = env.credentialsDirectory ? join(env.credentialsDirectory, 'worker-token') : undefined;
+  return credential && existsSync(credential) ? { worker_token_file: credential } : {};
+}
+
+export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
   const fromFile = flags.config ? await readConfigFile(flags.config) : {};
   const fromFlags: AgentConfigInput = {
     socket: flags.socket ?? (fromFile.socket === undefined ? env.socket : undefined),
@@ -52,13 +81,23 @@ export async function serve(flags: ServeFlags, env: { socket?: string | undefine
     drain_timeout_s: numberFlag(flags.drainTimeout),
     log_level: flags.logLevel,
     control_url: flags.controlUrl,
-    worker_token: flags.workerToken ?? (fromFile.worker_token === undefined ? env.workerToken : undefined),
+    worker_token: flags.workerToken,
+    worker_token_file: flags.workerTokenFile,
+    ...(flags.workerToken === undefined && flags.workerTokenFile === undefined && fromFile.worker_token === undefined && fromFile.worker_token_file === undefined
+      ? tokenFromEnv(env)
+      : {}),
     worker_id: flags.workerId,
     run_capacity: numberFlag(flags.runCapacity),
+    prune_ttl_s: durationFlag(flags.ttl, '--ttl'),
+    prune_min_age_s: durationFlag(flags.minAge, '--min-age'),
+    prune_interval_s: durationFlag(flags.pruneInterval, '--prune-interval'),
+    disk_usage_file: flags.diskUsageFile,
+    warm_dir: flags.warmDir,
+    metrics_listen: flags.metricsListen,
   };
   const config = resolveConfig(fromFile, fromFlags);
   const logger = createLogger(config.log_level);
-  const daemon = await startDaemon({ config, logger, version: version() });
+  const daemon = await startDaemon({ config, logger, version: version(), configFile: flags.config, configFlags: fromFlags });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { createOutboxStore, type OutboxStore } from './outbox.js';
 import type { EntryKind, EntryRef, IndexEntry } from './types.js';
 
 /**
@@ -7,7 +8,10 @@ import type { EntryKind, EntryRef, IndexEntry } from './types.js';
  *
  *   entries.image  [account, image_key] → IndexEntry (kind "image")
  *   entries.deps   [account, deps_key]  → IndexEntry (kind "deps")
- *   meta           string              → value (`agent_id`, `schema_version`)
+ *   meta           string              → value (`agent_id`, `schema_version`, outbox counters)
+ *   outbox, outbox.touch                 → the sync outbox (outbox.ts): every write below appends its
+ *                                          op in the same transaction (putBuilt → upsert, touch →
+ *                                          coalesced touch, remove → delete)
  *
  * Keys are lmdb-js ordered-binary arrays, so all entries of one account form one contiguous range.
  *
@@ -51,6 +55,13 @@ export interface AgentIndex {
    * removes an entry that a concurrent rebuild just replaced). Resolves to whether it removed something.
    */
   remove(ref: EntryRef, options?: { ifImageId?: string }): Promise<boolean>;
+  /** The durable sync outbox fed by the writes above. */
+  readonly outbox: OutboxStore;
+  /**
+   * For a full sync snapshot: every entry, read in one transaction that also seals every op so far;
+   * `through` is the highest op seq whose effect the entries already contain.
+   */
+  syncSnapshot(): { entries: IndexEntry[]; through: number };
   /** Resolves when everything committed so far is fsynced. */
   flushed(): Promise<void>;
   close(): Promise<void>;
@@ -60,6 +71,8 @@ export interface IndexDeps {
   /** Directory of the LMDB environment. */
   path: string;
   now?: () => number;
+  /** The agent id to adopt when the index is new (the data dir's identity outlives a lost index). */
+  agentId?: string;
 }
 
 export function createIndex(deps: IndexDeps): AgentIndex {
@@ -74,13 +87,14 @@ export function createIndex(deps: IndexDeps): AgentIndex {
   // Created once per data dir and kept: the same agent after a restart recognizes its own leftovers.
   let agentId = meta.get('agent_id');
   if (typeof agentId !== 'string') {
-    agentId = randomUUID();
+    agentId = deps.agentId ?? randomUUID();
     meta.transactionSync(() => {
       meta.putSync('agent_id', agentId!);
       meta.putSync('schema_version', INDEX_SCHEMA_VERSION);
     });
   }
   const id: string = agentId;
+  const outbox = createOutboxStore(root, meta);
 
   const keyOf = (ref: EntryRef): [string, string] => [ref.account, ref.key];
 
@@ -95,20 +109,38 @@ export function createIndex(deps: IndexDeps): AgentIndex {
     return out;
   }
 
+  function removeNow(ref: EntryRef, options: { ifImageId?: string }): boolean {
+    return root.transactionSync(() => {
+      const current = tables[ref.kind].get(keyOf(ref));
+      if (!current) return false;
+      if (options.ifImageId !== undefined && current.image_id !== options.ifImageId) return false;
+      tables[ref.kind].removeSync(keyOf(ref));
+      outbox.enqueueDelete(ref, now());
+      return true;
+    });
+  }
+
   return {
     agentId: id,
     get: (ref) => tables[ref.kind].get(keyOf(ref)),
     list,
     dependentsOf: (depsRef) =>
       list({ kind: 'image', account: depsRef.account }).filter((e) => e.deps_key === depsRef.key),
+    outbox,
+    syncSnapshot() {
+      return root.transactionSync(() => ({ entries: list(), through: outbox.sealAllInTxn() }));
+    },
     async putBuilt(entry, alsoTouch = []) {
       const at = now();
       // Inside a transaction callback the *Sync calls join that transaction (one commit for all).
       await root.transaction(() => {
         tables[entry.kind].putSync(keyOf(entry), entry);
+        outbox.enqueueUpsert(entry, at);
         for (const ref of alsoTouch) {
           const current = tables[ref.kind].get(keyOf(ref));
-          if (current) tables[ref.kind].putSync(keyOf(ref), { ...current, last_used_at: at, use_count: current.use_count + 1 });
+          if (!current) continue;
+          tables[ref.kind].putSync(keyOf(ref), { ...current, last_used_at: at, use_count: current.use_count + 1 });
+          outbox.enqueueTouch(ref, at);
         }
       });
     },
@@ -119,18 +151,20 @@ export function createIndex(deps: IndexDeps): AgentIndex {
           if (!current) return undefined;
           const updated = { ...current, last_used_at: Math.max(at, current.last_used_at), use_count: current.use_count + 1 };
           tables[ref.kind].putSync(keyOf(ref), updated);
+          outbox.enqueueTouch(ref, updated.last_used_at);
           return updated;
         }),
       );
     },
-    async remove(ref, options = {}) {
-      return root.transaction(() => {
-        const current = tables[ref.kind].get(keyOf(ref));
-        if (!current) return false;
-        if (options.ifImageId !== undefined && current.image_id !== options.ifImageId) return false;
-        tables[ref.kind].removeSync(keyOf(ref));
-        return true;
-      });
+    remove(ref, options = {}) {
+      // Committed synchronously, before remove() returns: the pruner decides and removes in one event-loop
+      // turn (leases.ts), and an ensure arriving right after must already miss — an async commit would
+      // leave a window in which it could still read the entry and answer a hit on an image being deleted.
+      try {
+        return Promise.resolve(removeNow(ref, options));
+      } catch (err) {
+        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+      }
     },
     async flushed() {
       await root.flushed;

@@ -1,40 +1,23 @@
 /**
  * How the control plane learns which entries this worker holds, so placement can send work to the
- * worker with the image. INTERIM (issue 5, until issue 4's outbox sync is merged): register once, then
- * send a full snapshot of the index (PUT /v1/workers/:id/snapshot) at start and after every execution
- * that built something — the simplest honest use of the endpoints the control plane already has.
- * Touches (last use) are not reported; placement does not need them. At merge the lead swaps this for
- * the outbox-based sync behind the same interface.
+ * worker with the image. The daemon uses the outbox sync (createSyncReporter): registration and the
+ * snapshot happen there, and after a build the claim loop flushes the outbox before it reports the
+ * result, so a client that sees the result can rely on placement knowing the image. The snapshot
+ * reporter below talks to the control plane directly; it serves a claim loop run without the fleet
+ * components (tests of the loop alone).
  */
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { CacheEntry } from '../../common/wire/control-api.js';
 import type { AgentIndex } from '../index/index.js';
-import type { IndexEntry } from '../index/types.js';
 import type { ControlClient } from './control-client.js';
+import type { SyncLoop } from '../sync/sync-loop.js';
+import { toCacheEntry } from '../sync/wire-ops.js';
 
 export interface EntryReporter {
   /** Registers the worker and reports its entries; returns the accounts it serves. */
   start(capacity: number, version: string): Promise<string[]>;
   /** Entries changed (a build): report them. Never throws; coalesces calls made while one runs. */
   entriesChanged(): Promise<void>;
-}
-
-export function toCacheEntry(e: IndexEntry): CacheEntry {
-  return {
-    kind: e.kind,
-    account: e.account,
-    key: e.key,
-    image_id: e.image_id,
-    runtime: e.runtime,
-    requirements_sha256: e.requirements_sha256,
-    script_sha256: e.kind === 'image' ? e.script_sha256 : null,
-    deps_key: e.kind === 'image' ? e.deps_key : null,
-    size_bytes: e.size_bytes,
-    created_at: new Date(e.created_at).toISOString(),
-    last_used_at: new Date(e.last_used_at).toISOString(),
-    use_count: e.use_count,
-  };
 }
 
 export function createSnapshotReporter(deps: { client: ControlClient; index: AgentIndex; logger: Logger }): EntryReporter {
@@ -68,6 +51,21 @@ export function createSnapshotReporter(deps: { client: ControlClient; index: Age
         } while (again);
       })().finally(() => (running = undefined));
       return running;
+    },
+  };
+}
+
+/** The outbox sync as the claim loop's reporter (see the module comment). */
+export function createSyncReporter(sync: SyncLoop): EntryReporter {
+  return {
+    async start() {
+      // A claim refused with resync_required lands here again: re-register and snapshot, not just flush.
+      const status = await sync.resync();
+      if (!status.registered) throw new Error(`not registered with the control plane: ${status.last_error ?? 'unknown reason'}`);
+      return status.accounts;
+    },
+    async entriesChanged() {
+      await sync.flush().catch(() => undefined);
     },
   };
 }

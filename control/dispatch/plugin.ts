@@ -54,14 +54,19 @@ export default fp(
           if (msg.channel === CHANNEL && msg.payload) wake(msg.payload);
         });
         client.on('error', () => {
-          // The connection broke: drop it and listen again shortly; waiters keep polling meanwhile.
+          // The connection broke: drop it and listen again shortly; waiters keep polling meanwhile. A
+          // connection already handed back (the app closed, then the server went away) is not released twice.
+          if (listener !== client) return;
+          listener = undefined;
           client.release(true);
-          if (listener === client) listener = undefined;
-          setTimeout(() => void listen(), POLL_MS).unref();
+          if (!closing) setTimeout(() => void listen(), POLL_MS).unref();
         });
-        await client.query(`LISTEN ${CHANNEL}`);
         listener = client;
+        await client.query(`LISTEN ${CHANNEL}`);
       } catch (err) {
+        const broken = listener;
+        listener = undefined;
+        broken?.release(true);
         app.log.warn({ err }, 'dispatch LISTEN failed; long polls fall back to polling');
         setTimeout(() => void listen(), 5 * POLL_MS).unref();
       }
@@ -141,8 +146,9 @@ export default fp(
     app.addHook('onClose', async () => {
       if (timer) clearInterval(timer);
       await sweeping;
-      listener?.release(true);
+      const client = listener;
       listener = undefined;
+      client?.release(true);
     });
     done();
   },

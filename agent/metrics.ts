@@ -1,0 +1,174 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AgentIndex } from './index/index.js';
+import type { OutboxOpType } from './index/outbox.js';
+import type { SyncStatus } from './sync/sync-loop.js';
+
+/**
+ * The agent's Prometheus metrics (one registry per daemon, so tests can run several). Counters are
+ * incremented where things happen (the cache, the pruner); gauges are computed when scraped from the
+ * index, the outbox and the sync loop, so they can never drift from the source.
+ */
+export type CacheKindLabel = 'image' | 'deps';
+
+export interface AgentMetrics {
+  readonly registry: Registry;
+  lookup(kind: CacheKindLabel, hit: boolean): void;
+  build(kind: CacheKindLabel, ok: boolean, seconds: number): void;
+  pruned(kind: CacheKindLabel, reason: string, bytes: number): void;
+  drift(type: string, count: number): void;
+  /** Wires the scrape-time sources in (they exist after the metrics object). */
+  setSources(sources: MetricSources): void;
+  text(): Promise<string>;
+  readonly contentType: string;
+}
+
+export interface MetricSources {
+  index: AgentIndex;
+  sync?: () => SyncStatus;
+  queue?: () => { queued: number; building: number };
+  warm?: () => { total: number; done: number; failed: number; building: number };
+}
+
+const SYNC_STATES = ['ok', 'retrying', 'open', 'disabled'] as const;
+
+export function createAgentMetrics(): AgentMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'rgrid_agent_' });
+  const r = [registry];
+  let sources: MetricSources | undefined;
+
+  const lookups = new Counter({ name: 'rgrid_agent_cache_lookups_total', help: 'Cache lookups by kind and result (hit|miss)', labelNames: ['kind', 'result'], registers: r });
+  const builds = new Counter({ name: 'rgrid_agent_builds_total', help: 'Image builds by kind and result (ok|failed)', labelNames: ['kind', 'result'], registers: r });
+  const buildSeconds = new Histogram({
+    name: 'rgrid_agent_build_seconds',
+    help: 'Build duration by kind',
+    labelNames: ['kind'],
+    buckets: [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800],
+    registers: r,
+  });
+  const prunes = new Counter({ name: 'rgrid_agent_prune_removed_total', help: 'Entries removed by the pruner, by kind and reason (ttl|disk)', labelNames: ['kind', 'reason'], registers: r });
+  const freed = new Counter({ name: 'rgrid_agent_prune_freed_bytes_total', help: 'Image bytes of pruned entries (engine image size; shared layers count in full)', registers: r });
+  const drift = new Counter({ name: 'rgrid_agent_reconcile_drift_total', help: 'Index/engine drift found by reconcile, by type', labelNames: ['type'], registers: r });
+
+  new Gauge({
+    name: 'rgrid_agent_index_entries',
+    help: 'Index entries by kind',
+    labelNames: ['kind'],
+    registers: r,
+    collect() {
+      if (!sources) return;
+      for (const kind of ['image', 'deps'] as const) this.set({ kind }, sources.index.list({ kind }).length);
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_index_bytes',
+    help: 'Sum of the engine image sizes of index entries, by kind',
+    labelNames: ['kind'],
+    registers: r,
+    collect() {
+      if (!sources) return;
+      for (const kind of ['image', 'deps'] as const) this.set({ kind }, sources.index.list({ kind }).reduce((n, e) => n + e.size_bytes, 0));
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_outbox_depth',
+    help: 'Sync ops waiting in the durable outbox',
+    registers: r,
+    collect() {
+      if (sources) this.set(sources.index.outbox.depth());
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_outbox_oldest_op_age_seconds',
+    help: 'Age of the oldest op in the outbox (0 when empty)',
+    registers: r,
+    collect() {
+      const oldest = sources?.index.outbox.oldestAt();
+      this.set(oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_outbox_ops_enqueued',
+    help: 'Outbox ops created since start, by type (touches are coalesced per key: far fewer than hits)',
+    labelNames: ['type'],
+    registers: r,
+    collect() {
+      if (!sources) return;
+      for (const [type, n] of Object.entries(sources.index.outbox.enqueued) as Array<[OutboxOpType, number]>) this.set({ type }, n);
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_sync_state',
+    help: 'Sync state: 1 for the current one of ok|retrying|open|disabled',
+    labelNames: ['state'],
+    registers: r,
+    collect() {
+      const state = sources?.sync?.().state ?? 'disabled';
+      for (const s of SYNC_STATES) this.set({ state: s }, s === state ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_sync_last_success_timestamp_seconds',
+    help: 'Unix time of the last successful conversation with the control plane (0: never)',
+    registers: r,
+    collect() {
+      const at = sources?.sync?.().last_success_at;
+      this.set(at ? Date.parse(at) / 1000 : 0);
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_sync_sent',
+    help: 'Since start: op batches, ops and snapshots acknowledged by the control plane',
+    labelNames: ['what'],
+    registers: r,
+    collect() {
+      const s = sources?.sync?.();
+      if (!s) return;
+      this.set({ what: 'batches' }, s.batches_sent);
+      this.set({ what: 'ops' }, s.ops_sent);
+      this.set({ what: 'snapshots' }, s.snapshots_sent);
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_build_queue',
+    help: 'Builds waiting (queued) and running (building)',
+    labelNames: ['state'],
+    registers: r,
+    collect() {
+      const q = sources?.queue?.();
+      if (!q) return;
+      this.set({ state: 'queued' }, q.queued);
+      this.set({ state: 'building' }, q.building);
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_warm_layers',
+    help: 'Cache-warming dependency layers by state (total|done|failed|building)',
+    labelNames: ['state'],
+    registers: r,
+    collect() {
+      const w = sources?.warm?.();
+      if (!w) return;
+      for (const [state, n] of Object.entries(w)) this.set({ state }, n);
+    },
+  });
+
+  return {
+    registry,
+    lookup: (kind, hit) => lookups.inc({ kind, result: hit ? 'hit' : 'miss' }),
+    build(kind, ok, seconds) {
+      builds.inc({ kind, result: ok ? 'ok' : 'failed' });
+      if (ok) buildSeconds.observe({ kind }, seconds);
+    },
+    pruned(kind, reason, bytes) {
+      prunes.inc({ kind, reason });
+      freed.inc(bytes);
+    },
+    drift: (type, count) => drift.inc({ type }, count),
+    setSources(s) {
+      sources = s;
+    },
+    text: () => registry.metrics(),
+    contentType: registry.contentType,
+  };
+}

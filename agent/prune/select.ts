@@ -1,0 +1,80 @@
+import type { IndexEntry } from '../index/types.js';
+
+/**
+ * Which entries a prune removes, as a pure function (unit-tested without an engine). Rules (design.md §5,
+ * issue 4):
+ *  - never an entry younger than the minimum age (since creation), whatever the TTL or the disk says;
+ *  - never a protected entry (its image is used by a container, or it is leased by a run);
+ *  - never a dependency layer that a remaining script image still builds on (same account, deps_key);
+ *  - "ttl": unused (last_used_at) for longer than the TTL;
+ *  - "disk": when usage ≥ the high mark, least recently used first until the bytes planned to be freed
+ *    bring usage below the low mark (kubelet's image GC: the amount to free is computed once per pass
+ *    from one reading; sizes are the engine's image sizes, shared layers counted in full, so this is an
+ *    upper estimate and the next pass reads the disk again).
+ * The result is in a valid removal order: a dependency layer comes after every script image built on it.
+ */
+export type PruneReason = 'ttl' | 'disk';
+
+export interface PruneVictim {
+  entry: IndexEntry;
+  reason: PruneReason;
+}
+
+export interface PruneSelectionInput {
+  entries: readonly IndexEntry[];
+  now: number;
+  ttlMs: number;
+  minAgeMs: number;
+  disk?: { used_bytes: number; total_bytes: number } | undefined;
+  highPercent: number;
+  lowPercent: number;
+  /** Why an entry must stay (e.g. "in_use", "leased"), or undefined. */
+  protectedReason(entry: IndexEntry): string | undefined;
+}
+
+export interface PruneSelection {
+  victims: PruneVictim[];
+  /** Bytes the disk rule wanted freed (0 when below the high mark or without a disk reading). */
+  diskBytesToFree: number;
+}
+
+const id = (e: IndexEntry): string => `${e.kind}/${e.account}/${e.key}`;
+
+export function selectPrune(input: PruneSelectionInput): PruneSelection {
+  const { entries, now } = input;
+  const chosen = new Set<string>();
+  const victims: PruneVictim[] = [];
+  const eligible = (e: IndexEntry): boolean => now - e.created_at >= input.minAgeMs && input.protectedReason(e) === undefined;
+  const hasLiveChild = (deps: IndexEntry): boolean =>
+    entries.some((e) => e.kind === 'image' && e.account === deps.account && e.deps_key === deps.key && !chosen.has(id(e)));
+  const take = (e: IndexEntry, reason: PruneReason): boolean => {
+    if (chosen.has(id(e)) || !eligible(e)) return false;
+    if (e.kind === 'deps' && hasLiveChild(e)) return false;
+    chosen.add(id(e));
+    victims.push({ entry: e, reason });
+    return true;
+  };
+
+  // TTL: script images first, so a layer whose images all expire can go in the same pass.
+  const byKind = [...entries].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'image' ? -1 : 1));
+  for (const e of byKind) if (now - e.last_used_at > input.ttlMs) take(e, 'ttl');
+
+  let diskBytesToFree = 0;
+  const disk = input.disk;
+  if (disk && disk.total_bytes > 0 && (disk.used_bytes / disk.total_bytes) * 100 >= input.highPercent) {
+    const ttlFreed = victims.reduce((n, v) => n + v.entry.size_bytes, 0);
+    diskBytesToFree = Math.max(0, disk.used_bytes - Math.floor((input.lowPercent / 100) * disk.total_bytes));
+    let freed = ttlFreed;
+    const lru = [...entries].sort(
+      (a, b) => a.last_used_at - b.last_used_at || (a.kind === b.kind ? 0 : a.kind === 'image' ? -1 : 1) || a.created_at - b.created_at,
+    );
+    // A layer skipped because its images were still there may qualify once they are chosen: two rounds.
+    for (let round = 0; round < 2 && freed < diskBytesToFree; round++) {
+      for (const e of lru) {
+        if (freed >= diskBytesToFree) break;
+        if (take(e, 'disk')) freed += e.size_bytes;
+      }
+    }
+  }
+  return { victims, diskBytesToFree };
+}

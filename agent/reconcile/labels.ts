@@ -1,0 +1,73 @@
+import type Docker from 'dockerode';
+import { depsImageTag, execImageTag } from '../builder/recipe.js';
+import type { IndexEntry } from '../index/types.js';
+
+/**
+ * Index entries as the engine's image labels describe them (design.md §4: every kept image carries its
+ * full keys), for reconcile and reindex. Only images labelled `io.rgrid.owner=<this agent's id>` are
+ * read: other agents on the same engine (and the install stages, labelled `io.rgrid.agent`) are not ours.
+ */
+export const OWNER_LABEL = 'io.rgrid.owner';
+const HEX64 = /^[0-9a-f]{64}$/;
+const ACCOUNT = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
+
+export interface LabelledImage {
+  id: string;
+  created_at: number;
+  size_bytes: number;
+  /** The entry fields the labels give (usage fields are the caller's decision). */
+  entry: Omit<IndexEntry, 'created_at' | 'last_used_at' | 'use_count'>;
+}
+
+export function entryFromLabels(image: Pick<Docker.ImageInfo, 'Id' | 'Labels' | 'Created' | 'Size'>): LabelledImage | undefined {
+  const l = image.Labels ?? {};
+  const kind = l['io.rgrid.kind'];
+  const account = l['io.rgrid.account'] ?? '';
+  const runtime = l['io.rgrid.runtime'] ?? '';
+  const depsKey = l['io.rgrid.deps-key'] ?? '';
+  const requirements = l['io.rgrid.requirements-sha256'] ?? '';
+  if ((kind !== 'image' && kind !== 'deps') || !ACCOUNT.test(account) || runtime === '') return undefined;
+  if (depsKey !== '' && !HEX64.test(depsKey)) return undefined;
+  if (requirements !== '' && !HEX64.test(requirements)) return undefined;
+  let key: string;
+  let script: string | null = null;
+  if (kind === 'image') {
+    key = l['io.rgrid.image-key'] ?? '';
+    script = l['io.rgrid.script-sha256'] ?? '';
+    if (!HEX64.test(key) || !HEX64.test(script)) return undefined;
+  } else {
+    key = depsKey;
+    if (!HEX64.test(key) || requirements === '') return undefined;
+  }
+  return {
+    id: image.Id,
+    created_at: image.Created * 1000,
+    size_bytes: image.Size,
+    entry: {
+      kind,
+      account,
+      key,
+      image_id: image.Id,
+      image_tag: kind === 'image' ? execImageTag(key, account) : depsImageTag(key, account),
+      runtime,
+      base_image_id: l['io.rgrid.base-image-id'] ?? '',
+      script_sha256: script,
+      requirements_sha256: requirements === '' ? null : requirements,
+      deps_key: depsKey === '' ? null : depsKey,
+      size_bytes: image.Size,
+    },
+  };
+}
+
+/** This agent's labelled images (top-level only: build intermediates inherit labels but are not results). */
+export async function listOwnImages(docker: Docker, owner: string): Promise<{ images: LabelledImage[]; unreadable: string[] }> {
+  const listed = await docker.listImages({ filters: { label: [`${OWNER_LABEL}=${owner}`] } });
+  const images: LabelledImage[] = [];
+  const unreadable: string[] = [];
+  for (const info of listed) {
+    const parsed = entryFromLabels(info);
+    if (parsed) images.push(parsed);
+    else unreadable.push(info.Id);
+  }
+  return { images, unreadable };
+}

@@ -1,0 +1,268 @@
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { RegisterWorkerRequest } from '../../common/wire/control-api.js';
+import type { AgentConfig } from '../config.js';
+import type { AgentIndex } from '../index/index.js';
+import { CircuitBreaker, type SyncState } from './breaker.js';
+import { ControlError, createControlClient, type ControlClient } from './control-client.js';
+import { toCacheEntry, toSyncOp } from './wire-ops.js';
+
+/**
+ * Sync with the control plane (design.md §6): register → full snapshot → deltas from the durable outbox,
+ * heartbeats in between. Runs on its own timer and never on the hit path: a hit only appends to (or
+ * increments) an outbox op in its own LMDB transaction, whatever the control plane's state.
+ *
+ * A snapshot is read in one transaction that also seals every op so far; once the control plane has
+ * acknowledged it, those ops are deleted (their effect is in the snapshot). Op batches are deleted only
+ * after a 200. A 409 with `resync_required` (the control plane lost or never saw this worker, or has no
+ * snapshot since its registration) and every restart of the agent lead to register + snapshot again.
+ */
+export interface SyncStatus {
+  enabled: boolean;
+  state: SyncState | 'disabled';
+  worker_id: string | null;
+  outbox_depth: number;
+  oldest_op_age_s: number | null;
+  last_success_at: string | null;
+  last_error: string | null;
+  consecutive_failures: number;
+  registered: boolean;
+  /** The accounts this worker serves, as the control plane answered the last registration. */
+  accounts: string[];
+  /** Since start: op batches taken from the outbox (sealed) for sending, whatever the outcome … */
+  batches_taken: number;
+  /** … and those acknowledged by the control plane, and the ops in them. */
+  batches_sent: number;
+  ops_sent: number;
+  snapshots_sent: number;
+}
+
+export interface SyncLoop {
+  readonly status: () => SyncStatus;
+  /** Sends everything now (registering and snapshotting first when needed), ignoring backoff and breaker. */
+  flush(): Promise<SyncStatus>;
+  /** Registers and snapshots again, then flushes (the control plane refused this worker's session). */
+  resync(): Promise<SyncStatus>;
+  stop(): Promise<void>;
+}
+
+export interface SyncLoopDeps {
+  index: AgentIndex;
+  settings: () => AgentConfig;
+  logger: Logger;
+  version: string;
+  /** Host facts for registration and heartbeats. */
+  hostInfo: () => Promise<Pick<RegisterWorkerRequest, 'engine' | 'disk' | 'load'>>;
+  now?: () => number;
+}
+
+const HEARTBEAT_FALLBACK_MS = 15_000;
+/** Batches one background tick sends at most before yielding (the rest follows on the next tick). */
+const BATCHES_PER_TICK = 20;
+
+export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
+  const { index, settings, logger } = deps;
+  const log = logger.child({ component: 'sync' });
+  const now = deps.now ?? Date.now;
+  const breaker = new CircuitBreaker(() => {
+    const c = settings();
+    return { initialMs: c.sync_backoff_initial_s * 1000, maxMs: c.sync_backoff_max_s * 1000, threshold: c.sync_breaker_threshold, resetMs: c.sync_breaker_reset_s * 1000 };
+  }, now);
+  let client: { id: string; client: ControlClient } | undefined;
+  let served: string[] = [];
+  let registered = false;
+  let snapshotted = false;
+  let heartbeatMs = HEARTBEAT_FALLBACK_MS;
+  let lastHeartbeat = 0;
+  let lastSuccessAt: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const sent = { taken: 0, batches: 0, ops: 0, snapshots: 0 };
+  let chain: Promise<unknown> = Promise.resolve();
+
+  const workerId = (c: AgentConfig): string => c.worker_id ?? hostname().replace(/[^A-Za-z0-9._:-]/g, '-').slice(0, 128);
+
+  /** One control-plane conversation at a time (background tick or an explicit flush). */
+  function exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const next = chain.then(work, work);
+    chain = next.catch(() => undefined);
+    return next;
+  }
+
+  async function currentClient(c: AgentConfig): Promise<ControlClient> {
+    const token = c.worker_token ?? (c.worker_token_file ? (await readFile(c.worker_token_file, 'utf8')).trim() : undefined);
+    if (!token) throw new ControlError('no worker token configured (worker_token or worker_token_file)', undefined, false);
+    const id = JSON.stringify([c.control_url, token, workerId(c), c.sync_timeout_s]);
+    if (client?.id !== id) {
+      // New address, token or identity: start over with a registration.
+      client = { id, client: createControlClient({ baseUrl: c.control_url!, token, workerId: workerId(c), timeoutMs: c.sync_timeout_s * 1000 }) };
+      registered = false;
+    }
+    return client.client;
+  }
+
+  async function register(api: ControlClient): Promise<void> {
+    const c = settings();
+    const info = await deps.hostInfo();
+    const res = await api.register({ host: hostname(), capacity: c.worker_capacity ?? c.run_capacity, agent_version: deps.version, ...info });
+    served = res.accounts;
+    heartbeatMs = res.heartbeat_interval_ms > 0 ? res.heartbeat_interval_ms : HEARTBEAT_FALLBACK_MS;
+    lastHeartbeat = now();
+    registered = true;
+    snapshotted = false;
+    log.info({ worker_id: res.worker_id, known: res.known, accounts: served }, 'registered with the control plane');
+  }
+
+  async function snapshot(api: ControlClient): Promise<void> {
+    const { entries, through } = index.syncSnapshot();
+    const mine = entries.filter((e) => served.includes(e.account));
+    const res = await api.snapshot({ accounts: served, entries: mine.map(toCacheEntry) });
+    await index.outbox.ackThrough(through);
+    snapshotted = true;
+    sent.snapshots++;
+    const skipped = entries.length - mine.length;
+    log.info({ entries: res.entries, removed: res.removed, ...(skipped ? { not_served: skipped } : {}) }, 'snapshot sent');
+  }
+
+  async function sendBatch(api: ControlClient, limit: number): Promise<number> {
+    const batch = index.outbox.takeBatch(limit);
+    if (batch.length === 0) return 0;
+    sent.taken++;
+    // Ops of accounts this worker's token does not serve would make the control plane reject the whole
+    // batch forever; they are dropped (logged): the control plane could never hold those entries.
+    const sendable = batch.filter((op) => served.includes(op.account));
+    if (sendable.length < batch.length) log.warn({ dropped: batch.length - sendable.length }, 'dropped outbox ops of accounts this worker does not serve');
+    if (sendable.length > 0) await api.ops({ ops: sendable.map((op) => toSyncOp(index.outbox.epoch, op)) });
+    await index.outbox.ack(batch.map((op) => op.seq));
+    sent.batches++;
+    sent.ops += sendable.length;
+    return batch.length;
+  }
+
+  /** Register/snapshot when needed, heartbeat when due, then send up to `maxBatches` batches. */
+  async function converse(maxBatches: number, probe: boolean): Promise<void> {
+    const c = settings();
+    const api = await currentClient(c);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (probe && registered && snapshotted) {
+          // Half-open probe: a heartbeat seals no ops, so a failing probe adds nothing to the outbox.
+          await heartbeat(api, true);
+          probe = false;
+        }
+        if (!registered) await register(api);
+        if (!snapshotted) await snapshot(api);
+        if (now() - lastHeartbeat >= heartbeatMs) await heartbeat(api, false);
+        // A short batch means the outbox is drained: ops that arrive meanwhile wait for the next tick, so a
+        // hot key keeps folding hits into one open op instead of sealing one op per round trip.
+        for (let i = 0; i < maxBatches; i++) if ((await sendBatch(api, c.sync_batch_size)) < c.sync_batch_size) break;
+        return;
+      } catch (err) {
+        // The control plane does not know us (restored database, cleaned up): start over once, right away.
+        if (err instanceof ControlError && err.resync && attempt === 0) {
+          log.warn({ reason: err.message }, 'control plane asks for a resync');
+          registered = false;
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  async function heartbeat(api: ControlClient, force: boolean): Promise<void> {
+    if (!force && now() - lastHeartbeat < heartbeatMs) return;
+    const info = await deps.hostInfo();
+    const res = await api.heartbeat({ load: info.load ?? { running: 0 }, ...(info.disk ? { disk: info.disk } : {}) });
+    lastHeartbeat = now();
+    if (res.resync_required) {
+      log.warn('control plane asks for a resync (heartbeat)');
+      registered = false;
+    }
+  }
+
+  async function attempt(maxBatches: number, probe: boolean): Promise<void> {
+    try {
+      await converse(maxBatches, probe);
+      if (breaker.state !== 'ok') log.info({ after_failures: breaker.consecutiveFailures }, 'control plane reachable again');
+      breaker.success();
+      lastSuccessAt = now();
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      const before = breaker.state;
+      breaker.failure(message);
+      if (breaker.state === 'open' && before !== 'open') log.warn({ reason: message, failures: breaker.consecutiveFailures }, 'sync circuit breaker open');
+      else log.debug({ reason: message, state: breaker.state }, 'sync attempt failed');
+      if (!(err instanceof ControlError)) log.error({ err }, 'sync failed unexpectedly');
+    }
+  }
+
+  function schedule(ms: number): void {
+    if (stopped) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => void tick(), Math.max(10, ms));
+    timer.unref();
+  }
+
+  async function tick(): Promise<void> {
+    const c = settings();
+    const interval = c.sync_interval_s * 1000;
+    if (!c.control_url) {
+      // Without a control plane nobody will ever read the ops; enabling sync later starts with a full
+      // snapshot anyway, so dropping them loses nothing (and keeps the outbox from growing forever).
+      await exclusive(async () => {
+        for (let b = index.outbox.takeBatch(1000); b.length > 0; b = index.outbox.takeBatch(1000)) await index.outbox.ack(b.map((op) => op.seq));
+      }).catch((err: unknown) => log.warn({ err }, 'clearing the outbox failed'));
+      return schedule(Math.max(interval, 1000));
+    }
+    const { allowed, probe } = breaker.canAttempt();
+    if (allowed) await exclusive(() => attempt(BATCHES_PER_TICK, probe));
+    const wait = breaker.state === 'ok' ? interval : Math.max(breaker.nextAttempt - now(), interval);
+    schedule(wait);
+  }
+
+  function status(): SyncStatus {
+    const c = settings();
+    const oldest = index.outbox.oldestAt();
+    return {
+      enabled: c.control_url !== undefined,
+      state: c.control_url === undefined ? 'disabled' : breaker.state,
+      worker_id: c.control_url === undefined ? null : workerId(c),
+      outbox_depth: index.outbox.depth(),
+      oldest_op_age_s: oldest === undefined ? null : Math.max(0, (now() - oldest) / 1000),
+      last_success_at: lastSuccessAt === undefined ? null : new Date(lastSuccessAt).toISOString(),
+      last_error: breaker.error ?? null,
+      consecutive_failures: breaker.consecutiveFailures,
+      registered: registered && snapshotted,
+      accounts: [...served],
+      batches_taken: sent.taken,
+      batches_sent: sent.batches,
+      ops_sent: sent.ops,
+      snapshots_sent: sent.snapshots,
+    };
+  }
+
+  schedule(0);
+  return {
+    status,
+    async flush() {
+      const c = settings();
+      // What is queued now (plus a little): under a steady stream of hits the outbox never stays empty.
+      const batches = Math.ceil(index.outbox.depth() / c.sync_batch_size) + 2;
+      if (c.control_url) await exclusive(() => attempt(batches, false));
+      return status();
+    },
+    async resync() {
+      await exclusive(() => {
+        registered = false;
+        return Promise.resolve();
+      });
+      return this.flush();
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await chain;
+    },
+  };
+}
