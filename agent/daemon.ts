@@ -87,7 +87,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     fleet = await startFleet({
       docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runner.active,
     });
-    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt, fleet: { fleet } });
+    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt, docker, fleet: { fleet } });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
     // Owner and group only: the socket is the agent's whole authority over the engine.

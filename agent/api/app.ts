@@ -1,5 +1,6 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { RgridError } from '../../common/errors.js';
 import type { AgentConfig } from '../config.js';
@@ -10,6 +11,7 @@ import type { IndexEntry } from '../index/types.js';
 import type { Runner } from '../runner/run.js';
 import { installErrorHandler } from './errors.js';
 import { registerFleetRoutes, type FleetRouteDeps } from './fleet-routes.js';
+import { registerInspectRoute } from './inspect-route.js';
 import { respondNdjson } from './ndjson.js';
 import { EnsureBody, EntriesQuery, RunBody, decodeBase64 } from './schemas.js';
 
@@ -29,6 +31,8 @@ export interface AgentAppDeps {
   phase: () => DaemonPhase;
   version: string;
   startedAt: number;
+  /** For `inspect` (GET /v1/entries/:key); absent in unit tests of the core. */
+  docker?: Docker;
   /** Issue 4's routes (metrics, sync, prune, verify, reindex, status); absent in unit tests of the core. */
   fleet?: Omit<FleetRouteDeps, 'index' | 'cache' | 'version' | 'startedAt'>;
 }
@@ -91,6 +95,7 @@ export function buildAgentApp(deps: AgentAppDeps): FastifyInstance {
   app.get('/v1/entries', { schema: { querystring: EntriesQuery } }, (request) =>
     deps.index.list(request.query).map(renderEntry),
   );
+  if (deps.docker) registerInspectRoute(app, { index: deps.index, leases: deps.leases, docker: deps.docker });
 
   app.post('/v1/ensure', { schema: { body: EnsureBody } }, async (request, reply) => {
     const body = request.body;

@@ -192,3 +192,25 @@ export async function lsCommand(flags: CommonFlags & { kind?: string; account?: 
     await client.close();
   }
 }
+
+export async function inspectCommand(key: string, flags: CommonFlags & { kind?: string; account?: string }, env: { socket?: string | undefined }): Promise<number> {
+  const client = new AgentClient(socketPath(flags, env));
+  try {
+    const entry = await client.inspect(key, {
+      ...(flags.kind ? { kind: flags.kind } : {}),
+      ...(flags.account ? { account: flags.account } : {}),
+    });
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify(entry)}\n`);
+      return 0;
+    }
+    for (const [name, value] of Object.entries(entry)) {
+      if (value === null || name === 'image_labels') continue;
+      const shown = Array.isArray(value) ? value.join(', ') || '-' : typeof value === 'string' ? value : JSON.stringify(value);
+      process.stdout.write(`${name.padEnd(20)} ${shown}\n`);
+    }
+    return 0;
+  } finally {
+    await client.close();
+  }
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { isRgridError, RgridError } from '../../common/errors.js';
-import { ensureCommand, lsCommand, runCommand } from './client-commands.js';
+import { ensureCommand, inspectCommand, lsCommand, runCommand } from './client-commands.js';
 import { pruneCommand, reindexCommand, statusCommand, syncCommand, verifyCommand } from './fleet-commands.js';
 import { serve } from './serve.js';
 
@@ -118,6 +118,15 @@ clientOptions(
     .option('--account <name>', 'only this account')
     .option('--json', 'print a JSON array'),
 ).action(action((flags: Parameters<typeof lsCommand>[0]) => lsCommand(flags, env)));
+
+clientOptions(
+  program
+    .command('inspect <key>')
+    .description('one entry in detail: index record, image in the engine, lease, dependent script images')
+    .option('--kind <kind>', 'image|deps')
+    .option('--account <name>', 'only this account')
+    .option('--json', 'print one JSON object'),
+).action((key: string, flags: Parameters<typeof inspectCommand>[1]) => action((f: typeof flags) => inspectCommand(key, f, env))(flags));
 
 program
   .command('sync')

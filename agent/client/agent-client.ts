@@ -47,6 +47,12 @@ export class AgentClient {
     return (await this.json('GET', `/v1/entries${query.size ? `?${query}` : ''}`)) as Array<Record<string, unknown>>;
   }
 
+  async inspect(key: string, filter: { kind?: string; account?: string } = {}): Promise<Record<string, unknown>> {
+    const query = new URLSearchParams();
+    for (const [name, value] of Object.entries(filter)) if (value !== undefined) query.set(name, value);
+    return (await this.json('GET', `/v1/entries/${encodeURIComponent(key)}${query.size ? `?${query}` : ''}`)) as Record<string, unknown>;
+  }
+
   async health(): Promise<Record<string, unknown>> {
     return (await this.json('GET', '/v1/health')) as Record<string, unknown>;
   }
