@@ -30,35 +30,26 @@ export interface ResolveRows {
 }
 
 /**
- * The holders of the script image and of the dependency layer, aggregated in SQL: one row of arrays
- * (worker ids and, per worker, the largest entry: a worker may hold two matching entries built on
- * different base images) instead of ~110 rows each parsed into an object. Both lookups are index-only
- * scans on the two partial indexes. The sizes come back as float8 (exact below 2^53), which pg parses
- * into numbers. Liveness is filtered against the fleet view by the caller.
+ * The holders of the script image and of the dependency layer in one row: per kind, one string of
+ * "worker size" pairs (string_agg) instead of ~110 rows each parsed into an object by pg — worker ids
+ * are names without spaces (common/wire Name). Both lookups are index-only scans on the two partial
+ * indexes; ordering and the largest entry per worker (a worker may hold two matching entries built on
+ * different base images) are done by the caller's parse, which is cheaper there than a sort and an
+ * aggregate per request in PostgreSQL. Liveness is filtered against the fleet view by the caller.
  */
-const HOLDERS_CTE = `
-  WITH h AS (
-    SELECT 'image' AS kind, worker_id, max(size_bytes) AS size_bytes FROM cache_entries
-    WHERE kind = 'image' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND script_sha256 = $4
-    GROUP BY worker_id
-    UNION ALL
-    SELECT 'deps', worker_id, max(size_bytes) FROM cache_entries
-    WHERE kind = 'deps' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND $3 <> ''
-    GROUP BY worker_id)`;
 const HOLDERS_COLUMNS = `
-    coalesce(array_agg(worker_id ORDER BY worker_id COLLATE "C") FILTER (WHERE kind = 'image'), '{}') AS image_workers,
-    coalesce(array_agg(size_bytes::float8 ORDER BY worker_id COLLATE "C") FILTER (WHERE kind = 'image'), '{}') AS image_sizes,
-    coalesce(array_agg(worker_id ORDER BY worker_id COLLATE "C") FILTER (WHERE kind = 'deps'), '{}') AS deps_workers,
-    coalesce(array_agg(size_bytes::float8 ORDER BY worker_id COLLATE "C") FILTER (WHERE kind = 'deps'), '{}') AS deps_sizes`;
-const HOLDERS_SQL = `${HOLDERS_CTE} SELECT ${HOLDERS_COLUMNS} FROM h`;
+  (SELECT string_agg(worker_id || ' ' || size_bytes, ' ') FROM cache_entries
+   WHERE kind = 'image' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND script_sha256 = $4) AS image,
+  (SELECT string_agg(worker_id || ' ' || size_bytes, ' ') FROM cache_entries
+   WHERE kind = 'deps' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND $3 <> '') AS deps`;
+const HOLDERS_SQL = `SELECT ${HOLDERS_COLUMNS}`;
 
 /** The same, plus the input manifest's state in the same round trip (only when the request names inputs). */
-const HOLDERS_INPUTS_SQL = `${HOLDERS_CTE} SELECT ${HOLDERS_COLUMNS},
-    EXISTS (SELECT 1 FROM input_manifests WHERE account_id = $1 AND input_sha256 = $5) AS manifest,
-    ARRAY(SELECT DISTINCT f.sha256 FROM input_manifest_files f
-          WHERE f.account_id = $1 AND f.input_sha256 = $5
-            AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = $1 AND b.sha256 = f.sha256) ORDER BY 1) AS missing
-  FROM h`;
+const HOLDERS_INPUTS_SQL = `SELECT ${HOLDERS_COLUMNS},
+  EXISTS (SELECT 1 FROM input_manifests WHERE account_id = $1 AND input_sha256 = $5) AS manifest,
+  ARRAY(SELECT DISTINCT f.sha256 FROM input_manifest_files f
+        WHERE f.account_id = $1 AND f.input_sha256 = $5
+          AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = $1 AND b.sha256 = f.sha256) ORDER BY 1) AS missing`;
 
 const ENTRIES_SQL = `
   SELECT 'image' AS kind, worker_id, key, image_id, size_bytes, (extract(epoch FROM last_used_at) * 1000)::float8 AS last_used_ms
@@ -68,17 +59,28 @@ const ENTRIES_SQL = `
   FROM cache_entries WHERE kind = 'deps' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND $3 <> ''`;
 
 interface AggregateRow {
-  image_workers: string[];
-  image_sizes: number[];
-  deps_workers: string[];
-  deps_sizes: number[];
+  image: string | null;
+  deps: string | null;
   manifest?: boolean;
   missing?: string[];
 }
 
-function holders(workers: readonly string[], sizes: readonly number[]): Holder[] {
-  const out: Holder[] = new Array<Holder>(workers.length);
-  for (let i = 0; i < workers.length; i++) out[i] = { worker_id: workers[i]!, size_bytes: sizes[i]! };
+const byWorkerId = (a: Holder, b: Holder): number => (a.worker_id < b.worker_id ? -1 : a.worker_id > b.worker_id ? 1 : 0);
+
+/** "w1 size w2 size ..." → one holder per worker (its largest entry), by worker id. Exported for tests. */
+export function parseHolders(text: string | null): Holder[] {
+  if (!text) return [];
+  const parts = text.split(' ');
+  const all: Holder[] = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) all.push({ worker_id: parts[i]!, size_bytes: Number(parts[i + 1]) });
+  all.sort(byWorkerId);
+  const out: Holder[] = [];
+  for (const h of all) {
+    const last = out[out.length - 1];
+    if (last && last.worker_id === h.worker_id) {
+      if (h.size_bytes > last.size_bytes) last.size_bytes = h.size_bytes;
+    } else out.push(h);
+  }
   return out;
 }
 
@@ -90,13 +92,13 @@ export function createResolveRepository(db: Db) {
       // Named statements are parsed and planned once per connection, not on every request.
       const { rows } = await q.query<AggregateRow>(
         query.inputSha256 === null
-          ? { name: 'rgrid-resolve-holders-v2', text: HOLDERS_SQL, values: base }
-          : { name: 'rgrid-resolve-holders-inputs-v2', text: HOLDERS_INPUTS_SQL, values: [...base, query.inputSha256] },
+          ? { name: 'rgrid-resolve-holders-v3', text: HOLDERS_SQL, values: base }
+          : { name: 'rgrid-resolve-holders-inputs-v3', text: HOLDERS_INPUTS_SQL, values: [...base, query.inputSha256] },
       );
       const r = rows[0]!;
       return {
-        image: holders(r.image_workers, r.image_sizes),
-        deps: holders(r.deps_workers, r.deps_sizes),
+        image: parseHolders(r.image),
+        deps: parseHolders(r.deps),
         manifest: r.manifest ?? false,
         missing: r.missing ?? [],
       };
