@@ -73,6 +73,34 @@ function presenceReason(factor: 'image' | 'deps', weight: number, holder: Holder
 const presenceScore = (weight: number, holder: Holder | undefined, holders: number, live: number): number =>
   holder ? round(weight * sizeFactor(holder.size_bytes) * spreadFactor(holders, live)) : 0;
 
+interface Scored {
+  w: WorkerLoadInfo;
+  image: Holder | undefined;
+  dep: Holder | undefined;
+  ratio: number;
+  score: number;
+}
+
+/** Best first: higher score, then lower load, then worker id. */
+const byRank = (a: Scored, b: Scored): number =>
+  b.score - a.score || a.ratio - b.ratio || (a.w.worker_id < b.w.worker_id ? -1 : a.w.worker_id > b.w.worker_id ? 1 : 0);
+
+/** The k first of `items` in `cmp` order (a total order), without sorting all of them when k is small. */
+export function topK<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => number): T[] {
+  if (k * 4 >= items.length) return [...items].sort(cmp).slice(0, k);
+  const best: T[] = [];
+  for (const item of items) {
+    if (best.length === k && cmp(item, best[k - 1]!) >= 0) continue;
+    let i = best.length === k ? k - 1 : best.length;
+    while (i > 0 && cmp(item, best[i - 1]!) < 0) {
+      best[i] = best[i - 1]!;
+      i--;
+    }
+    best[i] = item;
+  }
+  return best;
+}
+
 /**
  * Scores every candidate as numbers first and writes the reasons (with their text) only for the
  * `limit` placed ones: a resolve weighs ~120 candidates to list 10.
@@ -83,7 +111,7 @@ export function rankPlacement(input: PlacementInput): PlacementItem[] {
   const deps = new Map<string, Holder>();
   for (const h of input.depsHolders) deps.set(h.worker_id, h);
   const live = input.liveWorkers;
-  const scored = input.candidates.map((w) => {
+  const scored = input.candidates.map((w): Scored => {
     const ratio = loadRatio(w);
     const image = images.get(w.worker_id);
     const dep = deps.get(w.worker_id);
@@ -94,9 +122,7 @@ export function rankPlacement(input: PlacementInput): PlacementItem[] {
     sum += round(LOAD_WEIGHT * (1 - ratio));
     return { w, image, dep, ratio, score: round(sum) };
   });
-  scored.sort((a, b) => b.score - a.score || a.ratio - b.ratio || (a.w.worker_id < b.w.worker_id ? -1 : a.w.worker_id > b.w.worker_id ? 1 : 0));
-  const placed = scored.length > input.limit ? scored.slice(0, input.limit) : scored;
-  return placed.map(({ w, image, dep, ratio, score }) => {
+  return topK(scored, input.limit, byRank).map(({ w, image, dep, ratio, score }) => {
     const reasons: ScoreReason[] = [];
     if (image) reasons.push(presenceReason('image', IMAGE_WEIGHT, image, images.size, live));
     if (dep) reasons.push(presenceReason('deps', DEPS_WEIGHT, dep, deps.size, live));
