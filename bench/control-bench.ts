@@ -285,7 +285,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
       settings: {
         machine_cpus: cpus().length,
         database: embedded ? 'embedded PostgreSQL 18 (defaults: shared_buffers 128MB, fsync on)' : 'DATABASE_URL',
-        server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, log level warn; autocannon in another process on the same machine',
+        server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, token cache 1 s, log level warn; autocannon in another process on the same machine',
         workers: WORKERS,
         entries: WORKERS * ENTRIES_PER_WORKER,
         distinct_script_images: SCRIPTS,
