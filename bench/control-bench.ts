@@ -9,6 +9,11 @@
  * generator does not share its event loop); PostgreSQL is DATABASE_URL or an embedded one in a temp
  * directory. Everything runs on the same machine: server, database and load generator share the CPUs,
  * and the figures say so. Prints a table and writes bench-output/control.json.
+ *
+ * For iteration on the resolve path, `RGRID_BENCH_KEEP_DB=<dir>` keeps the embedded PostgreSQL and the
+ * seeded database under <dir> (seeded on the first run, reused afterwards: migrations are applied, the
+ * workers are marked seen now, the snapshot worker's rows are removed) and `RGRID_BENCH_SKIP_SNAPSHOT=1`
+ * skips the snapshot phase. Without them (`npm run bench`) every run seeds a fresh database and removes it.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
@@ -95,9 +100,13 @@ function freePort(): Promise<number> {
 /** Log level warn keeps per-request logging out of the measurement; readiness is polled on /readyz. */
 async function startServer(cli: string, databaseUrl: string, dataDir: string): Promise<Server> {
   const port = await freePort();
+  // RGRID_BENCH_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=DIR`) and RGRID_BENCH_SERVER_ARGS (extra serve
+  // flags) are for profiling and experiments; both empty by default.
+  const nodeArgs = (process.env.RGRID_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const serverArgs = (process.env.RGRID_BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean);
   const child = spawn(
     process.execPath,
-    [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn', '--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate'],
+    [...nodeArgs, cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn', '--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate', ...serverArgs],
     { env: { ...process.env, DATABASE_URL: databaseUrl, RGRID_CONTROL_ADMIN_TOKEN: ADMIN } },
   );
   child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
@@ -188,7 +197,10 @@ function snapshotEntries(): unknown[] {
 export async function runControlBench(): Promise<Record<string, unknown>> {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
   const cli = join(root, 'dist', 'control', 'cli', 'main.js');
-  const dir = mkdtempSync(join(tmpdir(), 'rgrid-control-bench-'));
+  const keepDir = process.env.RGRID_BENCH_KEEP_DB || undefined;
+  const skipSnapshot = process.env.RGRID_BENCH_SKIP_SNAPSHOT === '1';
+  const dir = keepDir ?? mkdtempSync(join(tmpdir(), 'rgrid-control-bench-'));
+  mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o711);
   let embedded: EmbeddedPostgres | undefined;
   let server: Server | undefined;
@@ -199,13 +211,14 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
       embedded = await startEmbeddedPostgres({ dataDir: join(dir, 'postgres') });
       serverUrl = embedded.url;
     }
-    const dbName = `rgrid_bench_${randomBytes(4).toString('hex')}`;
+    const dbName = keepDir ? 'rgrid_bench_kept' : `rgrid_bench_${randomBytes(4).toString('hex')}`;
     const admin = new pg.Client({ connectionString: serverUrl });
     await admin.connect();
-    await admin.query(`CREATE DATABASE ${dbName}`);
+    const exists = (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [dbName])).rowCount === 1;
+    if (!exists) await admin.query(`CREATE DATABASE ${dbName}`);
     await admin.end();
     const adminUrl = serverUrl;
-    dropDatabase = async () => {
+    if (!keepDir) dropDatabase = async () => {
       const c = new pg.Client({ connectionString: adminUrl });
       await c.connect();
       await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
@@ -218,10 +231,23 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
 
     const client = new pg.Client({ connectionString: databaseUrl });
     await client.connect();
-    console.log(`seeding ${WORKERS} workers and ${WORKERS * ENTRIES_PER_WORKER} entries ...`);
-    const seeded = await seed(client);
+    const reuse = keepDir !== undefined && (await client.query('SELECT 1 FROM accounts WHERE account_id = $1', [ACCOUNT])).rowCount === 1;
+    let seeded = { seconds: 0 };
+    if (reuse) {
+      // The kept database: same rows as a fresh seed, workers live again, no snapshot worker.
+      await client.query(`DELETE FROM workers WHERE worker_id = 'snap-worker'`);
+      await client.query(`DELETE FROM tokens WHERE worker_id = 'snap-worker'`);
+      await client.query('UPDATE workers SET last_seen_at = now()');
+      await client.query('VACUUM (ANALYZE) workers');
+      await client.query('VACUUM (ANALYZE) tokens');
+      await client.query('VACUUM (ANALYZE) cache_entries');
+      console.log(`reusing the seeded database in ${dir}`);
+    } else {
+      console.log(`seeding ${WORKERS} workers and ${WORKERS * ENTRIES_PER_WORKER} entries ...`);
+      seeded = await seed(client);
+    }
     const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM cache_entries');
-    console.log(`seeded ${rows[0]!.n} entries in ${seeded.seconds.toFixed(1)} s`);
+    console.log(`${reuse ? 'found' : 'seeded'} ${rows[0]!.n} entries${reuse ? '' : ` in ${seeded.seconds.toFixed(1)} s`}`);
 
     server = await startServer(cli, databaseUrl, join(dir, 'data'));
     const sched = ((await post(server.url, '/v1/admin/tokens', ADMIN, { account: ACCOUNT, role: 'scheduler' })).json as { token: string }).token;
@@ -236,21 +262,30 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     const atRate = await load(server.url, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE });
 
     // Snapshot of 100,000 entries from one worker (registered with its own token).
-    const workerToken = ((await post(server.url, '/v1/admin/tokens', ADMIN, { account: ACCOUNT, role: 'worker', worker_id: 'snap-worker' })).json as { token: string }).token;
-    await post(server.url, '/v1/workers/snap-worker/register', workerToken, { host: 'snap', capacity: 8 });
-    const entries = snapshotEntries();
-    const body = { entries };
-    const bytes = Buffer.byteLength(JSON.stringify(body));
-    const first = await post(server.url, '/v1/workers/snap-worker/snapshot', workerToken, body, 'PUT');
-    const repeat = await post(server.url, '/v1/workers/snap-worker/snapshot', workerToken, body, 'PUT');
-    if (first.status !== 200 || repeat.status !== 200) throw new Error(`snapshot failed: ${first.status} ${JSON.stringify(first.json)}`);
+    let snapshot: { entries: number; body_mb: number; first_seconds: number; repeat_seconds: number } | undefined;
+    if (!skipSnapshot) {
+      const workerToken = ((await post(server.url, '/v1/admin/tokens', ADMIN, { account: ACCOUNT, role: 'worker', worker_id: 'snap-worker' })).json as { token: string }).token;
+      await post(server.url, '/v1/workers/snap-worker/register', workerToken, { host: 'snap', capacity: 8 });
+      const entries = snapshotEntries();
+      const body = { entries };
+      const bytes = Buffer.byteLength(JSON.stringify(body));
+      const first = await post(server.url, '/v1/workers/snap-worker/snapshot', workerToken, body, 'PUT');
+      const repeat = await post(server.url, '/v1/workers/snap-worker/snapshot', workerToken, body, 'PUT');
+      if (first.status !== 200 || repeat.status !== 200) throw new Error(`snapshot failed: ${first.status} ${JSON.stringify(first.json)}`);
+      snapshot = {
+        entries: SNAPSHOT_ENTRIES,
+        body_mb: Number((bytes / 1048576).toFixed(1)),
+        first_seconds: Number((first.ms / 1000).toFixed(2)),
+        repeat_seconds: Number((repeat.ms / 1000).toFixed(2)),
+      };
+    }
     await client.end();
 
     const result = {
       settings: {
         machine_cpus: cpus().length,
         database: embedded ? 'embedded PostgreSQL 18 (defaults: shared_buffers 128MB, fsync on)' : 'DATABASE_URL',
-        server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, log level warn; autocannon in another process on the same machine',
+        server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, token cache 1 s, log level warn; autocannon in another process on the same machine',
         workers: WORKERS,
         entries: WORKERS * ENTRIES_PER_WORKER,
         distinct_script_images: SCRIPTS,
@@ -261,12 +296,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
       },
       resolve_saturation: saturation,
       resolve_at_target_rate: atRate,
-      snapshot: {
-        entries: SNAPSHOT_ENTRIES,
-        body_mb: Number((bytes / 1048576).toFixed(1)),
-        first_seconds: Number((first.ms / 1000).toFixed(2)),
-        repeat_seconds: Number((repeat.ms / 1000).toFixed(2)),
-      },
+      ...(snapshot ? { snapshot } : {}),
     };
     printTable(result);
     const out = join(process.cwd(), 'bench-output');
@@ -283,20 +313,22 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     // An external server keeps nothing of the run; the embedded one goes away with its directory.
     if (!embedded) await dropDatabase?.().catch((err: unknown) => console.error(`could not drop the bench database: ${String(err)}`));
     await embedded?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (!keepDir) rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function printTable(r: { resolve_saturation: Record<string, number>; resolve_at_target_rate: Record<string, number>; snapshot: Record<string, number> }): void {
+function printTable(r: { resolve_saturation: Record<string, number>; resolve_at_target_rate: Record<string, number>; snapshot?: Record<string, number> }): void {
   const rows: [string, string][] = [
     ['resolve, saturation: throughput', `${r.resolve_saturation.throughput_rps} req/s`],
     ['resolve, saturation: p50 / p99', `${r.resolve_saturation.latency_p50_ms} / ${r.resolve_saturation.latency_p99_ms} ms`],
     [`resolve, ${TARGET_RATE} req/s offered: achieved`, `${r.resolve_at_target_rate.throughput_rps} req/s`],
     [`resolve, ${TARGET_RATE} req/s offered: p50 / p99`, `${r.resolve_at_target_rate.latency_p50_ms} / ${r.resolve_at_target_rate.latency_p99_ms} ms`],
     ['resolve errors (non-2xx, errors, timeouts)', `${r.resolve_saturation.non_2xx! + r.resolve_at_target_rate.non_2xx!}, ${r.resolve_saturation.errors! + r.resolve_at_target_rate.errors!}, ${r.resolve_saturation.timeouts! + r.resolve_at_target_rate.timeouts!}`],
-    [`snapshot of ${SNAPSHOT_ENTRIES} entries (${r.snapshot.body_mb} MB): first`, `${r.snapshot.first_seconds} s`],
-    ['snapshot, repeated (all rows replaced)', `${r.snapshot.repeat_seconds} s`],
   ];
+  if (r.snapshot) {
+    rows.push([`snapshot of ${SNAPSHOT_ENTRIES} entries (${r.snapshot.body_mb} MB): first`, `${r.snapshot.first_seconds} s`]);
+    rows.push(['snapshot, repeated (all rows replaced)', `${r.snapshot.repeat_seconds} s`]);
+  }
   const width = Math.max(...rows.map(([k]) => k.length));
   console.log('\ncontrol plane');
   for (const [k, v] of rows) console.log(`  ${k.padEnd(width)}  ${v}`);

@@ -62,6 +62,7 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
     databaseUrl: config.databaseUrl ?? '',
     poolMax: config.poolMax,
     fleetCacheMs: config.fleetCacheMs,
+    tokenCacheMs: config.tokenCacheMs,
     workerDeadAfterMs: config.workerDeadAfterMs,
     ...(deps.pool ? { pool: deps.pool } : {}),
   });

@@ -51,6 +51,11 @@ export const ControlConfigSchema = Type.Object(
      * on every resolve. Replicas converge within this time (control/fleet-view.ts).
      */
     fleetCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
+    /**
+     * How long a process reuses a valid token's lookup (never past its expiry); 0 looks up on every
+     * request. A revocation through another replica takes effect within this time (control/token-cache.ts).
+     */
+    tokenCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
     /** Placement lists at most this many workers unless the request asks for another limit. */
     placementLimit: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
     // Dispatch (issue 5, docs/dispatch.md).

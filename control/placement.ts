@@ -59,8 +59,7 @@ export function loadRatio(w: WorkerLoadInfo): number {
 const round = (x: number): number => Math.round(x * 100) / 100;
 const mb = (bytes: number): string => `${Math.round(bytes / MB)} MB`;
 
-function presenceReason(factor: 'image' | 'deps', weight: number, holder: Holder | undefined, holders: number, live: number): ScoreReason | undefined {
-  if (!holder) return undefined;
+function presenceReason(factor: 'image' | 'deps', weight: number, holder: Holder, holders: number, live: number): ScoreReason {
   const size = sizeFactor(holder.size_bytes);
   const spread = spreadFactor(holders, live);
   const label = factor === 'image' ? 'script image' : 'dependency layer';
@@ -71,20 +70,63 @@ function presenceReason(factor: 'image' | 'deps', weight: number, holder: Holder
   };
 }
 
+const presenceScore = (weight: number, holder: Holder | undefined, holders: number, live: number): number =>
+  holder ? round(weight * sizeFactor(holder.size_bytes) * spreadFactor(holders, live)) : 0;
+
+interface Scored {
+  w: WorkerLoadInfo;
+  image: Holder | undefined;
+  dep: Holder | undefined;
+  ratio: number;
+  score: number;
+}
+
+/** Best first: higher score, then lower load, then worker id. */
+const byRank = (a: Scored, b: Scored): number =>
+  b.score - a.score || a.ratio - b.ratio || (a.w.worker_id < b.w.worker_id ? -1 : a.w.worker_id > b.w.worker_id ? 1 : 0);
+
+/** The k first of `items` in `cmp` order (a total order), without sorting all of them when k is small. */
+export function topK<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => number): T[] {
+  if (k * 4 >= items.length) return [...items].sort(cmp).slice(0, k);
+  const best: T[] = [];
+  for (const item of items) {
+    if (best.length === k && cmp(item, best[k - 1]!) >= 0) continue;
+    let i = best.length === k ? k - 1 : best.length;
+    while (i > 0 && cmp(item, best[i - 1]!) < 0) {
+      best[i] = best[i - 1]!;
+      i--;
+    }
+    best[i] = item;
+  }
+  return best;
+}
+
+/**
+ * Scores every candidate as numbers first and writes the reasons (with their text) only for the
+ * `limit` placed ones: a resolve weighs ~120 candidates to list 10.
+ */
 export function rankPlacement(input: PlacementInput): PlacementItem[] {
-  const images = new Map(input.imageHolders.map((h) => [h.worker_id, h]));
-  const deps = new Map(input.depsHolders.map((h) => [h.worker_id, h]));
-  const scored = input.candidates.map((w) => {
-    const reasons: ScoreReason[] = [];
-    const image = presenceReason('image', IMAGE_WEIGHT, images.get(w.worker_id), images.size, input.liveWorkers);
-    if (image) reasons.push(image);
-    const dep = presenceReason('deps', DEPS_WEIGHT, deps.get(w.worker_id), deps.size, input.liveWorkers);
-    if (dep) reasons.push(dep);
+  const images = new Map<string, Holder>();
+  for (const h of input.imageHolders) images.set(h.worker_id, h);
+  const deps = new Map<string, Holder>();
+  for (const h of input.depsHolders) deps.set(h.worker_id, h);
+  const live = input.liveWorkers;
+  const scored = input.candidates.map((w): Scored => {
     const ratio = loadRatio(w);
-    reasons.push({ factor: 'load', score: round(LOAD_WEIGHT * (1 - ratio)), detail: `${w.running}/${w.capacity} executions running` });
-    const score = round(reasons.reduce((sum, r) => sum + r.score, 0));
-    return { item: { worker_id: w.worker_id, score, reasons }, ratio };
+    const image = images.get(w.worker_id);
+    const dep = deps.get(w.worker_id);
+    // Summed in the order the reasons list them, so the total is the same as adding up the reasons.
+    let sum = 0;
+    if (image) sum += presenceScore(IMAGE_WEIGHT, image, images.size, live);
+    if (dep) sum += presenceScore(DEPS_WEIGHT, dep, deps.size, live);
+    sum += round(LOAD_WEIGHT * (1 - ratio));
+    return { w, image, dep, ratio, score: round(sum) };
   });
-  scored.sort((a, b) => b.item.score - a.item.score || a.ratio - b.ratio || (a.item.worker_id < b.item.worker_id ? -1 : a.item.worker_id > b.item.worker_id ? 1 : 0));
-  return scored.slice(0, input.limit).map((s) => s.item);
+  return topK(scored, input.limit, byRank).map(({ w, image, dep, ratio, score }) => {
+    const reasons: ScoreReason[] = [];
+    if (image) reasons.push(presenceReason('image', IMAGE_WEIGHT, image, images.size, live));
+    if (dep) reasons.push(presenceReason('deps', DEPS_WEIGHT, dep, deps.size, live));
+    reasons.push({ factor: 'load', score: round(LOAD_WEIGHT * (1 - ratio)), detail: `${w.running}/${w.capacity} executions running` });
+    return { worker_id: w.worker_id, score, reasons };
+  });
 }

@@ -26,6 +26,7 @@ export interface ServeFlags extends CommonFlags {
   blobGrace?: string;
   poolMax?: string;
   fleetCache?: string;
+  tokenCache?: string;
   migrate?: boolean;
 }
 
@@ -77,6 +78,7 @@ export function configFromFlags(flags: ServeFlags, env: NodeJS.ProcessEnv): Cont
   set('cleanupIntervalMs', duration(flags.cleanupInterval, '--cleanup-interval'));
   set('blobGraceMs', duration(flags.blobGrace, '--blob-grace'));
   set('fleetCacheMs', duration(flags.fleetCache, '--fleet-cache'));
+  set('tokenCacheMs', duration(flags.tokenCache, '--token-cache'));
   if (flags.migrate === false) input.migrateOnStart = false;
   return loadControlConfig(input);
 }

@@ -7,8 +7,8 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { readFleet } from '../fleet-view.js';
-import { rankPlacement, type Holder, type WorkerLoadInfo } from '../placement.js';
-import { createResolveRepository, type HolderRow } from '../repositories/resolve.js';
+import { rankPlacement, type WorkerLoadInfo } from '../placement.js';
+import { createResolveRepository } from '../repositories/resolve.js';
 import type { Db } from '../db/pool.js';
 import { outstanding } from './repository.js';
 
@@ -24,15 +24,6 @@ export interface ChooseInput {
 export interface ChooseConfig {
   workerDeadAfterMs: number;
   placementLimit: number;
-}
-
-function byWorker(rows: readonly HolderRow[]): HolderRow[] {
-  const best = new Map<string, HolderRow>();
-  for (const r of rows) {
-    const seen = best.get(r.worker_id);
-    if (!seen || r.size_bytes > seen.size_bytes) best.set(r.worker_id, r);
-  }
-  return [...best.values()];
 }
 
 /** Dispatch's load input: see the module comment. Pure, unit-tested. */
@@ -59,14 +50,10 @@ export async function chooseWorker(db: Db, q: Queryable, input: ChooseInput, con
   ]);
   if (fleet.live.size === 0) return null;
   // Every live worker is a candidate: a batch must be able to reach all of them.
-  const liveRows = rows.holders.filter((r) => fleet.live.has(r.worker_id));
-  const image = byWorker(liveRows.filter((r) => r.kind === 'image'));
-  const deps = byWorker(liveRows.filter((r) => r.kind === 'deps'));
+  const image = rows.image.filter((h) => fleet.live.has(h.worker_id));
+  const deps = rows.deps.filter((h) => fleet.live.has(h.worker_id));
   const counts = await outstanding(q, [...fleet.live.keys()]);
   const candidates = [...fleet.live.values()].map((w) => dispatchLoad(w, counts.get(w.worker_id) ?? 0));
-  const toHolder = (h: HolderRow): Holder => ({ worker_id: h.worker_id, size_bytes: h.size_bytes });
-  const ranked = rankPlacement({
-    liveWorkers: fleet.live.size, imageHolders: image.map(toHolder), depsHolders: deps.map(toHolder), candidates, limit: candidates.length,
-  });
+  const ranked = rankPlacement({ liveWorkers: fleet.live.size, imageHolders: image, depsHolders: deps, candidates, limit: candidates.length });
   return pick(ranked, input.avoid);
 }

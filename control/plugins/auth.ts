@@ -41,7 +41,8 @@ export default fp(
       if (adminToken !== null && tokensEqual(token, adminToken)) {
         request.auth = { role: 'admin', tokenId: null };
       } else {
-        const row = await app.repos.tokens.lookup(token);
+        // Cached for at most tokenCacheMs, never past the token's expiry (control/token-cache.ts).
+        const row = await app.tokenCache.get(token);
         // One message for unknown, expired and revoked: a caller learns nothing about other tokens.
         if (!row || row.expired || row.revoked) throw new RgridError('unauthorized', 'unknown, expired or revoked token');
         request.auth =

@@ -7,6 +7,7 @@ import { createResolveRepository, type ResolveRepository } from '../repositories
 import { createInputRepository, type InputRepository } from '../repositories/inputs.js';
 import { createExecutionRepository, type ExecutionRepository } from '../repositories/executions.js';
 import { createFleetView, type FleetView } from '../fleet-view.js';
+import { createTokenCache, type TokenCache } from '../token-cache.js';
 
 export interface Repositories {
   tokens: TokenRepository;
@@ -22,6 +23,7 @@ declare module 'fastify' {
     db: Db;
     repos: Repositories;
     fleet: FleetView;
+    tokenCache: TokenCache;
   }
 }
 
@@ -29,12 +31,13 @@ declare module 'fastify' {
  * The PostgreSQL pool and the repositories over it. A pool handed in by the caller (tests, the bench)
  * stays the caller's to close; a pool created here ends with the app.
  */
-export default fp<{ databaseUrl: string; poolMax: number; pool?: Db; fleetCacheMs: number; workerDeadAfterMs: number }>(
+export default fp<{ databaseUrl: string; poolMax: number; pool?: Db; fleetCacheMs: number; tokenCacheMs: number; workerDeadAfterMs: number }>(
   (app, opts, done) => {
     const db = opts.pool ?? createPool(opts.databaseUrl, opts.poolMax);
     app.decorate('db', db);
+    const tokens = createTokenRepository(db);
     app.decorate('repos', {
-      tokens: createTokenRepository(db),
+      tokens,
       workers: createWorkerRepository(db),
       entries: createEntryRepository(db),
       resolve: createResolveRepository(db),
@@ -42,6 +45,7 @@ export default fp<{ databaseUrl: string; poolMax: number; pool?: Db; fleetCacheM
       executions: createExecutionRepository(db),
     });
     app.decorate('fleet', createFleetView(db, { cacheMs: opts.fleetCacheMs, deadAfterMs: opts.workerDeadAfterMs }));
+    app.decorate('tokenCache', createTokenCache((hash) => tokens.lookupHash(hash), { ttlMs: opts.tokenCacheMs }));
     if (!opts.pool) app.addHook('onClose', async () => db.end());
     done();
   },

@@ -29,6 +29,8 @@ export interface TokenLookup extends TokenRow {
   expired: boolean;
   /** role worker: the accounts of all live worker tokens of this worker_id (what it may write). */
   worker_accounts: string[];
+  /** Milliseconds until expires_at on the database clock (null: no expiry); bounds the token cache. */
+  expires_in_ms: number | null;
 }
 
 export interface NewToken {
@@ -42,7 +44,25 @@ export interface NewToken {
 const COLUMNS = `token_id AS id, role, account_id AS account, worker_id, created_at, expires_at, revoked_at IS NOT NULL AS revoked`;
 
 export function createTokenRepository(db: Db) {
+  /** One round trip: the token and, for a worker, the accounts it serves. */
+  async function lookupHash(tokenSha256: string, q: Queryable = db): Promise<TokenLookup | undefined> {
+    const { rows } = await q.query<TokenLookup>({
+      name: 'rgrid-token-lookup',
+      text: `SELECT ${COLUMNS}, (expires_at IS NOT NULL AND expires_at <= now()) AS expired,
+         (extract(epoch FROM expires_at - now()) * 1000)::float8 AS expires_in_ms,
+         CASE WHEN t.role = 'worker' THEN ARRAY(
+           SELECT DISTINCT w.account_id FROM tokens w
+           WHERE w.worker_id = t.worker_id AND w.role = 'worker' AND w.revoked_at IS NULL
+             AND (w.expires_at IS NULL OR w.expires_at > now()) ORDER BY 1)
+         ELSE ARRAY[]::text[] END AS worker_accounts
+       FROM tokens t WHERE token_sha256 = $1`,
+      values: [tokenSha256],
+    });
+    return rows[0];
+  }
+
   return {
+    lookupHash,
     /** Creates the account if needed; returns the secret once (only its hash is stored). */
     async create(input: NewToken, q: Queryable = db): Promise<{ token: string; row: TokenRow }> {
       const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
@@ -55,19 +75,9 @@ export function createTokenRepository(db: Db) {
       return { token, row: rows[0]! };
     },
 
-    /** One round trip per authenticated request: the token and, for a worker, the accounts it serves. */
+    /** One round trip: the token and, for a worker, the accounts it serves (auth goes through control/token-cache.ts). */
     async lookup(token: string, q: Queryable = db): Promise<TokenLookup | undefined> {
-      const { rows } = await q.query<TokenLookup>(
-        `SELECT ${COLUMNS}, (expires_at IS NOT NULL AND expires_at <= now()) AS expired,
-           CASE WHEN t.role = 'worker' THEN ARRAY(
-             SELECT DISTINCT w.account_id FROM tokens w
-             WHERE w.worker_id = t.worker_id AND w.role = 'worker' AND w.revoked_at IS NULL
-               AND (w.expires_at IS NULL OR w.expires_at > now()) ORDER BY 1)
-           ELSE ARRAY[]::text[] END AS worker_accounts
-         FROM tokens t WHERE token_sha256 = $1`,
-        [hashToken(token)],
-      );
-      return rows[0];
+      return lookupHash(hashToken(token), q);
     },
 
     async revoke(id: string, q: Queryable = db): Promise<TokenRow | undefined> {

@@ -30,6 +30,8 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       const { token, row } = await app.repos.tokens.create({
         account: body.account, role: body.role, workerId: body.worker_id ?? null, expiresAt, description: body.description ?? null,
       });
+      // A new worker token changes the accounts its worker's other (cached) tokens serve.
+      app.tokenCache.clear();
       return reply.code(201).send({ token, ...tokenInfo(row) });
     },
   );
@@ -45,6 +47,8 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
     { config: { roles }, schema: { tags: ['admin'], params: Type.Object({ id: Type.String({ format: 'uuid' }) }), response: { 200: TokenInfo } } },
     async (request) => {
       const row = await app.repos.tokens.revoke(request.params.id);
+      // This process stops accepting it at once; other replicas within tokenCacheMs.
+      app.tokenCache.clear();
       if (!row) throw new RgridError('not_found', `no token ${request.params.id}`);
       return tokenInfo(row);
     },

@@ -8,19 +8,9 @@ import { accountOf } from '../plugins/auth.js';
 import { rankPlacement, type Holder, type WorkerLoadInfo } from '../placement.js';
 import type { HolderRow } from '../repositories/resolve.js';
 
-/** One holder per worker (a worker may hold two matching entries built on different base images). */
-function byWorker(rows: readonly HolderRow[]): Holder[] {
-  const best = new Map<string, Holder>();
-  for (const r of rows) {
-    const seen = best.get(r.worker_id);
-    if (!seen || r.size_bytes > seen.size_bytes) best.set(r.worker_id, { worker_id: r.worker_id, size_bytes: r.size_bytes });
-  }
-  return [...best.values()].sort((a, b) => (a.worker_id < b.worker_id ? -1 : a.worker_id > b.worker_id ? 1 : 0));
-}
-
-function answer(rows: readonly HolderRow[], holders: readonly Holder[], withEntries: boolean) {
+function answer(holders: readonly Holder[], rows: readonly HolderRow[] | undefined) {
   const workers = holders.map((h) => h.worker_id);
-  if (!withEntries) return { cached: holders.length > 0, workers };
+  if (!rows) return { cached: holders.length > 0, workers };
   const entries: HolderEntry[] = rows.map((r) => ({
     worker_id: r.worker_id, key: r.key, image_id: r.image_id, size_bytes: r.size_bytes, last_used_at: new Date(r.last_used_ms).toISOString(),
   }));
@@ -35,30 +25,34 @@ const resolveRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       const account = accountOf(request);
       const body = request.body;
       const limit = body.limit ?? app.config.placementLimit;
-      const [fleet, rows] = await Promise.all([
+      const query = {
+        account, runtime: body.runtime, scriptSha256: body.script_sha256,
+        requirementsSha256: body.requirements_sha256 ?? null, inputSha256: body.input_sha256 ?? null,
+      };
+      // One round trip for the answer (holders aggregated per worker in SQL, inputs folded in); the
+      // per-entry detail is a second query, only when asked for.
+      const [fleet, rows, entryRows] = await Promise.all([
         app.fleet.get(account),
-        app.repos.resolve.resolve({
-          account, runtime: body.runtime, scriptSha256: body.script_sha256,
-          requirementsSha256: body.requirements_sha256 ?? null, inputSha256: body.input_sha256 ?? null,
-        }),
+        app.repos.resolve.resolve(query),
+        body.include_entries === true ? app.repos.resolve.entries(query) : undefined,
       ]);
       // Entries of dead workers (or of workers no longer serving the account) are not answers.
-      const liveRows = rows.holders.filter((r) => fleet.live.has(r.worker_id));
-      const imageRows = liveRows.filter((r) => r.kind === 'image');
-      const depsRows = liveRows.filter((r) => r.kind === 'deps');
-      const image = byWorker(imageRows);
-      const deps = byWorker(depsRows);
+      const live = fleet.live;
+      const image = rows.image.filter((h) => live.has(h.worker_id));
+      const deps = rows.deps.filter((h) => live.has(h.worker_id));
+      const liveEntries = entryRows?.filter((r) => live.has(r.worker_id));
       // Candidates: every holder, plus the least loaded live workers (the only others that can rank
       // within the limit, since without a holding they differ by load alone).
       const candidates = new Map<string, WorkerLoadInfo>();
-      for (const h of [...image, ...deps]) candidates.set(h.worker_id, fleet.live.get(h.worker_id)!);
+      for (const h of image) candidates.set(h.worker_id, live.get(h.worker_id)!);
+      for (const h of deps) candidates.set(h.worker_id, live.get(h.worker_id)!);
       for (const w of fleet.leastLoaded.slice(0, limit)) candidates.set(w.worker_id, w);
-      const placement = rankPlacement({ liveWorkers: fleet.live.size, imageHolders: image, depsHolders: deps, candidates: [...candidates.values()], limit });
+      const placement = rankPlacement({ liveWorkers: live.size, imageHolders: image, depsHolders: deps, candidates: [...candidates.values()], limit });
       const inputSha = body.input_sha256 ?? null;
       app.metrics.resolves.inc();
       return {
-        image: answer(imageRows, image, body.include_entries === true),
-        deps: answer(depsRows, deps, body.include_entries === true),
+        image: answer(image, liveEntries?.filter((r) => r.kind === 'image')),
+        deps: answer(deps, liveEntries?.filter((r) => r.kind === 'deps')),
         inputs: {
           input_sha256: inputSha,
           manifest: rows.manifest,

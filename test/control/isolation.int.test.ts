@@ -130,6 +130,25 @@ describe('authentication and bad input', () => {
     expect((await call(app, 'DELETE', '/v1/admin/tokens/00000000-0000-4000-8000-000000000000', ADMIN_TOKEN)).statusCode).toBe(404);
   });
 
+  it('a token revoked through another replica stops working within tokenCacheMs; through this one at once', async () => {
+    const a = await build(db, { tokenCacheMs: 60_000 });
+    const b = await build(db, { tokenCacheMs: 300 });
+    const created = await call(a, 'POST', '/v1/admin/tokens', ADMIN_TOKEN, { account: 'R', role: 'client' });
+    const { token, id } = created.json<{ token: string; id: string }>();
+    expect((await call(a, 'GET', '/v1/executions', token)).statusCode).toBe(200);
+    expect((await call(b, 'GET', '/v1/executions', token)).statusCode).toBe(200);
+    expect((await call(a, 'DELETE', `/v1/admin/tokens/${id}`, ADMIN_TOKEN)).statusCode).toBe(200);
+    expect((await call(a, 'GET', '/v1/executions', token)).statusCode).toBe(401);
+    // b still holds its lookup (at most 300 ms), then reads the revocation.
+    await new Promise((r) => setTimeout(r, 350));
+    expect((await call(b, 'GET', '/v1/executions', token)).statusCode).toBe(401);
+    // A token that expires is never accepted past its expiry, whatever the cache time.
+    const soon = await createToken(a, 'R', 'client', undefined, { expires_at: new Date(Date.now() + 1500).toISOString() });
+    expect((await call(a, 'GET', '/v1/executions', soon)).statusCode).toBe(200);
+    await new Promise((r) => setTimeout(r, 1600));
+    expect((await call(a, 'GET', '/v1/executions', soon)).statusCode).toBe(401);
+  });
+
   it('answers 400 for malformed digests, bodies and file names, and stores nothing', async () => {
     const app = await build(db);
     const client = await createToken(app, 'E', 'client');

@@ -4,7 +4,8 @@
 // and skips dead workers.
 import { describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { build, call, createToken, entry, MB, registerWorker, sha, snapshot, useTestDatabase } from './support.js';
+import { sha256Hex } from '../../common/digest.js';
+import { ADMIN_TOKEN, build, call, createToken, entry, MB, registerWorker, sha, snapshot, useTestDatabase } from './support.js';
 
 const db = useTestDatabase();
 
@@ -114,5 +115,74 @@ describe('placement', () => {
     const again = (await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') })).json();
     expect(again.image.workers).toEqual(['c-dead']);
     expect(again.placement[0].worker_id).toBe('c-dead');
+  });
+
+  it('answers one holder per worker (its largest entry), only among live workers still serving the account', async () => {
+    const app = await build(db, { workerDeadAfterMs: 60_000 });
+    const sched = await createToken(app, 'p4', 'scheduler');
+    const tokens: Record<string, string> = {};
+    for (const w of ['d-two', 'd-one', 'd-dead', 'd-left']) {
+      tokens[w] = await createToken(app, 'p4', 'worker', w);
+      await registerWorker(app, tokens[w], w, { capacity: 4 });
+    }
+    // d-two holds two matching images (built on different base images) and the dependency layer.
+    await snapshot(app, tokens['d-two']!, 'd-two', [
+      entry({ account: 'p4', size: 100 * MB, key: sha('base-a') }),
+      entry({ account: 'p4', size: 900 * MB, key: sha('base-b') }),
+      entry({ account: 'p4', kind: 'deps', size: 300 * MB }),
+    ]);
+    await snapshot(app, tokens['d-one']!, 'd-one', [entry({ account: 'p4', size: 200 * MB })]);
+    await snapshot(app, tokens['d-dead']!, 'd-dead', [entry({ account: 'p4' }), entry({ account: 'p4', kind: 'deps' })]);
+    await snapshot(app, tokens['d-left']!, 'd-left', [entry({ account: 'p4' }), entry({ account: 'p4', kind: 'deps' })]);
+    await db.pool.query("UPDATE workers SET last_seen_at = now() - interval '2 minutes' WHERE worker_id = 'd-dead'");
+    // d-left stops serving p4 (its token is revoked) but its rows are still there.
+    const listed = await call(app, 'GET', '/v1/admin/tokens?account=p4', ADMIN_TOKEN);
+    const leftId = listed.json<{ tokens: { id: string; worker_id: string | null }[] }>().tokens.find((t) => t.worker_id === 'd-left')!.id;
+    expect((await call(app, 'DELETE', `/v1/admin/tokens/${leftId}`, ADMIN_TOKEN)).statusCode).toBe(200);
+    // Another account's scheduler sees none of it.
+    const other = await createToken(app, 'p4-other', 'scheduler');
+
+    const request = { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') };
+    const body = (await call(app, 'POST', '/v1/resolve', sched, request)).json();
+    expect(body.live_workers).toBe(2);
+    expect(body.image).toEqual({ cached: true, workers: ['d-one', 'd-two'] });
+    expect(body.deps).toEqual({ cached: true, workers: ['d-two'] });
+    const top = body.placement[0] as Placement;
+    expect(top.worker_id).toBe('d-two');
+    expect(top.reasons[0]!.detail).toMatch(/^script image present \(900 MB, .*held by 2\/2 live workers/);
+
+    // include_entries lists every live entry (both of d-two's images), still none of the dead or departed.
+    const detailed = (await call(app, 'POST', '/v1/resolve', sched, { ...request, include_entries: true })).json();
+    expect(detailed.image.workers).toEqual(['d-one', 'd-two']);
+    expect(detailed.image.entries.map((e: { worker_id: string; size_bytes: number }) => `${e.worker_id}:${e.size_bytes / MB}`).sort()).toEqual(['d-one:200', 'd-two:100', 'd-two:900']);
+    expect(detailed.deps.entries.map((e: { worker_id: string }) => e.worker_id)).toEqual(['d-two']);
+    expect(detailed.placement).toEqual(body.placement);
+
+    const foreign = (await call(app, 'POST', '/v1/resolve', other, { ...request, include_entries: true })).json();
+    expect(foreign.image).toEqual({ cached: false, workers: [], entries: [] });
+    expect(foreign.deps).toEqual({ cached: false, workers: [], entries: [] });
+    expect(foreign.live_workers).toBe(0);
+  });
+
+  it('answers the inputs state in the same request when asked', async () => {
+    const app = await build(db);
+    const sched = await createToken(app, 'p5', 'scheduler');
+    const client = await createToken(app, 'p5', 'client');
+    const blob = Buffer.from('input bytes');
+    const blobSha = sha256Hex(blob);
+    const files = [{ name: 'a.txt', sha256: blobSha, size: blob.length }];
+    const manifest = await call(app, 'POST', '/v1/manifests', client, { files });
+    expect(manifest.statusCode).toBe(201);
+    const inputSha = manifest.json<{ input_sha256: string }>().input_sha256;
+    const request = { runtime: 'python3.11', script_sha256: sha('script'), input_sha256: inputSha };
+    const before = (await call(app, 'POST', '/v1/resolve', sched, request)).json();
+    expect(before.inputs).toEqual({ input_sha256: inputSha, manifest: true, stored: false, missing_blobs: [blobSha] });
+    expect(before.image).toEqual({ cached: false, workers: [] });
+    const put = await app.inject({ method: 'PUT', url: `/v1/blobs/${blobSha}`, headers: { authorization: `Bearer ${client}`, 'content-type': 'application/octet-stream' }, payload: blob });
+    expect(put.statusCode).toBeLessThan(300);
+    const after = (await call(app, 'POST', '/v1/resolve', sched, request)).json();
+    expect(after.inputs).toEqual({ input_sha256: inputSha, manifest: true, stored: true, missing_blobs: [] });
+    const unknown = (await call(app, 'POST', '/v1/resolve', sched, { ...request, input_sha256: sha('nothing') })).json();
+    expect(unknown.inputs).toEqual({ input_sha256: sha('nothing'), manifest: false, stored: false, missing_blobs: [] });
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEPS_WEIGHT, IMAGE_WEIGHT, LOAD_WEIGHT, loadRatio, rankPlacement, sizeFactor, spreadFactor } from '../../control/placement.js';
+import { DEPS_WEIGHT, IMAGE_WEIGHT, LOAD_WEIGHT, loadRatio, rankPlacement, sizeFactor, spreadFactor, topK } from '../../control/placement.js';
 
 const MB = 1024 * 1024;
 const w = (worker_id: string, running = 0, capacity = 4) => ({ worker_id, running, capacity });
@@ -59,5 +59,28 @@ describe('placement scoring', () => {
   it('prefers a dependency-layer holder over a bare worker at equal load', () => {
     const ranked = rankPlacement({ liveWorkers: 2, imageHolders: [], depsHolders: [{ worker_id: 'z', size_bytes: 50 * MB }], candidates: [w('a'), w('z')], limit: 2 });
     expect(ranked.map((p) => p.worker_id)).toEqual(['z', 'a']);
+  });
+
+  it('selects the first k like a full sort would', () => {
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 50;
+    const cmp = (a: { v: number; id: number }, b: { v: number; id: number }) => a.v - b.v || a.id - b.id;
+    for (const n of [0, 1, 5, 39, 40, 41, 120, 500]) {
+      const items = Array.from({ length: n }, (_, id) => ({ v: rnd(), id }));
+      for (const k of [1, 3, 10, 200]) expect(topK(items, k, cmp)).toEqual([...items].sort(cmp).slice(0, k));
+    }
+  });
+
+  it('ranks many candidates to a limit the same as ranking them all', () => {
+    const candidates = Array.from({ length: 150 }, (_, i) => w(`w${i}`, i % 5, 4));
+    const input = {
+      liveWorkers: 150,
+      imageHolders: candidates.filter((_, i) => i % 13 === 0).map((c, i) => ({ worker_id: c.worker_id, size_bytes: (100 + i * 50) * MB })),
+      depsHolders: candidates.filter((_, i) => i % 2 === 0).map((c) => ({ worker_id: c.worker_id, size_bytes: 300 * MB })),
+      candidates,
+    };
+    const all = rankPlacement({ ...input, limit: 150 });
+    expect(rankPlacement({ ...input, limit: 10 })).toEqual(all.slice(0, 10));
+    for (let i = 1; i < all.length; i++) expect(all[i - 1]!.score).toBeGreaterThanOrEqual(all[i]!.score);
   });
 });
