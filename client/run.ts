@@ -1,7 +1,7 @@
 /**
  * `rgrid run`: hash locally (streaming), tell the control plane which blobs the run needs (two
  * manifests: the inputs, and the code = script + requirements file), upload only the blobs it reports
- * missing, submit, wait, then fetch logs and outputs. The script's bytes and the requirements file are
+ * missing, submit, wait (the finished execution comes back with its logs), then fetch the outputs. The script's bytes and the requirements file are
  * blobs like the inputs: a re-run uploads nothing, and a worker that has them cached downloads nothing.
  */
 import { createWriteStream } from 'node:fs';
@@ -14,6 +14,7 @@ import { canonicalManifest, inputSha256, requirementsDigest } from '../common/ca
 import { sha256File } from '../common/digest.js';
 import { RgridError } from '../common/errors.js';
 import type { Execution } from '../common/wire/control-api.js';
+import type { LogsResponse } from '../common/wire/dispatch-api.js';
 import type { ControlApi } from './api.js';
 import { createProgress } from './progress.js';
 
@@ -73,8 +74,10 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<{ summa
   const hashMs = Date.now() - t0;
 
   const tUpload = Date.now();
-  const missing = new Set((await api.recordManifest(code)).missing);
-  if (inputSha) for (const m of (await api.recordManifest(manifest, inputSha)).missing) missing.add(m);
+  // The two manifests at once: one round trip of latency instead of two.
+  const [codeAnswer, inputAnswer] = await Promise.all([api.recordManifest(code), inputSha ? api.recordManifest(manifest, inputSha) : undefined]);
+  const missing = new Set(codeAnswer.missing);
+  for (const m of inputAnswer?.missing ?? []) missing.add(m);
   const sizes = new Map([...code, ...manifest].map((f) => [f.sha256, f.size]));
   const total = [...missing].reduce((s, m) => s + (sizes.get(m) ?? 0), 0);
   const bar = createProgress(o.progress && total >= 8 * 1024 * 1024, total, 'upload');
@@ -87,15 +90,19 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<{ summa
     runtime: o.runtime, script_sha256: script.sha256, requirements_sha256: requirementsSha, requirements_blob_sha256: requirementsBlob,
     input_sha256: inputSha, ...(o.timeoutS ? { timeout_s: o.timeoutS } : {}), ...(o.memoryMb ? { memory_mb: o.memoryMb } : {}),
   });
-  while (!TERMINAL.has(execution.status)) execution = await api.wait(execution.id);
+  // The wait brings the logs along with the finished execution; a control plane without that answers
+  // without `logs`, and they are asked for separately.
+  let logs: LogsResponse | undefined;
+  while (!TERMINAL.has(execution.status)) ({ logs, ...execution } = await api.wait(execution.id, undefined, true));
   const waitMs = Date.now() - tWait;
-  const logs = await api.logs(execution.id);
+  logs ??= await api.logs(execution.id);
 
   const tDownload = Date.now();
   let outputDir: string | null = null;
   if (execution.outputs.length > 0) {
     outputDir = o.outputDir ?? join('rgrid-outputs', execution.id);
-    for (const out of execution.outputs) await download(api, out.sha256, join(outputDir, out.name));
+    const dir = outputDir;
+    await Promise.all(execution.outputs.map((out) => download(api, out.sha256, join(dir, out.name))));
   }
   const downloadMs = Date.now() - tDownload;
   const summary: RunSummary = {

@@ -71,8 +71,10 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
   const stderr = new TailBuffer(LOG_MAX_BYTES);
   const timings: Record<string, number> = {};
   let unpin: () => void = () => undefined;
+  let cleanup: Promise<void> = Promise.resolve();
   let result: RunResult | undefined;
   let report: CompleteRequest;
+  let reporting = false;
   try {
     // ---- fetch: everything the run needs, from the blob cache or the control plane
     const fetchStart = Date.now();
@@ -90,11 +92,14 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
         throw new Failure('input_unavailable', `blob ${sha}: ${(err as Error).message}`);
       }
     };
-    for (const i of claim.inputs) if (!(await blobs.has(i.sha256))) inputsPresent = false;
-    const scriptPath = await fetchOne(claim.script_sha256);
-    const reqPath = claim.requirements_blob_sha256 ? await fetchOne(claim.requirements_blob_sha256) : null;
-    const inputs = [];
-    for (const i of claim.inputs) inputs.push({ name: i.name, sha256: i.sha256, size: i.size, path: await fetchOne(i.sha256) });
+    // Presence is looked at before anything is fetched (that is the input cache hit); then all at once.
+    inputsPresent = (await Promise.all(claim.inputs.map((i) => blobs.has(i.sha256)))).every(Boolean);
+    const [scriptPath, reqPath, inputPaths] = await Promise.all([
+      fetchOne(claim.script_sha256),
+      claim.requirements_blob_sha256 ? fetchOne(claim.requirements_blob_sha256) : null,
+      Promise.all(claim.inputs.map((i) => fetchOne(i.sha256))),
+    ]);
+    const inputs = claim.inputs.map((i, n) => ({ name: i.name, sha256: i.sha256, size: i.size, path: inputPaths[n]! }));
     timings.input_fetch_ms = Date.now() - fetchStart;
     const script = await readFile(scriptPath);
     const requirements = reqPath ? await readFile(reqPath) : null;
@@ -119,7 +124,8 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
       else if (e.type === 'output') writeChunk(files, outDir, e.name, e.data, e.eof);
     };
     try {
-      result = await deps.runner.run(prepared, { onEvent, signal: abort.signal });
+      // The container is removed while the result is uploaded and reported (awaited before returning).
+      result = await deps.runner.run(prepared, { onEvent, signal: abort.signal, deferCleanup: (c) => void (cleanup = c) });
     } catch (err) {
       if (isRgridError(err) && err.code === 'build_failed') {
         const detail = err.detail ? `\n${JSON.stringify(err.detail)}` : '';
@@ -160,6 +166,7 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
       input_cache_hit: claim.inputs.length > 0 ? inputsPresent : null, downloaded_blobs: downloaded,
       timings, outputs, stdout: stdout.text(), stderr: stderr.text(), logs_truncated: stdout.truncated || stderr.truncated,
     };
+    reporting = true;
   } catch (err) {
     if (lost) return { status: 'lost', built: result?.built ?? false };
     const f = err instanceof Failure ? err : new Failure('error', (err as Error).message);
@@ -170,13 +177,21 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
           claim_id: claim.claim_id, outcome: 'done', failure: f.failure, error: f.message.slice(0, 4000), timings,
           stdout: stdout.text(), stderr: `${stderr.text()}${f.log ?? ''}`, logs_truncated: stdout.truncated || stderr.truncated,
         };
+    reporting = true;
   } finally {
     clearInterval(renewal);
     stop.removeEventListener('abort', kill);
     unpin();
-    await rm(outDir, { recursive: true, force: true });
+    // Returning without a report (the claim was lost): tidy up now.
+    if (!reporting) await Promise.all([cleanup, rm(outDir, { recursive: true, force: true })]);
   }
-  return completeWithRetry(deps, claim, report, log, result?.built ?? false);
+  // The report goes first; the run's container and files are removed meanwhile, awaited before the slot frees.
+  const tidy = Promise.all([cleanup, rm(outDir, { recursive: true, force: true })]);
+  try {
+    return await completeWithRetry(deps, claim, report, log, result?.built ?? false);
+  } finally {
+    await tidy.catch((err: unknown) => log.warn({ err }, 'run clean-up failed'));
+  }
 }
 
 /** The result is the whole point of the work: retry a few times through a control plane restart. */

@@ -4,7 +4,7 @@
  * stepping on each other; the Execution shape itself lives there.
  */
 import Type from 'typebox';
-import { AccountId, ExecutionFailure, ManifestFile, OutputFile, RuntimeName, Sha256Hex, Timestamp, Timings } from './control-api.js';
+import { AccountId, Execution, ExecutionFailure, ManifestFile, OutputFile, RuntimeName, Sha256Hex, Timestamp, Timings } from './control-api.js';
 
 export const SubmitExecutionRequest = Type.Object(
   {
@@ -93,7 +93,11 @@ export const CompleteRequest = Type.Object(
 );
 export type CompleteRequest = Type.Static<typeof CompleteRequest>;
 
-export const WaitQuery = Type.Object({ timeout_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 60_000 })) });
+export const WaitQuery = Type.Object({
+  timeout_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 60_000 })),
+  /** With `true`, a finished execution comes back with its logs (`logs`), saving the logs request. */
+  logs: Type.Optional(Type.Boolean()),
+});
 
 export const LogsResponse = Type.Object({
   execution_id: Type.String(),
@@ -103,3 +107,7 @@ export const LogsResponse = Type.Object({
   truncated: Type.Boolean(),
 });
 export type LogsResponse = Type.Static<typeof LogsResponse>;
+
+/** The wait's answer: the execution, and its logs when asked for (`?logs=true`) and it has finished. */
+export const WaitResponse = Type.Object({ ...Execution.properties, logs: Type.Optional(LogsResponse) });
+export type WaitResponse = Type.Static<typeof WaitResponse>;

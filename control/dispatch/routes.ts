@@ -8,7 +8,7 @@ import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import { Execution, WorkerId } from '../../common/wire/control-api.js';
 import {
-  ClaimParams, ClaimRequest, ClaimResponse, CompleteRequest, LogsResponse, RenewRequest, RenewResponse, SubmitExecutionRequest, WaitQuery,
+  ClaimParams, ClaimRequest, ClaimResponse, CompleteRequest, LogsResponse, RenewRequest, RenewResponse, SubmitExecutionRequest, WaitQuery, WaitResponse,
 } from '../../common/wire/dispatch-api.js';
 import { withTransaction } from '../db/pool.js';
 import { accountOf, ownWorker } from '../plugins/auth.js';
@@ -63,7 +63,7 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/executions/:id/wait',
-    { config: { roles: ['client', 'scheduler'] }, schema: { tags, params: IdParams, querystring: WaitQuery, response: { 200: Execution } } },
+    { config: { roles: ['client', 'scheduler'] }, schema: { tags, params: IdParams, querystring: WaitQuery, response: { 200: WaitResponse } } },
     async (request) => {
       const account = accountOf(request);
       const deadline = Date.now() + Math.min(request.query.timeout_ms ?? app.config.claimWaitMaxMs, app.config.claimWaitMaxMs);
@@ -71,6 +71,11 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
         const execution = await app.repos.executions.get(account, request.params.id);
         if (!execution) throw new RgridError('not_found', `no execution ${request.params.id}`);
         const left = deadline - Date.now();
+        if (TERMINAL.has(execution.status) && request.query.logs === true) {
+          // Logs are written with the result and never change after it: read them after the row.
+          const row = await logs(app.db, account, execution.id);
+          if (row) return { ...execution, logs: { execution_id: execution.id, status: row.status, stdout: row.stdout ?? '', stderr: row.stderr ?? '', truncated: row.truncated } };
+        }
         if (TERMINAL.has(execution.status) || left <= 0 || app.dispatch.closing) return execution;
         await app.dispatch.wait([`x:${execution.id}`], Math.min(left, 1000));
       }

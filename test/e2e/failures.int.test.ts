@@ -24,6 +24,17 @@ describe('failures are results', () => {
     expect(exit3.code).toBe(3);
     expect(await status(exit3.execution_id)).toMatchObject({ status: 'failed', failure: 'nonzero_exit', exit_code: 3, attempts: 1 });
     expect(await logs(exit3.execution_id)).toMatchObject({ stdout: 'about to fail\n', stderr: 'bad things\n' });
+    // The wait carries the logs of a finished execution when asked (what `rgrid run` uses), and only then.
+    const wait = async (query: string) => {
+      const res = await fetch(`${env.url}/v1/executions/${exit3.execution_id}/wait?timeout_ms=1000${query}`, { headers: { authorization: `Bearer ${env.token}` } });
+      expect(res.status).toBe(200);
+      return (await res.json()) as Record<string, unknown>;
+    };
+    expect(await wait('&logs=true')).toMatchObject({
+      id: exit3.execution_id, status: 'failed', exit_code: 3,
+      logs: { execution_id: exit3.execution_id, status: 'failed', stdout: 'about to fail\n', stderr: 'bad things\n', truncated: false },
+    });
+    expect(await wait('')).not.toHaveProperty('logs');
 
     const slow = await rgridRun([join(dir, 'sleepy.py'), '--timeout', '2'], env);
     expect(slow.code).toBe(124);
@@ -37,6 +48,8 @@ describe('failures are results', () => {
     // The plain (non-JSON) CLI says why.
     const plain = await rgrid(['run', join(dir, 'exit3.py')], env);
     expect(plain.code).toBe(3);
+    expect(plain.stdout).toBe('about to fail\n');
+    expect(plain.stderr).toContain('bad things\n');
     expect(plain.stderr).toContain('failed (nonzero_exit)');
   });
 });
