@@ -1,13 +1,13 @@
 /**
- * The worker's HTTP client of the control plane (issue 5): register, report entries, claim, renew,
- * complete, and blob transfer. Built from three values only (URL, worker token, worker id) so the sync
- * client of issue 4 can live beside it or replace its register/snapshot part at merge.
+ * The claim loop's HTTP client of the control plane: claim, renew, complete, manifests and blob
+ * transfer. Registration, snapshots and entry deltas belong to the sync client (agent/sync/), which the
+ * claim loop reaches through its EntryReporter.
  */
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { errorFromBody, RgridError } from '../../common/errors.js';
 import type {
-  CacheEntry, Execution, ManifestResponse, PutBlobResponse, RegisterWorkerRequest, RegisterWorkerResponse, SnapshotResponse,
+  Execution, ManifestResponse, PutBlobResponse,
 } from '../../common/wire/control-api.js';
 import type { ClaimResponse, CompleteRequest, RenewResponse } from '../../common/wire/dispatch-api.js';
 
@@ -52,14 +52,6 @@ export class ControlClient {
     const parsed: unknown = text ? JSON.parse(text) : undefined;
     if (res.statusCode >= 400) throw errorFromBody(res.statusCode, parsed);
     return parsed as T;
-  }
-
-  register(body: RegisterWorkerRequest): Promise<RegisterWorkerResponse> {
-    return this.json('POST', `${this.w}/register`, body);
-  }
-
-  snapshot(entries: CacheEntry[], accounts: string[]): Promise<SnapshotResponse> {
-    return this.json('PUT', `${this.w}/snapshot`, { entries, accounts });
   }
 
   claim(max: number, waitMs: number, signal?: AbortSignal): Promise<ClaimResponse> {

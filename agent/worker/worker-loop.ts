@@ -8,11 +8,10 @@
 import type { Logger } from 'pino';
 import { isRgridError } from '../../common/errors.js';
 import type { ClaimedExecution } from '../../common/wire/dispatch-api.js';
-import type { AgentIndex } from '../index/index.js';
 import type { Runner } from '../runner/run.js';
 import { createBlobCache, type BlobCache } from './blob-cache.js';
 import { ControlClient } from './control-client.js';
-import { createSnapshotReporter, type EntryReporter } from './entry-reporter.js';
+import type { EntryReporter } from './entry-reporter.js';
 import { executeClaim } from './execute.js';
 
 export interface WorkerLoopOptions {
@@ -29,13 +28,11 @@ export interface WorkerLoopOptions {
 
 export interface WorkerLoopDeps {
   options: WorkerLoopOptions;
-  index: AgentIndex;
   runner: Runner;
   logger: Logger;
-  version: string;
   dataDir: string;
-  /** Replaceable for the outbox-based sync of issue 4 (see entry-reporter.ts). */
-  reporter?: EntryReporter;
+  /** Registration and entry reports go through the outbox sync (see entry-reporter.ts). */
+  reporter: EntryReporter;
 }
 
 export interface WorkerLoop {
@@ -58,7 +55,7 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
   const log = logger.child({ component: 'worker', worker_id: options.workerId });
   const client = new ControlClient(options);
   const blobs: BlobCache = createBlobCache({ dataDir: deps.dataDir, ttlMs: options.blobTtlMs, maxBytes: options.blobMaxBytes });
-  const reporter = deps.reporter ?? createSnapshotReporter({ client, index: deps.index, logger: log });
+  const { reporter } = deps;
   const runs = new Set<Promise<unknown>>();
   const claimAbort = new AbortController();
   const runAbort = new AbortController();
@@ -94,7 +91,7 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     while (!stopping) {
       try {
         if (!registered) {
-          const accounts = await reporter.start(options.capacity, deps.version);
+          const accounts = await reporter.start();
           registered = true;
           log.info({ accounts, capacity: options.capacity }, 'registered with the control plane; claiming work');
         }
