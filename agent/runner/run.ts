@@ -75,21 +75,9 @@ export interface RunnerDeps {
   now?: () => number;
 }
 
-export interface RunOptions {
-  onEvent: (event: RunEvent) => void;
-  signal?: AbortSignal;
-  /**
-   * Resolve with the result as soon as the container's state and outputs are in, and hand the clean-up
-   * (container removal, lease release, the run directory) to this callback instead of awaiting it first:
-   * the worker reports the result while the engine removes the container. Without it, `run` resolves
-   * only once nothing of the run is left (the local API and its CLI rely on that).
-   */
-  deferCleanup?: (cleanup: Promise<void>) => void;
-}
-
 export interface Runner {
   prepare(request: RunRequest): Promise<PreparedRun>;
-  run(prepared: PreparedRun, options: RunOptions): Promise<RunResult>;
+  run(prepared: PreparedRun, options: { onEvent: (event: RunEvent) => void; signal?: AbortSignal }): Promise<RunResult>;
   /** Runs whose container is alive now. */
   readonly active: number;
 }
@@ -126,22 +114,12 @@ export function createRunner(deps: RunnerDeps): Runner {
       };
     },
 
-    async run(p, { onEvent, signal, deferCleanup }) {
+    async run(p, { onEvent, signal }) {
       const runId = randomUUID();
       const { result: ensured, lease } = await cache.ensure(p.ensure, { onEvent, leaseHolder: `run:${runId}` });
       const buildMs = ensured.duration_ms;
       const dir = join(runsDir, runId);
       let container: Docker.Container | undefined;
-      const cleanup = async (): Promise<void> => {
-        try {
-          if (container) await container.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'run container not removed'));
-          lease?.release();
-          await rm(dir, { recursive: true, force: true }).catch((err: unknown) => logger.warn({ err, dir }, 'run directory not removed'));
-        } finally {
-          active--;
-        }
-      };
-      let deferred = false;
       active++;
       try {
         const inputsDir = join(dir, 'inputs');
@@ -196,31 +174,18 @@ export function createRunner(deps: RunnerDeps): Runner {
         const runStart = now();
         let runMs: number;
         try {
-          // The wait is registered before the start (as `docker run` does): its round trip overlaps the
-          // start instead of following it, and an exit is never missed.
-          const exited = c.wait({ condition: 'next-exit' }) as Promise<unknown>;
-          exited.catch(() => undefined); // a failed start is what gets reported
           await c.start();
-          await exited;
+          await c.wait();
           runMs = now() - runStart;
         } finally {
           clearTimeout(timer);
           signal?.removeEventListener('abort', kill);
         }
-        // The attach stream normally ends with the container; never hang on one that does not. The state
-        // and the outputs are asked for meanwhile (the container has exited; neither depends on the stream).
-        const inspected = c.inspect();
-        const copied = copyOutputs(c, p.collectOutputs ? (chunk) => onEvent({ type: 'output', ...chunk }) : undefined);
-        inspected.catch(() => undefined);
-        copied.catch(() => undefined);
+        // The attach stream normally ends with the container; never hang on one that does not.
         await Promise.race([streamed, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
-        const state = (await inspected).State;
-        const outputs = await copied;
+        const state = (await c.inspect()).State;
+        const outputs = await copyOutputs(c, p.collectOutputs ? (chunk) => onEvent({ type: 'output', ...chunk }) : undefined);
         if (outputs.skipped.length) logger.info({ skipped: outputs.skipped }, 'outputs that are not regular files were not copied');
-        if (deferCleanup) {
-          deferCleanup(cleanup());
-          deferred = true;
-        }
         return {
           exit_code: state.ExitCode,
           image_id: ensured.image_id,
@@ -238,7 +203,10 @@ export function createRunner(deps: RunnerDeps): Runner {
           oom_killed: state.OOMKilled,
         };
       } finally {
-        if (!deferred) await cleanup();
+        active--;
+        if (container) await container.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'run container not removed'));
+        lease?.release();
+        await rm(dir, { recursive: true, force: true });
       }
     },
   };

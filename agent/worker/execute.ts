@@ -71,10 +71,8 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
   const stderr = new TailBuffer(LOG_MAX_BYTES);
   const timings: Record<string, number> = {};
   let unpin: () => void = () => undefined;
-  let cleanup: Promise<void> = Promise.resolve();
   let result: RunResult | undefined;
   let report: CompleteRequest;
-  let reporting = false;
   try {
     // ---- fetch: everything the run needs, from the blob cache or the control plane
     const fetchStart = Date.now();
@@ -92,14 +90,11 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
         throw new Failure('input_unavailable', `blob ${sha}: ${(err as Error).message}`);
       }
     };
-    // Presence is looked at before anything is fetched (that is the input cache hit); then all at once.
-    inputsPresent = (await Promise.all(claim.inputs.map((i) => blobs.has(i.sha256)))).every(Boolean);
-    const [scriptPath, reqPath, inputPaths] = await Promise.all([
-      fetchOne(claim.script_sha256),
-      claim.requirements_blob_sha256 ? fetchOne(claim.requirements_blob_sha256) : null,
-      Promise.all(claim.inputs.map((i) => fetchOne(i.sha256))),
-    ]);
-    const inputs = claim.inputs.map((i, n) => ({ name: i.name, sha256: i.sha256, size: i.size, path: inputPaths[n]! }));
+    for (const i of claim.inputs) if (!(await blobs.has(i.sha256))) inputsPresent = false;
+    const scriptPath = await fetchOne(claim.script_sha256);
+    const reqPath = claim.requirements_blob_sha256 ? await fetchOne(claim.requirements_blob_sha256) : null;
+    const inputs = [];
+    for (const i of claim.inputs) inputs.push({ name: i.name, sha256: i.sha256, size: i.size, path: await fetchOne(i.sha256) });
     timings.input_fetch_ms = Date.now() - fetchStart;
     const script = await readFile(scriptPath);
     const requirements = reqPath ? await readFile(reqPath) : null;
@@ -124,8 +119,7 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
       else if (e.type === 'output') writeChunk(files, outDir, e.name, e.data, e.eof);
     };
     try {
-      // The container is removed while the result is uploaded and reported (awaited before returning).
-      result = await deps.runner.run(prepared, { onEvent, signal: abort.signal, deferCleanup: (c) => void (cleanup = c) });
+      result = await deps.runner.run(prepared, { onEvent, signal: abort.signal });
     } catch (err) {
       if (isRgridError(err) && err.code === 'build_failed') {
         const detail = err.detail ? `\n${JSON.stringify(err.detail)}` : '';
@@ -166,7 +160,6 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
       input_cache_hit: claim.inputs.length > 0 ? inputsPresent : null, downloaded_blobs: downloaded,
       timings, outputs, stdout: stdout.text(), stderr: stderr.text(), logs_truncated: stdout.truncated || stderr.truncated,
     };
-    reporting = true;
   } catch (err) {
     if (lost) return { status: 'lost', built: result?.built ?? false };
     const f = err instanceof Failure ? err : new Failure('error', (err as Error).message);
@@ -177,21 +170,13 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
           claim_id: claim.claim_id, outcome: 'done', failure: f.failure, error: f.message.slice(0, 4000), timings,
           stdout: stdout.text(), stderr: `${stderr.text()}${f.log ?? ''}`, logs_truncated: stdout.truncated || stderr.truncated,
         };
-    reporting = true;
   } finally {
     clearInterval(renewal);
     stop.removeEventListener('abort', kill);
     unpin();
-    // Returning without a report (the claim was lost): tidy up now.
-    if (!reporting) await Promise.all([cleanup, rm(outDir, { recursive: true, force: true })]);
+    await rm(outDir, { recursive: true, force: true });
   }
-  // The report goes first; the run's container and files are removed meanwhile, awaited before the slot frees.
-  const tidy = Promise.all([cleanup, rm(outDir, { recursive: true, force: true })]);
-  try {
-    return await completeWithRetry(deps, claim, report, log, result?.built ?? false);
-  } finally {
-    await tidy.catch((err: unknown) => log.warn({ err }, 'run clean-up failed'));
-  }
+  return completeWithRetry(deps, claim, report, log, result?.built ?? false);
 }
 
 /** The result is the whole point of the work: retry a few times through a control plane restart. */
