@@ -1,10 +1,10 @@
 import { assertSha256Hex, compositeKey, sha256Hex } from './digest.js';
-import { assertSafeFileName } from './file-names.js';
+import { assertInputFileName } from './names.js';
 import { RgridError } from './errors.js';
 import { canonicalizeRequirements, type CanonicalRequirements } from './requirements.js';
 
 /**
- * The cache keys of design.md §3, defined once and imported by the agent, the control plane and the
+ * The cache keys (docs/architecture.md), defined once and imported by the agent, the control plane and the
  * client. Changing any definition here changes every key in the fleet: bump the version tag with it.
  */
 export const DEPS_KEY_VERSION = 'rgrid.deps.v1';
@@ -75,7 +75,7 @@ export interface ManifestFile {
 export function canonicalManifest(files: readonly ManifestFile[]): ManifestFile[] {
   const seen = new Set<string>();
   for (const file of files) {
-    assertSafeFileName(file.name);
+    assertInputFileName(file.name);
     assertSha256Hex(file.sha256, `sha256 of ${file.name}`);
     if (!Number.isSafeInteger(file.size) || file.size < 0) {
       throw new RgridError('bad_request', `size of ${file.name} must be a non-negative integer`);

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { RgridError } from './errors.js';
+import { SHA256_PATTERN } from './names.js';
 
-/** Every rgrid digest: SHA-256, lower-case hex, 64 characters (design.md §3). */
-export const SHA256_HEX = /^[0-9a-f]{64}$/;
+/** Every rgrid digest: SHA-256, lower-case hex, 64 characters. */
+export const SHA256_HEX = new RegExp(SHA256_PATTERN, 'u');
 
 export function isSha256Hex(value: unknown): value is string {
   return typeof value === 'string' && SHA256_HEX.test(value);
@@ -29,7 +30,7 @@ export interface FileDigest {
 /**
  * Hashes a file in 1 MiB chunks, so a multi-gigabyte input never sits in memory. Two buffers alternate:
  * the next chunk is read (in libuv's thread pool) while the current one is hashed on this thread, and no
- * buffer is allocated per chunk — this keeps file hashing close to the in-memory hash rate (issue 2's
+ * buffer is allocated per chunk — this keeps file hashing close to the in-memory hash rate (the
  * goal: at least 80% of `openssl speed sha256`), where a plain read stream reached about half of it.
  */
 const FILE_CHUNK = 1 << 20;

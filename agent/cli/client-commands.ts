@@ -1,6 +1,7 @@
-import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { assertSafeFileName } from '../../common/file-names.js';
+import { mkdir, readFile, type FileHandle } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { assertInputFileName } from '../../common/names.js';
+import { openInside } from '../../common/safe-write.js';
 import { RgridError } from '../../common/errors.js';
 import { AgentClient, type AgentEvent } from '../client/agent-client.js';
 
@@ -87,7 +88,7 @@ export async function runCommand(flags: RunFlags, env: { socket?: string | undef
   const inputs: Array<{ name: string; data: Buffer }> = [];
   for (const path of flags.input ?? []) {
     const name = basename(path);
-    assertSafeFileName(name);
+    assertInputFileName(name);
     inputs.push({ name, data: await readInput(path, 'input') });
   }
   const timeout = positiveNumber(flags.timeout, '--timeout');
@@ -146,13 +147,10 @@ export async function runCommand(flags: RunFlags, env: { socket?: string | undef
 
 async function writeOutputChunk(outputDir: string, files: Map<string, FileHandle>, event: AgentEvent): Promise<void> {
   const name = String(event.name);
-  // The agent sends only safe relative paths; check again, this side writes the files.
-  for (const segment of name.split('/')) assertSafeFileName(segment);
   let handle = files.get(name);
   if (!handle) {
-    const path = join(outputDir, name);
-    await mkdir(dirname(path), { recursive: true });
-    handle = await open(path, 'w');
+    // The agent sends only safe relative paths; this side writes the files, so it checks again.
+    handle = await openInside(outputDir, name);
     files.set(name, handle);
   }
   const data = Buffer.from(String(event.data), 'base64');

@@ -1,6 +1,6 @@
 import type Docker from 'dockerode';
 import tar from 'tar-stream';
-import { assertSafeFileName } from '../../common/file-names.js';
+import { fileNameProblem } from '../../common/names.js';
 
 /**
  * Copies /work/outputs out of a stopped container (the engine's archive endpoint: a tar whose entries
@@ -27,7 +27,7 @@ export async function copyOutputs(
   const done = new Promise<void>((resolve, reject) => {
     extract.on('entry', (header, stream, next) => {
       const relative = header.name.replace(/^outputs\/?/, '').replace(/\/$/, '');
-      const safe = relative !== '' && relative.split('/').every((segment) => isSafe(segment));
+      const safe = relative !== '' && fileNameProblem(relative, true) === undefined;
       if (header.type !== 'file' || !safe) {
         if (relative !== '' && header.type !== 'directory') skipped.push(relative);
         stream.on('end', () => next());
@@ -57,13 +57,4 @@ export async function copyOutputs(
   archive.pipe(extract);
   await done;
   return { files, skipped };
-}
-
-function isSafe(segment: string): boolean {
-  try {
-    assertSafeFileName(segment);
-    return true;
-  } catch {
-    return false;
-  }
 }

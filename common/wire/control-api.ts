@@ -1,21 +1,44 @@
 /**
- * Wire schemas of the control plane's HTTP API (design.md §7), written once as TypeBox schemas: the
+ * Wire schemas of the control plane's HTTP API, written once as TypeBox schemas: the
  * control plane validates with them and serves them as OpenAPI, the agent (sync) and the client
  * (`rgrid run`) import the same schemas and the types derived from them, so no side keeps a copy that
  * could drift. Field names are snake_case on the wire.
  */
 import Type from 'typebox';
+import {
+  ACCOUNT_PATTERN, INPUT_FILE_NAME_PATTERN, OUTPUT_FILE_PATH_PATTERN, RUNTIME_PATTERN, SHA256_PATTERN, STORABLE_TEXT_PATTERN, UUID_PATTERN,
+  WORKER_ID_PATTERN,
+} from '../names.js';
 
 // ---- shared scalars -------------------------------------------------------------------------------
+// Every name, id and bound below comes from the naming contract (common/names.ts) or from the column
+// type it is stored in, so a value the schema accepts is a value PostgreSQL stores.
 
-/** SHA-256, lower-case hex, 64 characters (design.md §3). */
-export const Sha256Hex = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'sha256, 64 lower-case hex' });
-/** Account, worker and runtime names: short, printable, no separators that could confuse a path. */
-export const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
-export const WorkerId = Name;
-export const AccountId = Name;
-export const RuntimeName = Name;
-export const Timestamp = Type.String({ format: 'date-time' });
+export const Sha256Hex = Type.String({ pattern: SHA256_PATTERN, description: 'sha256, 64 lower-case hex' });
+export const AccountId = Type.String({ pattern: ACCOUNT_PATTERN, maxLength: 64 });
+export const WorkerId = Type.String({ pattern: WORKER_ID_PATTERN, maxLength: 128 });
+export const RuntimeName = Type.String({ pattern: RUNTIME_PATTERN, maxLength: 64 });
+export const Uuid = Type.String({ pattern: UUID_PATTERN, description: 'lower-case UUID' });
+/**
+ * RFC 3339 with a four-digit year and seconds 00-59: one form that JavaScript's Date, PostgreSQL and
+ * every client parse the same way (a leap second `:60` is refused rather than read three ways).
+ */
+export const Timestamp = Type.String({
+  format: 'date-time',
+  pattern: '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$',
+});
+/** PostgreSQL `integer`. */
+export const Int32 = Type.Integer({ minimum: -2_147_483_648, maximum: 2_147_483_647 });
+export const Count32 = Type.Integer({ minimum: 0, maximum: 2_147_483_647 });
+/** Byte sizes and counters stored as `bigint`, bounded to what a JavaScript number holds exactly. */
+export const Size = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+/** Free text that is stored: no NUL (PostgreSQL refuses it), no unpaired surrogate. */
+export const Text = (maxLength: number): ReturnType<typeof Type.String> =>
+  Type.String({ maxLength, pattern: STORABLE_TEXT_PATTERN });
+/** A file under /work/inputs: one segment. */
+export const InputFileName = Type.String({ minLength: 1, maxLength: 255, pattern: INPUT_FILE_NAME_PATTERN });
+/** A file under /work/outputs: a relative path. */
+export const OutputFilePath = Type.String({ minLength: 1, maxLength: 1024, pattern: OUTPUT_FILE_PATH_PATTERN });
 export const Role = Type.Union([
   Type.Literal('admin'),
   Type.Literal('scheduler'),
@@ -40,14 +63,14 @@ export const CreateTokenRequest = Type.Object(
     role: Type.Union([Type.Literal('scheduler'), Type.Literal('client'), Type.Literal('worker')]),
     worker_id: Type.Optional(WorkerId),
     expires_at: Type.Optional(Timestamp),
-    description: Type.Optional(Type.String({ maxLength: 200 })),
+    description: Type.Optional(Text(200)),
   },
   { additionalProperties: false },
 );
 export type CreateTokenRequest = Type.Static<typeof CreateTokenRequest>;
 
 export const TokenInfo = Type.Object({
-  id: Type.String(),
+  id: Uuid,
   role: Role,
   account: Type.Union([AccountId, Type.Null()]),
   worker_id: Type.Union([WorkerId, Type.Null()]),
@@ -61,28 +84,28 @@ export type TokenInfo = Type.Static<typeof TokenInfo>;
 export const CreateTokenResponse = Type.Intersect([Type.Object({ token: Type.String() }), TokenInfo]);
 export type CreateTokenResponse = Type.Static<typeof CreateTokenResponse>;
 
-// ---- workers: register, heartbeat, sync (design.md §6) -------------------------------------------
+// ---- workers: register, heartbeat, sync ------------------------------------------------------------
 
 export const WorkerLoad = Type.Object({
   /** Executions running now; with `capacity` this is the load used by placement. */
-  running: Type.Integer({ minimum: 0 }),
+  running: Count32,
   /** Optional host load average (1 min), reported for operators; placement uses running/capacity. */
-  load1: Type.Optional(Type.Number({ minimum: 0 })),
+  load1: Type.Optional(Type.Number({ minimum: 0, maximum: 1e6 })),
 });
 export const WorkerDisk = Type.Object({
-  total_bytes: Type.Integer({ minimum: 0 }),
-  used_bytes: Type.Integer({ minimum: 0 }),
+  total_bytes: Size,
+  used_bytes: Size,
 });
 
 export const RegisterWorkerRequest = Type.Object(
   {
-    host: Type.String({ minLength: 1, maxLength: 255 }),
+    host: Type.Intersect([Text(255), Type.String({ minLength: 1 })]),
     capacity: Type.Integer({ minimum: 0, maximum: 100_000, description: 'executions it runs at once' }),
-    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+    labels: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$' }), Text(256), { maxProperties: 64 })),
     engine: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     disk: Type.Optional(WorkerDisk),
     load: Type.Optional(WorkerLoad),
-    agent_version: Type.Optional(Type.String({ maxLength: 64 })),
+    agent_version: Type.Optional(Text(64)),
   },
   { additionalProperties: false },
 );
@@ -118,13 +141,13 @@ export const SyncStatusResponse = Type.Object({
 });
 export type SyncStatusResponse = Type.Static<typeof SyncStatusResponse>;
 
-/** One cache entry as the agent holds it (design.md §5). */
+/** One cache entry as the agent holds it. */
 export const EntryFields = {
   kind: CacheKind,
   account: AccountId,
   /** image_key for kind=image, deps_key for kind=deps. */
   key: Sha256Hex,
-  image_id: Type.String({ minLength: 1, maxLength: 200 }),
+  image_id: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9:._/@-]+$' }),
   runtime: RuntimeName,
   /** null when the script has no requirements (image built on the base image). */
   requirements_sha256: Type.Union([Sha256Hex, Type.Null()]),
@@ -132,10 +155,10 @@ export const EntryFields = {
   script_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
   /** kind=image: the dependency layer it is built on (null: built on the base image). */
   deps_key: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
-  size_bytes: Type.Integer({ minimum: 0 }),
+  size_bytes: Size,
   created_at: Timestamp,
   last_used_at: Timestamp,
-  use_count: Type.Integer({ minimum: 0 }),
+  use_count: Size,
 };
 export const CacheEntry = Type.Object(EntryFields, { additionalProperties: false });
 export type CacheEntry = Type.Static<typeof CacheEntry>;
@@ -169,12 +192,12 @@ export const UpsertOp = Type.Object(
   { additionalProperties: false },
 );
 export const DeleteOp = Type.Object({ ...OpTarget, type: Type.Literal('delete') }, { additionalProperties: false });
-/** Coalesced usage: `count` hits, the last one at `last_used_at` (design.md §6). */
+/** Coalesced usage: `count` hits, the last one at `last_used_at`. */
 export const TouchOp = Type.Object(
   {
     ...OpTarget,
     type: Type.Literal('touch'),
-    count: Type.Integer({ minimum: 1 }),
+    count: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
     last_used_at: Timestamp,
   },
   { additionalProperties: false },
@@ -200,7 +223,7 @@ export const SyncOpsResponse = Type.Object({
 });
 export type SyncOpsResponse = Type.Static<typeof SyncOpsResponse>;
 
-// ---- resolve + placement (issue 3 contract) --------------------------------------------------------
+// ---- resolve + placement -----------------------------------------------------------------------------
 
 export const ResolveRequest = Type.Object(
   {
@@ -279,7 +302,7 @@ export const PutBlobResponse = Type.Object({
 export type PutBlobResponse = Type.Static<typeof PutBlobResponse>;
 
 export const ManifestFile = Type.Object(
-  { name: Type.String({ minLength: 1, maxLength: 1024 }), sha256: Type.String(), size: Type.Integer({ minimum: 0 }) },
+  { name: InputFileName, sha256: Sha256Hex, size: Size },
   { additionalProperties: false },
 );
 
@@ -315,18 +338,18 @@ export const ExecutionStatus = Type.Union([
 ]);
 export type ExecutionStatus = Type.Static<typeof ExecutionStatus>;
 
-/** Milliseconds per phase (issue 5 names queue, build, input_fetch, run, output_upload). */
-export const Timings = Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,63}$' }), Type.Number({ minimum: 0 }));
+/** Milliseconds per phase (queue, build, input_fetch, run, output_upload). */
+export const Timings = Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,63}$' }), Type.Number({ minimum: 0, maximum: 1e12 }), { maxProperties: 32 });
 
 const ExecutionResultFields = {
   status: Type.Optional(ExecutionStatus),
   worker_id: Type.Optional(Type.Union([WorkerId, Type.Null()])),
-  exit_code: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+  exit_code: Type.Optional(Type.Union([Int32, Type.Null()])),
   script_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
   dependency_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
   input_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
   timings: Type.Optional(Timings),
-  error: Type.Optional(Type.Union([Type.String({ maxLength: 4000 }), Type.Null()])),
+  error: Type.Optional(Type.Union([Text(4000), Type.Null()])),
 };
 
 export const CreateExecutionRequest = Type.Object(
@@ -344,11 +367,12 @@ export type CreateExecutionRequest = Type.Static<typeof CreateExecutionRequest>;
 export const UpdateExecutionRequest = Type.Object(ExecutionResultFields, { additionalProperties: false });
 export type UpdateExecutionRequest = Type.Static<typeof UpdateExecutionRequest>;
 
-/** Why a finished execution failed (issue 5): a script's own non-zero exit is a result, not a retry. */
+/** Why a finished execution failed: a script's own non-zero exit is a result, not a retry. */
 export const ExecutionFailure = Type.Union([
   Type.Literal('nonzero_exit'),
   Type.Literal('timeout'),
   Type.Literal('memory_limit'),
+  Type.Literal('output_limit'),
   Type.Literal('build_failed'),
   Type.Literal('input_unavailable'),
   Type.Literal('lost'),
@@ -358,13 +382,13 @@ export type ExecutionFailure = Type.Static<typeof ExecutionFailure>;
 
 /** A file the script wrote under /work/outputs, stored as a blob of the execution's account. */
 export const OutputFile = Type.Object(
-  { name: Type.String({ minLength: 1, maxLength: 1024 }), sha256: Sha256Hex, size: Type.Integer({ minimum: 0 }) },
+  { name: OutputFilePath, sha256: Sha256Hex, size: Size },
   { additionalProperties: false },
 );
 export type OutputFile = Type.Static<typeof OutputFile>;
 
 export const Execution = Type.Object({
-  id: Type.String(),
+  id: Uuid,
   account: AccountId,
   status: ExecutionStatus,
   runtime: RuntimeName,
@@ -379,7 +403,7 @@ export const Execution = Type.Object({
   timings: Timings,
   error: Type.Union([Type.String(), Type.Null()]),
   attempts: Type.Integer(),
-  // Dispatch (issue 5); for executions recorded without dispatch these stay at their defaults.
+  // Dispatch; for executions recorded without dispatch these stay at their defaults.
   max_attempts: Type.Integer(),
   failure: Type.Union([ExecutionFailure, Type.Null()]),
   /** Blobs the worker had to download for this run (script, requirements, inputs); null until reported. */

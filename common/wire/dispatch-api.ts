@@ -1,17 +1,19 @@
 /**
- * Wire schemas of dispatch (issue 5): submitting an execution for a worker to run, the worker's claim /
+ * Wire schemas of dispatch: submitting an execution for a worker to run, the worker's claim /
  * renew / complete calls, waiting and logs. Kept apart from control-api.ts so the two evolve without
  * stepping on each other; the Execution shape itself lives there.
  */
 import Type from 'typebox';
-import { AccountId, Execution, ExecutionFailure, ManifestFile, OutputFile, RuntimeName, Sha256Hex, Timestamp, Timings } from './control-api.js';
+import {
+  AccountId, Count32, Execution, ExecutionFailure, Int32, ManifestFile, OutputFile, RuntimeName, Sha256Hex, Text, Timestamp, Timings, Uuid, WorkerId,
+} from './control-api.js';
 
 export const SubmitExecutionRequest = Type.Object(
   {
     runtime: RuntimeName,
     /** Also the blob holding the script's bytes (uploaded by the client). */
     script_sha256: Sha256Hex,
-    /** Canonical requirements digest (design.md §3); null or absent: no requirements. */
+    /** Canonical requirements digest (docs/architecture.md); null or absent: no requirements. */
     requirements_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
     /** The blob holding the requirements file as written; required with requirements_sha256. */
     requirements_blob_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
@@ -37,9 +39,9 @@ export const ClaimRequest = Type.Object(
 export type ClaimRequest = Type.Static<typeof ClaimRequest>;
 
 export const ClaimedExecution = Type.Object({
-  execution_id: Type.String(),
+  execution_id: Uuid,
   /** Names this attempt: renew and complete must carry it. */
-  claim_id: Type.String(),
+  claim_id: Uuid,
   account: AccountId,
   runtime: RuntimeName,
   script_sha256: Sha256Hex,
@@ -49,9 +51,9 @@ export const ClaimedExecution = Type.Object({
   /** The input manifest's files: each appears as /work/inputs/<name>. */
   inputs: Type.Array(ManifestFile),
   timeout_s: Type.Union([Type.Number(), Type.Null()]),
-  memory_mb: Type.Union([Type.Integer(), Type.Null()]),
-  attempt: Type.Integer(),
-  lease_ms: Type.Integer(),
+  memory_mb: Type.Union([Count32, Type.Null()]),
+  attempt: Count32,
+  lease_ms: Count32,
   lease_expires_at: Timestamp,
   queue_ms: Type.Number(),
 });
@@ -60,30 +62,31 @@ export type ClaimedExecution = Type.Static<typeof ClaimedExecution>;
 export const ClaimResponse = Type.Object({ claims: Type.Array(ClaimedExecution) });
 export type ClaimResponse = Type.Static<typeof ClaimResponse>;
 
-export const ClaimParams = Type.Object({ worker_id: Type.String(), execution_id: Type.String({ format: 'uuid' }) });
+export const ClaimParams = Type.Object({ worker_id: WorkerId, execution_id: Uuid });
 
-export const RenewRequest = Type.Object({ claim_id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
+export const RenewRequest = Type.Object({ claim_id: Uuid }, { additionalProperties: false });
 export const RenewResponse = Type.Object({ lease_expires_at: Timestamp });
 export type RenewResponse = Type.Static<typeof RenewResponse>;
 
 export const CompleteRequest = Type.Object(
   {
-    claim_id: Type.String({ format: 'uuid' }),
+    claim_id: Uuid,
     /**
      * `done`: the execution has a result (any exit code, a timeout, a memory kill, a failed build);
      * `retry`: this worker could not run it (engine down, shutting down): back to the queue, the attempt
      * counts.
      */
     outcome: Type.Union([Type.Literal('done'), Type.Literal('retry')]),
-    exit_code: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+    exit_code: Type.Optional(Type.Union([Int32, Type.Null()])),
     failure: Type.Optional(Type.Union([ExecutionFailure, Type.Null()])),
-    error: Type.Optional(Type.Union([Type.String({ maxLength: 4000 }), Type.Null()])),
+    error: Type.Optional(Type.Union([Text(4000), Type.Null()])),
     script_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
     dependency_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
     input_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
-    downloaded_blobs: Type.Optional(Type.Integer({ minimum: 0 })),
+    downloaded_blobs: Type.Optional(Count32),
     timings: Type.Optional(Timings),
     outputs: Type.Optional(Type.Array(OutputFile, { maxItems: 10_000 })),
+    /** What the script printed: kept as given, except that NUL is stored as U+FFFD (common/names.ts storableLog). */
     stdout: Type.Optional(Type.String()),
     stderr: Type.Optional(Type.String()),
     /** The worker cut stdout or stderr to the log cap (it keeps the tail). */
@@ -100,7 +103,7 @@ export const WaitQuery = Type.Object({
 });
 
 export const LogsResponse = Type.Object({
-  execution_id: Type.String(),
+  execution_id: Uuid,
   status: Type.String(),
   stdout: Type.String(),
   stderr: Type.String(),
