@@ -23,7 +23,7 @@ export default async function setup(project: TestProject): Promise<void> {
   try {
     await docker.ping();
   } catch (err) {
-    throw new Error(`integration tests need a Docker engine on /var/run/docker.sock (run scripts/ensure-docker.sh): ${String(err)}`);
+    throw new Error(`integration tests need a Docker engine on /var/run/docker.sock (run scripts/setup-host.sh): ${String(err)}`);
   }
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
   // Builds the image once per machine (debootstrap, about a minute); a no-op when it exists.
