@@ -22,7 +22,7 @@ import { createSyncReporter } from './worker/entry-reporter.js';
 import { startWorkerLoop, type WorkerLoop } from './worker/worker-loop.js';
 
 /**
- * The daemon's lifecycle as an explicit state union (design.md §9, after temporal's worker):
+ * The daemon's lifecycle as an explicit state union (after temporal's worker):
  *   starting → running → draining → stopped, or → failed from starting/draining.
  * `stop()` is what the one signal handler calls: stop accepting work, let builds and runs finish until the
  * drain deadline, then abandon what is left (builds aborted, run containers killed), close the index.
@@ -35,7 +35,6 @@ export type DaemonState =
   | { phase: 'failed'; error: string };
 
 export interface Daemon {
-  state(): DaemonState;
   /** Resolves when stopped; `clean` is false when the deadline forced work to be abandoned. */
   stop(reason: string): Promise<{ clean: boolean }>;
   /** For tests and the benchmark: the listening app. */
@@ -126,7 +125,6 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     let stopping: Promise<{ clean: boolean }> | undefined;
     return {
       app,
-      state: () => state,
       stop(reason) {
         stopping ??= (async () => {
           const deadline = Date.now() + config.drain_timeout_s * 1000;
