@@ -38,7 +38,8 @@ it('shares the base image between engines through the registry with one image ID
   });
   try {
     await container.start();
-    expect((await container.wait()).StatusCode).toBe(0);
+    const exit = (await container.wait()) as { StatusCode: number };
+    expect(exit.StatusCode).toBe(0);
     const logs = await container.logs({ stdout: true });
     expect(logs.toString('utf8')).toContain('42');
   } finally {
