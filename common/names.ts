@@ -141,3 +141,27 @@ export function assertStorableText(value: string, field: string): string {
 export function storableLog(text: string): string {
   return Buffer.from(text, 'utf8').toString('utf8').replaceAll('\u0000', '\uFFFD');
 }
+
+// ---- registry names ------------------------------------------------------------------------------
+
+/** An OCI manifest or config digest as registries and engines print it. */
+export const OCI_DIGEST_PATTERN = '^sha256:[0-9a-f]{64}$';
+const OCI_PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const HOST_LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+/** `HOST:PORT[/PREFIX]`: where the agents push and pull, and the repository prefix under it. */
+export const REGISTRY_ADDRESS_PATTERN = `^(?:${HOST_LABEL}(?:\\.${HOST_LABEL})*|\\[[0-9A-Fa-f:.]+\\]):[0-9]{1,5}(?:/${OCI_PATH_COMPONENT}){0,8}$`;
+const OCI_DIGEST_RE = compiled(OCI_DIGEST_PATTERN);
+const REGISTRY_ADDRESS_RE = compiled(REGISTRY_ADDRESS_PATTERN);
+
+export const isOciDigest = (value: unknown): value is string => typeof value === 'string' && OCI_DIGEST_RE.test(value);
+
+export function assertOciDigest(value: unknown, field = 'digest'): string {
+  return check(OCI_DIGEST_RE, value, field, 'sha256:<64 lower-case hex>');
+}
+
+export function assertRegistryAddress(value: unknown, field = 'registry'): string {
+  const address = check(REGISTRY_ADDRESS_RE, value, field, 'HOST:PORT or HOST:PORT/PREFIX (lower-case path components)');
+  const port = Number(/:([0-9]{1,5})(?:\/|$)/u.exec(address)?.[1]);
+  if (!(port >= 1 && port <= 65_535)) throw new RgridError('bad_request', `${field} ${shown(address)} has no valid port`);
+  return address;
+}
