@@ -57,6 +57,9 @@ export interface RetryOptions {
   retryForMs: number;
   /** One line for the user when an outage starts and when it ends. */
   notice?: (line: string) => void;
+  /** Backoff bounds (defaults 200 ms and 10 s); tests shorten them. */
+  initialDelayMs?: number;
+  maxDelayMs?: number;
 }
 
 /** Runs `fn`; through failures that `retryable` accepts, again and again until `retryForMs` has passed. */
@@ -72,7 +75,7 @@ export async function retrying<T>(what: string, fn: () => Promise<T>, options: R
   const deadline = started + options.retryForMs;
   const policy = retry(handleWhen((err) => retryable(err) && Date.now() < deadline), {
     maxAttempts: Number.MAX_SAFE_INTEGER, // bounded by the deadline, not a count
-    backoff: new ExponentialBackoff({ generator: fullJitterGenerator, initialDelay: INITIAL_DELAY_MS, maxDelay: MAX_DELAY_MS }),
+    backoff: new ExponentialBackoff({ generator: fullJitterGenerator, initialDelay: options.initialDelayMs ?? INITIAL_DELAY_MS, maxDelay: options.maxDelayMs ?? MAX_DELAY_MS }),
   });
   try {
     const result = await policy.execute(fn);
