@@ -7,7 +7,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isRgridError, RgridError } from '../../common/errors.js';
-import { displaySafe } from '../../common/names.js';
+import { assertUuid, displaySafe } from '../../common/names.js';
 import type { Execution } from '../../common/wire/control-api.js';
 import { ControlApi } from '../api.js';
 import { exitStatus, runRemote, type RunSummary } from '../run.js';
@@ -41,8 +41,16 @@ function connect(flags: Conn): ControlApi {
   return new ControlApi(url, token, { retryForMs, notice: stderrLine });
 }
 
-/** JSON for stdout: still valid JSON, with nothing in it a terminal would act on. */
-const printJson = (value: unknown, indent?: number): void => void process.stdout.write(`${displaySafe(JSON.stringify(value, null, indent))}\n`);
+/**
+ * JSON for stdout with nothing in it a terminal would act on, and still the same JSON: the characters
+ * escaped can only stand inside strings, where `\uXXXX` means the same. The newlines of the indentation
+ * are kept (line by line).
+ */
+const printJson = (value: unknown, indent?: number): void =>
+  void process.stdout.write(`${JSON.stringify(value, null, indent).split('\n').map(displaySafe).join('\n')}\n`);
+
+/** An execution id as typed: a UUID, in any case (the control plane prints them lower-case). */
+const executionId = (text: string): string => assertUuid(text.trim().toLowerCase(), 'execution id');
 
 const yesNo = (v: boolean | null): string => (v === null ? 'n/a' : v ? 'hit' : 'miss');
 
@@ -117,7 +125,8 @@ withConn(program.command('run').argument('<script>', 'Python script').argument('
 withConn(program.command('status').argument('<id>', 'execution id'))
   .description('show an execution')
   .option('--json', 'print the execution as JSON')
-  .action(async (id: string, flags: Conn & { json?: boolean }) => {
+  .action(async (idArg: string, flags: Conn & { json?: boolean }) => {
+    const id = executionId(idArg);
     const api = connect(flags);
     try {
       const e = await api.get(id);
@@ -135,7 +144,8 @@ withConn(program.command('status').argument('<id>', 'execution id'))
 withConn(program.command('logs').argument('<id>', 'execution id'))
   .description("print an execution's stdout (to stdout) and stderr (to stderr)")
   .option('--json', 'print {stdout, stderr, truncated} as JSON')
-  .action(async (id: string, flags: Conn & { json?: boolean }) => {
+  .action(async (idArg: string, flags: Conn & { json?: boolean }) => {
+    const id = executionId(idArg);
     const api = connect(flags);
     try {
       const logs = await api.logs(id);

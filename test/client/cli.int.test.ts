@@ -103,6 +103,29 @@ describe('rgrid run against hostile answers', () => {
   });
 });
 
+describe('rgrid status and logs show server text escaped', () => {
+  const hostile = 'worker said \u001b[2J\u001b]0;pwned\u0007 \u009b31m \u202egpj.exe';
+
+  it('status --json is valid JSON holding the same text, with no raw control character', async () => {
+    const w = workspace();
+    fake = await startFakeControl({ exitCode: 1, failure: 'error', error: hostile });
+    const res = await rgrid(['status', fake.executionId, '--json'], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+    expect(res.code).toBe(0);
+    expect(res.stdout).not.toMatch(/[\u001b\u0007\u009b\u202e]/);
+    expect((JSON.parse(res.stdout) as { error: string }).error).toBe(hostile);
+  });
+
+  it('status prints the error escaped on one line; logs --json keeps the script output intact', async () => {
+    const w = workspace();
+    fake = await startFakeControl({ exitCode: 1, failure: 'error', error: `${hostile}\nsecond line`, stdout: 'colour \u001b[32mgreen\u001b[0m\n' });
+    const status = await rgrid(['status', fake.executionId], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+    expect(status.stdout).not.toMatch(/[\u001b\u0007\u009b\u202e]/);
+    expect(lines(status.stdout).find((l) => l.startsWith('error: '))).toContain('\\u000asecond line');
+    const logs = await rgrid(['logs', fake.executionId, '--json'], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+    expect((JSON.parse(logs.stdout) as { stdout: string }).stdout).toBe('colour \u001b[32mgreen\u001b[0m\n');
+  });
+});
+
 describe('rgrid run through a control-plane restart', () => {
   it('exits with the script status after the wait met a restart, dropped connections and 503s', async () => {
     const w = workspace();
@@ -238,6 +261,19 @@ describe('rgrid run numeric flags', () => {
       expect(fake.requests).toEqual([]);
     });
   }
+
+  it('status and logs take only an execution id (a UUID), else a usage error with nothing sent', async () => {
+    const w = workspace();
+    fake = await startFakeControl();
+    for (const command of ['status', 'logs']) {
+      const res = await rgrid([command, '../../v1/admin'], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+      expect(res.code).toBe(2);
+      expect(lines(res.stderr)).toEqual([expect.stringMatching(/^rgrid: bad_request: execution id "\.\.\/\.\.\/v1\/admin" is not valid/)]);
+    }
+    expect(fake.requests).toEqual([]);
+    const upper = await rgrid(['status', fake.executionId.toUpperCase(), '--json'], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+    expect(upper.code, upper.stderr).toBe(0);
+  });
 
   it('--timeout 90s reaches the submit as timeout_s 90', async () => {
     const w = workspace();
