@@ -13,7 +13,7 @@ export const FleetConfigProperties = {
   control_url: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Bearer token of role `worker` for this worker id. Prefer `worker_token_file` (not visible in `ps`). */
   worker_token: Type.Optional(Type.String({ minLength: 1 })),
-  /** File holding the worker token (e.g. a systemd credential); read on every (re-)registration. */
+  /** File holding the worker token (e.g. a systemd credential); refused when group or others may access it (agent/cli/worker-token.ts); read on every (re-)registration. */
   worker_token_file: Type.Optional(Type.String({ minLength: 1 })),
   /** Worker id the token is bound to; default: the host name. */
   worker_id: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' })),

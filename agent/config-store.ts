@@ -2,6 +2,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
 import { LIVE_KEYS } from './config-fleet.js';
+import { readTokenFile } from '../common/token-file.js';
 import { readConfigFile, resolveConfig, type AgentConfig, type AgentConfigInput } from './config.js';
 
 /**
@@ -88,6 +89,10 @@ export function watchConfigFile(store: MutableConfigStore, flags: AgentConfigInp
     let candidate: AgentConfig;
     try {
       candidate = resolveConfig(await readConfigFile(path), flags);
+      // A token file the edited config names anew is checked like one named at start (agent/cli/worker-token.ts).
+      if (candidate.worker_token_file !== undefined && candidate.worker_token_file !== store.get().worker_token_file) {
+        readTokenFile(candidate.worker_token_file, 'worker_token_file');
+      }
     } catch (err) {
       const error = (err as Error).message;
       log.error({ file: path, reason: error }, 'config file rejected; keeping the running config');

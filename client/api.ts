@@ -1,17 +1,21 @@
 /**
  * The client's HTTP calls to the control plane (`rgrid run|status|logs`), over Node's own http/https
  * module with a keep-alive agent. Not undici: loading it is about 100 ms of a CLI process's start-up,
- * a large part of a cached `rgrid run` (issue 5's measure); node:http is already in the binary. https is
- * loaded only for an https URL. Errors come back as RgridError rebuilt from the control plane's error body.
+ * a large part of a cached `rgrid run`; node:http is already in the binary. https is loaded only for an
+ * https URL. Every answer the client acts on is checked (answers.ts) before it is returned; errors come
+ * back as RgridError rebuilt from the control plane's error body. Idempotent calls ride out an outage
+ * (retry.ts); a submit is repeated only when it cannot have reached the control plane.
  */
 import { createReadStream } from 'node:fs';
 import type { Agent, ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import * as http from 'node:http';
-import { Transform } from 'node:stream';
+import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { errorFromBody, RgridError } from '../common/errors.js';
+import { errorFromBody } from '../common/errors.js';
 import type { Execution, ManifestResponse } from '../common/wire/control-api.js';
 import type { LogsResponse, SubmitExecutionRequest } from '../common/wire/dispatch-api.js';
+import { checkExecution, checkLogs, checkManifestAnswer } from './answers.js';
+import { HttpStatusError, isSafeToResubmit, retrying, UnreachableError, type RetryOptions } from './retry.js';
 
 /** How long the control plane may take to start answering (a wait long poll is held up to a minute). */
 const HEADERS_TIMEOUT_MS = 120_000;
@@ -29,7 +33,7 @@ export class ControlApi {
   private readonly url: string;
   private transport: Promise<Transport & { base: URL }> | undefined;
 
-  constructor(url: string, private readonly token: string) {
+  constructor(url: string, private readonly token: string, private readonly retry: RetryOptions = { retryForMs: 0 }) {
     this.url = url.replace(/\/+$/, '');
   }
 
@@ -73,7 +77,9 @@ export class ControlApi {
     return text;
   }
 
+  /** An error answer as a typed error; its message is the server's, cut (the CLI escapes it for display). */
   private static async fail(res: IncomingMessage): Promise<never> {
+    const status = res.statusCode ?? 500;
     const text = await ControlApi.text(res);
     let parsed: unknown;
     try {
@@ -81,56 +87,83 @@ export class ControlApi {
     } catch {
       parsed = undefined;
     }
-    throw errorFromBody(res.statusCode ?? 500, parsed);
+    const e = errorFromBody(status, parsed);
+    throw new HttpStatusError(status, e.code, e.message.slice(0, 500), e.detail);
   }
 
+  /** One request and its JSON answer; a broken connection before the whole answer is in is `UnreachableError`. */
   private async send(method: string, path: string, body?: unknown): Promise<unknown> {
-    let res: IncomingMessage;
+    let text: string;
     try {
       const json = body === undefined ? undefined : JSON.stringify(body);
       const headers: Record<string, string> = json === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(json)) };
-      res = await this.open(method, path, headers, json);
+      const res = await this.open(method, path, headers, json);
+      if ((res.statusCode ?? 500) >= 400) return await ControlApi.fail(res);
+      text = await ControlApi.text(res);
     } catch (err) {
-      throw new RgridError('unavailable', `cannot reach the control plane at ${this.url}: ${(err as Error).message}`);
+      if (err instanceof HttpStatusError) throw err;
+      throw new UnreachableError(this.url, err as Error);
     }
-    if ((res.statusCode ?? 500) >= 400) return ControlApi.fail(res);
-    const text = await ControlApi.text(res);
     try {
       return text ? (JSON.parse(text) as unknown) : undefined;
     } catch {
-      return undefined;
+      return undefined; // refused by the answer's check
     }
   }
 
-  recordManifest(files: Array<{ name: string; sha256: string; size: number }>, inputSha256?: string): Promise<ManifestResponse> {
-    return this.send('POST', '/v1/manifests', { files, ...(inputSha256 ? { input_sha256: inputSha256 } : {}) }) as Promise<ManifestResponse>;
+  /** Runs `fn` (an idempotent call, or a whole blob download) under the retry policy. */
+  withRetry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return retrying(what, fn, this.retry);
+  }
+
+  async recordManifest(files: Array<{ name: string; sha256: string; size: number }>, inputSha256?: string): Promise<ManifestResponse> {
+    const body = { files, ...(inputSha256 ? { input_sha256: inputSha256 } : {}) };
+    const answer = await this.withRetry('recording a manifest', () => this.send('POST', '/v1/manifests', body));
+    return checkManifestAnswer(answer, new Set(files.map((f) => f.sha256)));
   }
 
   /** Streams a file up; `onBytes` sees the progress. The control plane verifies the digest. */
-  async putBlob(sha256: string, path: string, size: number, onBytes?: (n: number) => void): Promise<void> {
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        onBytes?.(chunk.length);
-        cb(null, chunk);
-      },
+  putBlob(sha256: string, path: string, size: number, onBytes?: (n: number) => void): Promise<void> {
+    return this.withRetry(`uploading ${sha256.slice(0, 12)}`, async () => {
+      const meter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          onBytes?.(chunk.length);
+          cb(null, chunk);
+        },
+      });
+      let res: IncomingMessage;
+      try {
+        res = await this.open('PUT', `/v1/blobs/${sha256}`, { 'content-type': 'application/octet-stream', 'content-length': String(size) }, createReadStream(path).pipe(meter));
+      } catch (err) {
+        throw new UnreachableError(this.url, err as Error);
+      }
+      if ((res.statusCode ?? 500) >= 400) return ControlApi.fail(res);
+      res.resume();
     });
-    const res = await this.open('PUT', `/v1/blobs/${sha256}`, { 'content-type': 'application/octet-stream', 'content-length': String(size) }, createReadStream(path).pipe(meter));
-    if ((res.statusCode ?? 500) >= 400) return ControlApi.fail(res);
-    res.resume();
   }
 
+  /** The blob's bytes as a stream; the caller verifies them against the digest and size it expects. */
   async getBlob(sha256: string): Promise<NodeJS.ReadableStream> {
-    const res = await this.open('GET', `/v1/blobs/${sha256}`, {});
+    let res: IncomingMessage;
+    try {
+      res = await this.open('GET', `/v1/blobs/${sha256}`, {});
+    } catch (err) {
+      throw new UnreachableError(this.url, err as Error);
+    }
     if (res.statusCode !== 200) return ControlApi.fail(res);
-    return res;
+    // A connection that breaks mid-body is an outage like a refused one: the download is retried.
+    const body = new PassThrough();
+    res.once('error', (err) => body.destroy(new UnreachableError(this.url, err)));
+    return res.pipe(body);
   }
 
-  submit(body: SubmitExecutionRequest): Promise<Execution> {
-    return this.send('POST', '/v1/executions/submit', body) as Promise<Execution>;
+  /** Not idempotent: repeated only when the control plane cannot have seen it (retry.ts). */
+  async submit(body: SubmitExecutionRequest): Promise<Execution> {
+    return checkExecution(await retrying('submitting', () => this.send('POST', '/v1/executions/submit', body), this.retry, isSafeToResubmit));
   }
 
-  get(id: string): Promise<Execution> {
-    return this.send('GET', `/v1/executions/${encodeURIComponent(id)}`) as Promise<Execution>;
+  async get(id: string): Promise<Execution> {
+    return checkExecution(await this.withRetry('reading the execution', () => this.send('GET', `/v1/executions/${encodeURIComponent(id)}`)), id);
   }
 
   /**
@@ -138,12 +171,16 @@ export class ControlApi {
    * a finished execution comes back with its logs (`logs`), saving the separate logs request; a control
    * plane that predates this leaves `logs` out and the caller asks for them itself.
    */
-  wait(id: string, timeoutMs = 25_000, withLogs = false): Promise<WaitedExecution> {
-    return this.send('GET', `/v1/executions/${encodeURIComponent(id)}/wait?timeout_ms=${timeoutMs}${withLogs ? '&logs=true' : ''}`) as Promise<WaitedExecution>;
+  async wait(id: string, timeoutMs = 25_000, withLogs = false): Promise<WaitedExecution> {
+    const path = `/v1/executions/${encodeURIComponent(id)}/wait?timeout_ms=${timeoutMs}${withLogs ? '&logs=true' : ''}`;
+    const answer = await this.withRetry('waiting for the execution', () => this.send('GET', path));
+    const execution: WaitedExecution = checkExecution(answer, id);
+    if (execution.logs !== undefined) checkLogs(execution.logs, id);
+    return execution;
   }
 
-  logs(id: string): Promise<LogsResponse> {
-    return this.send('GET', `/v1/executions/${encodeURIComponent(id)}/logs`) as Promise<LogsResponse>;
+  async logs(id: string): Promise<LogsResponse> {
+    return checkLogs(await this.withRetry('reading the logs', () => this.send('GET', `/v1/executions/${encodeURIComponent(id)}/logs`)), id);
   }
 
   async close(): Promise<void> {

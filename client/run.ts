@@ -4,18 +4,16 @@
  * missing, submit, wait (the finished execution comes back with its logs), then fetch the outputs. The script's bytes and the requirements file are
  * blobs like the inputs: a re-run uploads nothing, and a worker that has them cached downloads nothing.
  */
-import { createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { basename, join } from 'node:path';
 import { canonicalManifest, inputSha256, requirementsDigest } from '../common/cache-keys.js';
 import { sha256File } from '../common/digest.js';
-import { RgridError } from '../common/errors.js';
+import { isRgridError, RgridError } from '../common/errors.js';
 import type { Execution } from '../common/wire/control-api.js';
 import type { LogsResponse } from '../common/wire/dispatch-api.js';
 import type { ControlApi } from './api.js';
+import { writeOutputs } from './outputs.js';
 import { createProgress } from './progress.js';
 
 export interface RunOptions {
@@ -41,11 +39,23 @@ export interface RunSummary {
   downloaded_blobs: number | null;
   timings: Record<string, number>;
   outputs: string[];
+  /** Present when the outputs were refused or could not be written (none of a refused list is written). */
+  outputs_error?: string;
 }
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
-export async function runRemote(api: ControlApi, o: RunOptions): Promise<{ summary: RunSummary; execution: Execution; stdout: string; stderr: string; outputDir: string | null }> {
+export interface RunResult {
+  summary: RunSummary;
+  execution: Execution;
+  stdout: string;
+  stderr: string;
+  /** Where the outputs were written; null without outputs or when writing them failed. */
+  outputDir: string | null;
+  outputsError?: RgridError | undefined;
+}
+
+export async function runRemote(api: ControlApi, o: RunOptions): Promise<RunResult> {
   const t0 = Date.now();
   const script = await sha256File(o.script);
   const code = [{ name: 'script.py', sha256: script.sha256, size: script.size }];
@@ -99,10 +109,16 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<{ summa
 
   const tDownload = Date.now();
   let outputDir: string | null = null;
+  let outputsError: RgridError | undefined;
   if (execution.outputs.length > 0) {
     outputDir = o.outputDir ?? join('rgrid-outputs', execution.id);
-    const dir = outputDir;
-    await Promise.all(execution.outputs.map((out) => download(api, out.sha256, join(dir, out.name))));
+    try {
+      await writeOutputs(api, outputDir, execution.outputs);
+    } catch (err) {
+      // The script ran and its logs are in: they are still shown, then this error (the exit status is 1).
+      if (!isRgridError(err)) throw err;
+      outputsError = err;
+    }
   }
   const downloadMs = Date.now() - tDownload;
   const summary: RunSummary = {
@@ -119,29 +135,9 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<{ summa
       client_download_ms: downloadMs, client_total_ms: Date.now() - t0,
     },
     outputs: execution.outputs.map((f) => f.name),
+    ...(outputsError ? { outputs_error: `${outputsError.code}: ${outputsError.message}` } : {}),
   };
-  return { summary, execution, stdout: logs.stdout, stderr: logs.stderr, outputDir };
-}
-
-/** Downloads a blob to `dest`, verifying its digest before the file appears under its name. */
-async function download(api: ControlApi, sha256: string, dest: string): Promise<void> {
-  await mkdir(dirname(dest), { recursive: true });
-  const staging = `${dest}.rgrid-partial`;
-  const hash = createHash('sha256');
-  const meter = new Transform({
-    transform(chunk: Buffer, _e, cb) {
-      hash.update(chunk);
-      cb(null, chunk);
-    },
-  });
-  try {
-    await pipeline(await api.getBlob(sha256), meter, createWriteStream(staging));
-    if (hash.digest('hex') !== sha256) throw new RgridError('digest_mismatch', `output ${dest} did not match its digest ${sha256}`);
-    await rename(staging, dest);
-  } catch (err) {
-    await rm(staging, { force: true });
-    throw err;
-  }
+  return { summary, execution, stdout: logs.stdout, stderr: logs.stderr, outputDir: outputsError ? null : outputDir, outputsError };
 }
 
 /** The process exit status for a finished execution: the script's own, like `docker run`. */

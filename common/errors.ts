@@ -20,7 +20,9 @@ export type RgridErrorCode =
   | 'run_failed'
   | 'engine_unavailable'
   | 'unavailable'
-  | 'shutting_down';
+  | 'shutting_down'
+  /** An answer from another process that breaks the wire contract (the receiving side refuses it). */
+  | 'bad_response';
 
 const HTTP_STATUS: Record<RgridErrorCode, number> = {
   bad_request: 400,
@@ -39,6 +41,7 @@ const HTTP_STATUS: Record<RgridErrorCode, number> = {
   engine_unavailable: 503,
   unavailable: 503,
   shutting_down: 503,
+  bad_response: 502,
 };
 
 export class RgridError extends Error {

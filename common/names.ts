@@ -57,7 +57,15 @@ const UNSAFE_FOR_DISPLAY = new RegExp(`[${FORBIDDEN_CHARS}\\u2028\\u2029]`, 'gu'
 export function shown(value: unknown, max = 80): string {
   if (typeof value !== 'string') return value === null ? 'null' : typeof value;
   const cut = value.length > max ? `${value.slice(0, max)}…` : value;
-  return JSON.stringify(cut).replace(UNSAFE_FOR_DISPLAY, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return displaySafe(JSON.stringify(cut));
+}
+
+/**
+ * Longer text from another process (an error message, a JSON document) for a terminal, unquoted: the
+ * characters `shown()` escapes are written as `\uXXXX`, newlines included, so it stays one line.
+ */
+export function displaySafe(text: string): string {
+  return text.replace(UNSAFE_FOR_DISPLAY, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function check(re: RegExp, value: unknown, field: string, rule: string): string {

@@ -14,9 +14,12 @@ import { serve } from './serve.js';
 const env = {
   socket: process.env.RGRID_AGENT_SOCKET,
   workerToken: process.env.RGRID_WORKER_TOKEN,
+  workerTokenFile: process.env.RGRID_WORKER_TOKEN_FILE,
   // systemd's LoadCredential=worker-token:… (the token never appears in a command line or the unit).
   credentialsDirectory: process.env.CREDENTIALS_DIRECTORY,
 };
+// Read once; out of the environment so that nothing the agent starts could inherit the secret.
+delete process.env.RGRID_WORKER_TOKEN;
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 function fail(err: unknown, json: boolean): never {
@@ -59,8 +62,8 @@ program
   .option('--drain-timeout <seconds>', 'on SIGTERM, time for builds and runs to finish (default 60)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
   .option('--control-url <url>', 'control plane base URL; enables sync and claiming executions')
-  .option('--worker-token <token>', 'worker token for the control plane (default: $RGRID_WORKER_TOKEN; prefer --worker-token-file)')
-  .option('--worker-token-file <file>', 'file holding the worker token')
+  .option('--worker-token <token>', 'worker token for the control plane; visible in ps: prefer --worker-token-file')
+  .option('--worker-token-file <file>', 'file holding the worker token, mode 0600 (else worker_token_file in the config, $RGRID_WORKER_TOKEN, $RGRID_WORKER_TOKEN_FILE, $CREDENTIALS_DIRECTORY/worker-token)')
   .option('--worker-id <id>', 'worker id the token is bound to (default: host name)')
   .option('--run-capacity <n>', 'executions run at once for the control plane (default 2)')
   .option('--ttl <duration>', 'prune entries unused this long, e.g. 2s, 30d (default 30d)')

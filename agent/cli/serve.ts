@@ -1,10 +1,11 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { parseDuration } from '../../common/duration.js';
 import { parseRuntimeFlags, readConfigFile, resolveConfig, type AgentConfigInput } from '../config.js';
 import { startDaemon } from '../daemon.js';
 import { createLogger } from '../logger.js';
+import { checkWorkerTokenFile, warnIfConfigExposesToken, workerTokenSettings, type WorkerTokenEnv } from './worker-token.js';
+
+const warnLine = (line: string): void => void process.stderr.write(`${line}\n`);
 
 export interface ServeFlags {
   config?: string;
@@ -49,20 +50,8 @@ const numberFlag = (value: string | undefined): number | string | undefined =>
   value === undefined ? undefined : Number.isFinite(Number(value)) ? Number(value) : value;
 
 /** `rgrid-agent serve`: the only place that listens and installs the signal handler. */
-export interface ServeEnv {
+export interface ServeEnv extends WorkerTokenEnv {
   socket?: string | undefined;
-  workerToken?: string | undefined;
-  credentialsDirectory?: string | undefined;
-}
-
-/**
- * The worker token when neither flags nor the file name one: $RGRID_WORKER_TOKEN, else a systemd
- * credential named worker-token. Read only here, at the process entry.
- */
-function tokenFromEnv(env: ServeEnv): { worker_token?: string; worker_token_file?: string } {
-  if (env.workerToken) return { worker_token: env.workerToken };
-  const credential = env.credentialsDirectory ? join(env.credentialsDirectory, 'worker-token') : undefined;
-  return credential && existsSync(credential) ? { worker_token_file: credential } : {};
 }
 
 export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
@@ -81,11 +70,7 @@ export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
     drain_timeout_s: numberFlag(flags.drainTimeout),
     log_level: flags.logLevel,
     control_url: flags.controlUrl,
-    worker_token: flags.workerToken,
-    worker_token_file: flags.workerTokenFile,
-    ...(flags.workerToken === undefined && flags.workerTokenFile === undefined && fromFile.worker_token === undefined && fromFile.worker_token_file === undefined
-      ? tokenFromEnv(env)
-      : {}),
+    ...workerTokenSettings(flags, fromFile, env, warnLine),
     worker_id: flags.workerId,
     run_capacity: numberFlag(flags.runCapacity),
     prune_ttl_s: durationFlag(flags.ttl, '--ttl'),
@@ -96,6 +81,8 @@ export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
     metrics_listen: flags.metricsListen,
   };
   const config = resolveConfig(fromFile, fromFlags);
+  warnIfConfigExposesToken(flags.config, fromFile, warnLine);
+  checkWorkerTokenFile(config, env.credentialsDirectory);
   const logger = createLogger(config.log_level);
   const daemon = await startDaemon({ config, logger, version: version(), configFile: flags.config, configFlags: fromFlags });
   let signals = 0;

@@ -1,34 +1,64 @@
 #!/usr/bin/env node
 /**
  * `rgrid`: run a script on the grid (`run`), look at an execution (`status`, `logs`). The only module of
- * the client that reads the environment (RGRID_CONTROL_URL, RGRID_TOKEN, RGRID_RUNTIME) and exits.
+ * the client that reads the environment (RGRID_CONTROL_URL, RGRID_TOKEN, RGRID_TOKEN_FILE,
+ * RGRID_RUNTIME, RGRID_RETRY_FOR) and exits. Text that came from the control plane is escaped before it
+ * reaches the terminal (`displaySafe`), except the script's own stdout and stderr, passed on as written.
  */
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { isRgridError, RgridError } from '../../common/errors.js';
+import { assertUuid, displaySafe } from '../../common/names.js';
 import type { Execution } from '../../common/wire/control-api.js';
 import { ControlApi } from '../api.js';
 import { exitStatus, runRemote, type RunSummary } from '../run.js';
+import { resolveToken } from '../token.js';
+import { parseMemory, parseRetryFor, parseTimeout } from './options.js';
+
+const env = {
+  control: process.env.RGRID_CONTROL_URL,
+  token: process.env.RGRID_TOKEN,
+  tokenFile: process.env.RGRID_TOKEN_FILE,
+  runtime: process.env.RGRID_RUNTIME,
+  retryFor: process.env.RGRID_RETRY_FOR,
+};
+// Read once; out of the environment so that nothing started from this process could inherit the secret.
+delete process.env.RGRID_TOKEN;
 
 interface Conn {
   control?: string;
   token?: string;
+  tokenFile?: string;
+  retryFor?: string;
 }
 
+const stderrLine = (line: string): void => void process.stderr.write(`${line}\n`);
+
 function connect(flags: Conn): ControlApi {
-  const url = flags.control ?? process.env.RGRID_CONTROL_URL;
-  const token = flags.token ?? process.env.RGRID_TOKEN;
+  const url = flags.control ?? env.control;
   if (!url) throw new RgridError('bad_request', 'no control plane: pass --control URL or set RGRID_CONTROL_URL');
-  if (!token) throw new RgridError('bad_request', 'no token: pass --token TOKEN or set RGRID_TOKEN');
-  return new ControlApi(url, token);
+  const token = resolveToken({ flagToken: flags.token, flagFile: flags.tokenFile, envToken: env.token, envFile: env.tokenFile }, stderrLine);
+  const retryForMs = flags.retryFor !== undefined ? parseRetryFor(flags.retryFor, '--retry-for') : parseRetryFor(env.retryFor, 'RGRID_RETRY_FOR');
+  return new ControlApi(url, token, { retryForMs, notice: stderrLine });
 }
+
+/**
+ * JSON for stdout with nothing in it a terminal would act on, and still the same JSON: the characters
+ * escaped can only stand inside strings, where `\uXXXX` means the same. The newlines of the indentation
+ * are kept (line by line).
+ */
+const printJson = (value: unknown, indent?: number): void =>
+  void process.stdout.write(`${JSON.stringify(value, null, indent).split('\n').map(displaySafe).join('\n')}\n`);
+
+/** An execution id as typed: a UUID, in any case (the control plane prints them lower-case). */
+const executionId = (text: string): string => assertUuid(text.trim().toLowerCase(), 'execution id');
 
 const yesNo = (v: boolean | null): string => (v === null ? 'n/a' : v ? 'hit' : 'miss');
 
 function summaryLine(s: RunSummary, e: Execution): string {
-  const state = e.failure ? `${e.status} (${e.failure}${e.error ? `: ${e.error}` : ''})` : e.status;
+  const state = e.failure ? `${e.status} (${e.failure}${e.error ? `: ${displaySafe(e.error.slice(0, 500))}` : ''})` : e.status;
   const t = s.timings;
   const phases = ['queue_ms', 'build_ms', 'input_fetch_ms', 'run_ms', 'output_upload_ms', 'client_total_ms']
-    .filter((k) => t[k] !== undefined)
+    .filter((k) => typeof t[k] === 'number' && Number.isFinite(t[k]))
     .map((k) => `${k.replace(/_ms$/, '')} ${Math.round(t[k]!)} ms`)
     .join(', ');
   return [
@@ -38,42 +68,55 @@ function summaryLine(s: RunSummary, e: Execution): string {
   ].join('\n');
 }
 
-function fail(err: unknown): never {
+/** The one line that reports a failure of the CLI, whatever the message holds. */
+function errorLine(err: unknown): string {
   const msg = isRgridError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
-  process.stderr.write(`rgrid: ${msg}\n`);
+  return `rgrid: ${displaySafe(msg)}`;
+}
+
+/** Exit 2 for a usage or input error, else 1. */
+function fail(err: unknown): never {
+  stderrLine(errorLine(err));
   process.exit(isRgridError(err) && err.code === 'bad_request' ? 2 : 1);
 }
 
-const program = new Command('rgrid').description('run Python scripts on the rgrid grid').showHelpAfterError();
+const program = new Command('rgrid').description('run Python scripts on the rgrid grid').showHelpAfterError().exitOverride();
 const withConn = (cmd: Command): Command =>
-  cmd.option('--control <url>', 'control plane URL (default: $RGRID_CONTROL_URL)').option('--token <token>', 'client token (default: $RGRID_TOKEN)');
+  cmd
+    .option('--control <url>', 'control plane URL (default: $RGRID_CONTROL_URL)')
+    .option('--token-file <file>', 'file holding the client token, mode 0600 (default: $RGRID_TOKEN_FILE)')
+    .option('--token <token>', 'client token (default: $RGRID_TOKEN); visible in ps: prefer --token-file')
+    .option('--retry-for <duration>', 'ride out a control-plane outage this long, 0 = fail at once (default: $RGRID_RETRY_FOR or 10m)');
 
 withConn(program.command('run').argument('<script>', 'Python script').argument('[inputs...]', 'input files, visible as /work/inputs/<name>'))
   .description('run a script on a worker; exits with the script\'s exit code')
   .option('-r, --requirements <file>', 'requirements.txt')
   .option('--runtime <name>', 'runtime (default: $RGRID_RUNTIME or python3.11)')
   .option('--output-dir <dir>', 'where outputs are written (default ./rgrid-outputs/<execution id>)')
-  .option('--timeout <seconds>', 'wall-clock limit of the run')
+  .option('--timeout <seconds>', 'wall-clock limit of the run: seconds, or a duration such as 90s, 15m, 2h')
   .option('--memory <mb>', 'memory limit of the run in MB')
   .option('--json', 'print one JSON object (script output goes to stderr)')
   .action(async (script: string, inputs: string[], flags: Conn & { requirements?: string; runtime?: string; outputDir?: string; timeout?: string; memory?: string; json?: boolean }) => {
+    const timeoutS = parseTimeout(flags.timeout);
+    const memoryMb = parseMemory(flags.memory);
     const api = connect(flags);
     try {
-      const { summary, execution, stdout, stderr, outputDir } = await runRemote(api, {
-        script, inputs, requirements: flags.requirements, runtime: flags.runtime ?? process.env.RGRID_RUNTIME ?? 'python3.11',
-        outputDir: flags.outputDir, timeoutS: flags.timeout ? Number(flags.timeout) : undefined, memoryMb: flags.memory ? Number(flags.memory) : undefined,
-        progress: process.stderr.isTTY === true && !flags.json,
+      const { summary, execution, stdout, stderr, outputDir, outputsError } = await runRemote(api, {
+        script, inputs, requirements: flags.requirements, runtime: flags.runtime ?? env.runtime ?? 'python3.11',
+        outputDir: flags.outputDir, timeoutS, memoryMb, progress: process.stderr.isTTY === true && !flags.json,
       });
       if (flags.json) {
         process.stderr.write(stdout + stderr);
-        process.stdout.write(`${JSON.stringify(summary)}\n`);
+        printJson(summary);
       } else {
         process.stdout.write(stdout);
         process.stderr.write(stderr);
         if (outputDir) process.stderr.write(`rgrid: outputs in ${outputDir}: ${summary.outputs.join(', ')}\n`);
         process.stderr.write(`${summaryLine(summary, execution)}\n`);
       }
-      process.exitCode = exitStatus(execution);
+      if (outputsError) stderrLine(errorLine(outputsError));
+      // Outputs asked for and not delivered: a failure whatever the script's own status.
+      process.exitCode = outputsError ? 1 : exitStatus(execution);
     } finally {
       await api.close();
     }
@@ -82,14 +125,15 @@ withConn(program.command('run').argument('<script>', 'Python script').argument('
 withConn(program.command('status').argument('<id>', 'execution id'))
   .description('show an execution')
   .option('--json', 'print the execution as JSON')
-  .action(async (id: string, flags: Conn & { json?: boolean }) => {
+  .action(async (idArg: string, flags: Conn & { json?: boolean }) => {
+    const id = executionId(idArg);
     const api = connect(flags);
     try {
       const e = await api.get(id);
-      if (flags.json) process.stdout.write(`${JSON.stringify(e, null, 2)}\n`);
+      if (flags.json) printJson(e, 2);
       else {
         process.stdout.write(`${e.id} ${e.status}${e.failure ? ` (${e.failure})` : ''} exit ${e.exit_code ?? '-'} worker ${e.worker_id ?? '-'} attempts ${e.attempts}/${e.max_attempts}\n`);
-        if (e.error) process.stdout.write(`error: ${e.error}\n`);
+        if (e.error) process.stdout.write(`error: ${displaySafe(e.error)}\n`);
         process.stdout.write(`script ${yesNo(e.script_cache_hit)}, dependencies ${yesNo(e.dependency_cache_hit)}, inputs ${yesNo(e.input_cache_hit)}; timings ${JSON.stringify(e.timings)}\n`);
       }
     } finally {
@@ -100,11 +144,12 @@ withConn(program.command('status').argument('<id>', 'execution id'))
 withConn(program.command('logs').argument('<id>', 'execution id'))
   .description("print an execution's stdout (to stdout) and stderr (to stderr)")
   .option('--json', 'print {stdout, stderr, truncated} as JSON')
-  .action(async (id: string, flags: Conn & { json?: boolean }) => {
+  .action(async (idArg: string, flags: Conn & { json?: boolean }) => {
+    const id = executionId(idArg);
     const api = connect(flags);
     try {
       const logs = await api.logs(id);
-      if (flags.json) process.stdout.write(`${JSON.stringify(logs)}\n`);
+      if (flags.json) printJson(logs);
       else {
         process.stdout.write(logs.stdout);
         process.stderr.write(logs.stderr);
@@ -115,4 +160,8 @@ withConn(program.command('logs').argument('<id>', 'execution id'))
     }
   });
 
-program.parseAsync(process.argv).catch(fail);
+program.parseAsync(process.argv).catch((err: unknown) => {
+  // Commander has printed its own message (an unknown option, a missing argument): a usage error.
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  fail(err);
+});
