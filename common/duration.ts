@@ -12,3 +12,11 @@ export function parseDuration(text: string, field = 'duration'): number {
   const unit = match[2] ?? 's';
   return Math.round(value * (UNIT_MS[unit] ?? 1000));
 }
+
+/** The shortest exact spelling of `ms` in the units parseDuration reads (`90000` → `90s`, `600000` → `10m`). */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
