@@ -1,3 +1,4 @@
+import { RgridError } from '../../common/errors.js';
 import type { Db, Queryable } from '../db/pool.js';
 import type { HeartbeatRequest, RegisterWorkerRequest } from '../../common/wire/control-api.js';
 
@@ -16,6 +17,29 @@ export interface WorkerRow {
   last_seen_at: Date;
   snapshot_at: Date | null;
 }
+
+/** Who a worker id belongs to (bound by its first worker token). */
+export interface WorkerBinding {
+  worker_id: string;
+  account: string;
+  bound_at: Date;
+  bound_by_token: string | null;
+}
+
+/** One grant of a worker to another account; revoked grants stay as the audit record. */
+export interface WorkerShare {
+  share_id: string;
+  worker_id: string;
+  account: string;
+  granted_at: Date;
+  granted_by: string;
+  reason: string;
+  revoked_at: Date | null;
+  revoked_by: string | null;
+  revoke_reason: string | null;
+}
+
+const SHARE_COLUMNS = `share_id, worker_id, account_id AS account, granted_at, granted_by, reason, revoked_at, revoked_by, revoke_reason`;
 
 export function createWorkerRepository(db: Db) {
   return {
@@ -70,6 +94,62 @@ export function createWorkerRepository(db: Db) {
 
     async get(workerId: string, q: Queryable = db): Promise<WorkerRow | undefined> {
       const { rows } = await q.query<WorkerRow>('SELECT * FROM workers WHERE worker_id = $1', [workerId]);
+      return rows[0];
+    },
+
+    async binding(workerId: string, q: Queryable = db): Promise<WorkerBinding | undefined> {
+      const { rows } = await q.query<WorkerBinding>(
+        'SELECT worker_id, account_id AS account, bound_at, bound_by_token FROM worker_bindings WHERE worker_id = $1',
+        [workerId],
+      );
+      return rows[0];
+    },
+
+    /** Every grant of this worker, standing ones first, then the revoked ones newest first. */
+    async shares(workerId: string, q: Queryable = db): Promise<WorkerShare[]> {
+      const { rows } = await q.query<WorkerShare>(
+        `SELECT ${SHARE_COLUMNS} FROM worker_shares WHERE worker_id = $1
+         ORDER BY revoked_at IS NOT NULL, coalesce(revoked_at, granted_at) DESC, account_id`,
+        [workerId],
+      );
+      return rows;
+    },
+
+    /**
+     * Grants a share of `workerId` to `account` (inside the caller's transaction, the binding row locked so
+     * grants of one worker apply one at a time). Returns the standing grant and whether it is new; undefined
+     * when the worker id has no owner yet; conflict when `account` is the owner.
+     */
+    async grantShare(
+      workerId: string, account: string, grantedBy: string, reason: string, q: Queryable,
+    ): Promise<{ share: WorkerShare; created: boolean } | undefined> {
+      const { rows: bound } = await q.query<{ owner: string }>(
+        'SELECT account_id AS owner FROM worker_bindings WHERE worker_id = $1 FOR UPDATE', [workerId],
+      );
+      const owner = bound[0]?.owner;
+      if (owner === undefined) return undefined;
+      if (owner === account) throw new RgridError('conflict', `worker ${workerId} belongs to account ${account} already; a share is for another account`);
+      const { rows: standing } = await q.query<WorkerShare>(
+        `SELECT ${SHARE_COLUMNS} FROM worker_shares WHERE worker_id = $1 AND account_id = $2 AND revoked_at IS NULL`,
+        [workerId, account],
+      );
+      if (standing[0]) return { share: standing[0], created: false };
+      await q.query('INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING', [account]);
+      const { rows } = await q.query<WorkerShare>(
+        `INSERT INTO worker_shares (worker_id, account_id, granted_by, reason) VALUES ($1, $2, $3, $4) RETURNING ${SHARE_COLUMNS}`,
+        [workerId, account, grantedBy, reason],
+      );
+      return { share: rows[0]!, created: true };
+    },
+
+    /** Ends the standing share of `workerId` to `account`; undefined when there is none. */
+    async revokeShare(workerId: string, account: string, revokedBy: string, reason: string | null, q: Queryable): Promise<WorkerShare | undefined> {
+      await q.query('SELECT 1 FROM worker_bindings WHERE worker_id = $1 FOR UPDATE', [workerId]);
+      const { rows } = await q.query<WorkerShare>(
+        `UPDATE worker_shares SET revoked_at = now(), revoked_by = $3, revoke_reason = $4
+         WHERE worker_id = $1 AND account_id = $2 AND revoked_at IS NULL RETURNING ${SHARE_COLUMNS}`,
+        [workerId, account, revokedBy, reason],
+      );
       return rows[0];
     },
 
