@@ -34,9 +34,10 @@ const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
  */
 const RESULT_FAILURES: ReadonlySet<ExecutionFailure> = new Set(['nonzero_exit', 'timeout', 'memory_limit', 'output_limit', 'build_failed']);
 
-/** The worker a request acts as, and the accounts its token serves. */
+/** The worker a request acts as, the token it uses and the accounts that token serves. */
 export interface WorkerPrincipal {
   workerId: string;
+  tokenId: string;
   accounts: readonly string[];
 }
 
@@ -118,13 +119,13 @@ export function createExecutionService({ db, repos, config, log }: ExecutionServ
 
     /** Refuses a worker the control plane does not know (it must register first); counts as a sign of life. */
     async assertRegistered(worker: WorkerPrincipal): Promise<void> {
-      if (!(await touchWorker(db, worker.workerId))) {
+      if (!(await touchWorker(db, worker.workerId, worker.tokenId))) {
         throw new RgridError('conflict', `worker ${worker.workerId} is not registered; register first`, { resync_required: true });
       }
     },
 
     touch(worker: WorkerPrincipal): Promise<boolean> {
-      return touchWorker(db, worker.workerId);
+      return touchWorker(db, worker.workerId, worker.tokenId);
     },
 
     /** One claim round: up to `max` executions of the accounts the worker serves (empty when none wait). */
@@ -141,7 +142,7 @@ export function createExecutionService({ db, repos, config, log }: ExecutionServ
     },
 
     async renew(worker: WorkerPrincipal, executionId: string, claimId: string): Promise<Date> {
-      await touchWorker(db, worker.workerId);
+      await touchWorker(db, worker.workerId, worker.tokenId);
       const expires = await renew(db, worker.workerId, worker.accounts, executionId, claimId, config.claimLeaseMs);
       if (!expires) throw claimLost(executionId);
       return expires;

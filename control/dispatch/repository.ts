@@ -70,9 +70,12 @@ export async function outstanding(q: Queryable, workerIds: readonly string[]): P
   return new Map(rows.map((r) => [r.worker_id, r.n]));
 }
 
-/** A claim or a renewal is a sign of life; returns false for a worker the control plane does not know. */
-export async function touchWorker(q: Queryable, workerId: string): Promise<boolean> {
-  const res = await q.query('UPDATE workers SET last_seen_at = now() WHERE worker_id = $1', [workerId]);
+/**
+ * A claim or a renewal is a sign of life, and names the token the agent uses (placement follows the
+ * accounts it serves); returns false for a worker the control plane does not know.
+ */
+export async function touchWorker(q: Queryable, workerId: string, tokenId: string): Promise<boolean> {
+  const res = await q.query('UPDATE workers SET last_seen_at = now(), token_id = $2 WHERE worker_id = $1', [workerId, tokenId]);
   return res.rowCount === 1;
 }
 
@@ -211,7 +214,9 @@ export async function lockStrandedAssignments(q: Queryable, deadAfterMs: number,
      WHERE e.dispatch AND e.status = 'assigned'
        AND (NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = e.worker_id
                         AND w.last_seen_at > now() - make_interval(secs => $1::float8 / 1000))
-            OR NOT EXISTS (SELECT 1 FROM live_worker_token_accounts v WHERE v.worker_id = e.worker_id AND v.account_id = e.account_id))
+            OR NOT EXISTS (SELECT 1 FROM workers w JOIN live_worker_token_accounts v ON v.worker_id = w.worker_id
+                           WHERE w.worker_id = e.worker_id AND v.account_id = e.account_id
+                             AND (w.token_id IS NULL OR v.token_id = w.token_id)))
      ORDER BY e.created_at LIMIT $2 FOR UPDATE OF e SKIP LOCKED`,
     [deadAfterMs, limit],
   );

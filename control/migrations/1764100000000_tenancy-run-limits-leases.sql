@@ -65,6 +65,12 @@ CREATE VIEW live_worker_token_accounts AS
   FROM tokens t JOIN worker_shares s ON s.worker_id = t.worker_id AND s.account_id = t.account_id AND s.revoked_at IS NULL
   WHERE t.role = 'worker' AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now());
 
+-- The token a worker's agent last authenticated with (register, heartbeat, claim, renew). Placement puts
+-- an account's work only on workers whose agent's token serves that account: with a worker shared to
+-- several accounts, the owner's token and a shared account's token serve different sets. NULL until the
+-- agent next reports after this migration (then any live token of the worker counts, as before).
+ALTER TABLE workers ADD COLUMN token_id uuid;
+
 -- Per-account run ceilings set by the operator; a NULL column falls back to the configured default.
 CREATE TABLE account_run_limits (
   account_id   text PRIMARY KEY REFERENCES accounts (account_id),
@@ -95,6 +101,7 @@ ALTER TABLE executions ADD CONSTRAINT executions_failure_check
   CHECK (failure IN ('nonzero_exit', 'timeout', 'memory_limit', 'build_failed', 'input_unavailable', 'lost', 'error'));
 DROP TABLE dispatch_clock;
 DROP TABLE account_run_limits;
+ALTER TABLE workers DROP COLUMN token_id;
 DROP VIEW live_worker_token_accounts;
 DROP TABLE worker_shares;
 DROP TABLE worker_bindings;

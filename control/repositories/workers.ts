@@ -16,6 +16,8 @@ export interface WorkerRow {
   registered_at: Date;
   last_seen_at: Date;
   snapshot_at: Date | null;
+  /** The token its agent last authenticated with (null: not reported since the upgrade that added it). */
+  token_id: string | null;
 }
 
 /** Who a worker id belongs to (bound by its first worker token). */
@@ -47,31 +49,35 @@ export function createWorkerRepository(db: Db) {
      * Registration starts a new sync session: the row is created or refreshed and `snapshot_at` is
      * cleared, so deltas are refused until the agent has sent the full snapshot that follows.
      */
-    async register(workerId: string, body: RegisterWorkerRequest, q: Queryable = db): Promise<{ known: boolean }> {
+    async register(workerId: string, body: RegisterWorkerRequest, tokenId: string, q: Queryable = db): Promise<{ known: boolean }> {
       const { rows } = await q.query<{ inserted: boolean }>(
-        `INSERT INTO workers (worker_id, host, capacity, labels, engine, disk_total_bytes, disk_used_bytes, running, load1, agent_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        `INSERT INTO workers (worker_id, host, capacity, labels, engine, disk_total_bytes, disk_used_bytes, running, load1, agent_version, token_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host, capacity = EXCLUDED.capacity,
            labels = EXCLUDED.labels, engine = EXCLUDED.engine, disk_total_bytes = EXCLUDED.disk_total_bytes,
            disk_used_bytes = EXCLUDED.disk_used_bytes, running = EXCLUDED.running, load1 = EXCLUDED.load1,
-           agent_version = EXCLUDED.agent_version, registered_at = now(), last_seen_at = now(), snapshot_at = NULL
+           agent_version = EXCLUDED.agent_version, token_id = EXCLUDED.token_id, registered_at = now(), last_seen_at = now(),
+           snapshot_at = NULL
          RETURNING (xmax = 0) AS inserted`,
         [
           workerId, body.host, body.capacity, JSON.stringify(body.labels ?? {}), JSON.stringify(body.engine ?? {}),
           body.disk?.total_bytes ?? null, body.disk?.used_bytes ?? null, body.load?.running ?? 0, body.load?.load1 ?? null,
-          body.agent_version ?? null,
+          body.agent_version ?? null, tokenId,
         ],
       );
       return { known: rows[0]?.inserted === false };
     },
 
-    /** Returns undefined for a worker the control plane does not know (it must register again). */
-    async heartbeat(workerId: string, body: HeartbeatRequest, q: Queryable = db): Promise<{ snapshotAt: Date | null } | undefined> {
+    /**
+     * Returns undefined for a worker the control plane does not know (it must register again). Records the
+     * token the agent uses: placement follows the accounts that token serves.
+     */
+    async heartbeat(workerId: string, body: HeartbeatRequest, tokenId: string, q: Queryable = db): Promise<{ snapshotAt: Date | null } | undefined> {
       const { rows } = await q.query<{ snapshot_at: Date | null }>(
         `UPDATE workers SET last_seen_at = now(), running = $2, load1 = $3,
-           disk_total_bytes = coalesce($4, disk_total_bytes), disk_used_bytes = coalesce($5, disk_used_bytes)
+           disk_total_bytes = coalesce($4, disk_total_bytes), disk_used_bytes = coalesce($5, disk_used_bytes), token_id = $6
          WHERE worker_id = $1 RETURNING snapshot_at`,
-        [workerId, body.load.running, body.load.load1 ?? null, body.disk?.total_bytes ?? null, body.disk?.used_bytes ?? null],
+        [workerId, body.load.running, body.load.load1 ?? null, body.disk?.total_bytes ?? null, body.disk?.used_bytes ?? null, tokenId],
       );
       return rows[0] ? { snapshotAt: rows[0].snapshot_at } : undefined;
     },

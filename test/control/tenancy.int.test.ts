@@ -133,4 +133,27 @@ describe('a worker id belongs to one account', () => {
     // The old borrow token works again while the new grant stands.
     expect((await call(app, 'POST', '/v1/workers/lend-w1/heartbeat', borrowWorker, { load: { running: 0 } })).statusCode).toBe(200);
   });
+
+  it('places an account’s work only on workers whose agent’s token serves that account', async () => {
+    const app = await build(db, { dispatchSweepIntervalMs: 0 });
+    const owner = await world(app, 'pf', 'pf-w');
+    expect((await share(app, 'pf-w', { account: 'pg', reason: 'host lent to pg' })).statusCode).toBe(201);
+    const guestWorker = await createToken(app, 'pg', 'worker', 'pf-w');
+    const guestClient = await createToken(app, 'pg', 'client');
+    const guest = { ...owner, account: 'pg', client: guestClient, script: await upload(app, guestClient, Buffer.from('print("g")\n')) };
+
+    // The agent runs with the guest's token: the owner's work must not wait in a queue it never claims.
+    await registerWorker(app, guestWorker, 'pf-w');
+    const ownerWork = await submitted(app, owner);
+    expect(await row(db, ownerWork)).toMatchObject({ status: 'queued', worker_id: null });
+    const guestWork = await submitted(app, guest);
+    expect(await row(db, guestWork)).toMatchObject({ status: 'assigned', worker_id: 'pf-w' });
+    expect((await claim(app, guestWorker, 'pf-w', 5)).map((c) => c.execution_id)).toEqual([guestWork]);
+
+    // The agent switches to the owner's token (heartbeat): it serves both, and placement follows.
+    expect((await call(app, 'POST', '/v1/workers/pf-w/heartbeat', owner.worker, { load: { running: 0 } })).statusCode).toBe(200);
+    const next = await submitted(app, owner);
+    expect(await row(db, next)).toMatchObject({ status: 'assigned', worker_id: 'pf-w' });
+    expect((await claim(app, owner.worker, 'pf-w', 5)).map((c) => c.execution_id).sort()).toEqual([next, ownerWork].sort());
+  });
 });
