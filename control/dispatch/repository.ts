@@ -1,8 +1,9 @@
 /**
- * SQL of dispatch (docs/dispatch.md), called by the execution service only. The per-worker queues are the executions rows themselves: status 'assigned'
- * with worker_id = the worker is that worker's queue, 'queued' means no live worker could take it yet
- * (any worker serving the account may claim it), 'running' is a claim with a lease. Claims take rows
- * with FOR UPDATE SKIP LOCKED, so replicas and concurrent long polls never hand one execution out twice.
+ * SQL of dispatch (docs/dispatch.md), called by the execution service only. The per-worker queues are the
+ * executions rows themselves: status 'assigned' with worker_id = the worker is that worker's queue,
+ * 'queued' means no live worker could take it yet (any worker serving the account may claim it),
+ * 'running' is a claim with a lease. Claims take rows with FOR UPDATE SKIP LOCKED, so replicas and
+ * concurrent long polls never hand one execution out twice.
  */
 import { storableLog } from '../../common/names.js';
 import type { Queryable } from '../db/pool.js';
