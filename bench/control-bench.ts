@@ -50,6 +50,8 @@ async function seed(client: pg.Client): Promise<{ seconds: number }> {
     `INSERT INTO workers (worker_id, host, capacity, running, last_seen_at, snapshot_at)
      SELECT 'w' || w, 'host-' || w, 8, w % 9, now(), now() FROM generate_series(1, ${WORKERS}) AS w`,
   );
+  // Each worker id belongs to the account of its tokens (worker_bindings; the API binds it at the first token).
+  await client.query(`INSERT INTO worker_bindings (worker_id, account_id) SELECT 'w' || w, '${ACCOUNT}' FROM generate_series(1, ${WORKERS}) AS w`);
   await client.query(
     `INSERT INTO tokens (token_sha256, role, account_id, worker_id)
      SELECT encode(sha256(('bench-worker-token-' || w)::bytea), 'hex'), 'worker', '${ACCOUNT}', 'w' || w FROM generate_series(1, ${WORKERS}) AS w`,

@@ -58,7 +58,7 @@ export const ControlConfigSchema = Type.Object(
     tokenCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
     /** Placement lists at most this many workers unless the request asks for another limit. */
     placementLimit: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
-    // Dispatch (issue 5, docs/dispatch.md).
+    // Dispatch (docs/dispatch.md).
     /** A claimed execution goes back to the queue when its worker has not renewed the claim for this long. */
     claimLeaseMs: Type.Integer({ minimum: 500, default: 30_000 }),
     /** Longest a claim request is held open when the worker's queue is empty (long poll). */
@@ -69,6 +69,17 @@ export const ControlConfigSchema = Type.Object(
     logMaxBytes: Type.Integer({ minimum: 1024, maximum: 64 * MiB, default: 1 * MiB }),
     /** Period of the sweep that re-queues expired claims and work queued on dead workers; 0 turns it off. */
     dispatchSweepIntervalMs: Type.Integer({ minimum: 0, default: 1000 }),
+    // ---- Run limits (docs/operations.md, "Tenancy and run limits") ------------------------------------
+    // Ceilings of what a submission may ask for, unless the account has its own (PUT
+    // /v1/admin/accounts/:account/run-limits). A request above its account's ceiling is refused with 400
+    // naming the limit; nothing is clamped silently.
+    /** Largest `memory_mb` a submission may ask for. */
+    runMaxMemoryMb: Type.Integer({ minimum: 16, maximum: 1_048_576, default: 4096 }),
+    /** Longest `timeout_s` a submission may ask for. */
+    runMaxTimeoutS: Type.Number({ exclusiveMinimum: 0, maximum: 7 * 86_400, default: 86_400 }),
+    /** Most `max_attempts` a submission may ask for; the default `maxAttempts` is capped by it too. */
+    runMaxAttempts: Type.Integer({ minimum: 1, maximum: 20, default: 5 }),
+    // ---- end of run limits --------------------------------------------------------------------------
     logLevel: Type.Union(
       [
         Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),

@@ -1,8 +1,9 @@
 /**
  * The live workers serving an account, with their loads: what placement ranks besides the holders.
- * Reading it costs a scan of the account's workers and tokens (about 1 ms for 1,000 workers), which
- * dominated resolve; so each process keeps it for a short, bounded time (`fleetCacheMs`, default 1 s,
- * 0 = read on every request). This is a cache, not state: every replica reads the same rows, and the
+ * A worker serves an account when the token its agent uses (workers.token_id) serves it, by the view
+ * live_worker_token_accounts that token lookups read too: placement and claims agree. Reading it costs a scan of the account's workers and
+ * tokens (about 1 ms for 1,000 workers), which dominated resolve; so each process keeps it for a short,
+ * bounded time (`fleetCacheMs`, default 1 s, 0 = read on every request). This is a cache, not state: every replica reads the same rows, and the
  * views converge within fleetCacheMs — far below the heartbeat interval that loads change with and the
  * dead-after window that liveness is judged by.
  */
@@ -22,8 +23,8 @@ export async function readFleet(q: Queryable, account: string, deadAfterMs: numb
     name: 'rgrid-fleet',
     text: `SELECT w.worker_id, w.capacity, w.running FROM workers w
            WHERE w.last_seen_at > now() - make_interval(secs => $2::float8 / 1000)
-             AND w.worker_id IN (SELECT t.worker_id FROM tokens t WHERE t.account_id = $1 AND t.role = 'worker'
-                                 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()))`,
+             AND EXISTS (SELECT 1 FROM live_worker_token_accounts v WHERE v.worker_id = w.worker_id AND v.account_id = $1
+                         AND (w.token_id IS NULL OR v.token_id = w.token_id))`,
     values: [account, deadAfterMs],
   });
   const leastLoaded = rows.sort((a, b) => loadRatio(a) - loadRatio(b) || (a.worker_id < b.worker_id ? -1 : a.worker_id > b.worker_id ? 1 : 0));

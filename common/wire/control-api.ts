@@ -101,8 +101,16 @@ export const RegisterWorkerRequest = Type.Object(
   {
     host: Type.Intersect([Text(255), Type.String({ minLength: 1 })]),
     capacity: Type.Integer({ minimum: 0, maximum: 100_000, description: 'executions it runs at once' }),
-    labels: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$' }), Text(256), { maxProperties: 64 })),
-    engine: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    labels: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$' }), Text(256), { maxProperties: 64, additionalProperties: false })),
+    /**
+     * Engine facts for operators (version, api_version, os, arch): flat and storable, as they land in
+     * jsonb (a NUL in a nested string made registration fail with 500). Typed as before for the senders.
+     */
+    engine: Type.Optional(Type.Unsafe<Record<string, unknown>>(Type.Record(
+      Type.String({ pattern: '^[a-z][a-z0-9_]{0,63}$' }),
+      Type.Union([Text(256), Type.Number(), Type.Boolean(), Type.Null()]),
+      { maxProperties: 32, additionalProperties: false },
+    ))),
     disk: Type.Optional(WorkerDisk),
     load: Type.Optional(WorkerLoad),
     agent_version: Type.Optional(Text(64)),
@@ -339,7 +347,8 @@ export const ExecutionStatus = Type.Union([
 export type ExecutionStatus = Type.Static<typeof ExecutionStatus>;
 
 /** Milliseconds per phase (queue, build, input_fetch, run, output_upload). */
-export const Timings = Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,63}$' }), Type.Number({ minimum: 0, maximum: 1e12 }), { maxProperties: 32 });
+// additionalProperties: a record's key pattern becomes patternProperties, which alone lets any other key through.
+export const Timings = Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,63}$' }), Type.Number({ minimum: 0, maximum: 1e12 }), { maxProperties: 32, additionalProperties: false });
 
 const ExecutionResultFields = {
   status: Type.Optional(ExecutionStatus),
@@ -363,9 +372,6 @@ export const CreateExecutionRequest = Type.Object(
   { additionalProperties: false },
 );
 export type CreateExecutionRequest = Type.Static<typeof CreateExecutionRequest>;
-
-export const UpdateExecutionRequest = Type.Object(ExecutionResultFields, { additionalProperties: false });
-export type UpdateExecutionRequest = Type.Static<typeof UpdateExecutionRequest>;
 
 /** Why a finished execution failed: a script's own non-zero exit is a result, not a retry. */
 export const ExecutionFailure = Type.Union([

@@ -1,16 +1,16 @@
 /**
- * Dispatch's process-wide parts: wake-ups for long polls (PostgreSQL LISTEN/NOTIFY on one held
- * connection, so a submit on any replica wakes the claim waiting on another) and the sweep that
- * re-queues expired claims and work stranded on dead workers. Waiters also wake on a short timer, so a
- * lost notification (the LISTEN connection dropped and came back) costs a second, never a stuck claim.
+ * Dispatch's process-wide parts: the execution service (control/dispatch/execution-service.ts, the one
+ * writer of execution state), wake-ups for long polls (PostgreSQL LISTEN/NOTIFY on one held connection,
+ * so a submit on any replica wakes the claim waiting on another), the lease clock tick and the sweep
+ * that re-queues expired claims and work stranded on dead workers. Waiters also wake on a short timer,
+ * so a lost notification (the LISTEN connection dropped and came back) costs a second, never a stuck claim.
  */
 import fp from 'fastify-plugin';
 import type pg from 'pg';
-import { withTransaction } from '../db/pool.js';
-import { chooseWorker } from './choose-worker.js';
-import { giveUp, lockExpiredClaims, lockStrandedAssignments, requeue, type RequeueRow } from './repository.js';
+import { createExecutionService, type ExecutionService } from './execution-service.js';
+import { clockTickMs } from './lease-clock.js';
+import { CHANNEL } from './notify.js';
 
-export const CHANNEL = 'rgrid_dispatch';
 /** Fallback poll period of every waiter. */
 export const POLL_MS = 1000;
 
@@ -18,9 +18,7 @@ export interface Dispatch {
   /** Resolves on a notification for one of `keys`, after `ms`, or when the app closes. */
   wait(keys: readonly string[], ms: number): Promise<void>;
   readonly closing: boolean;
-  /** Places an execution that left a claim or a dead worker's queue again, or fails it when out of attempts. */
-  replace(tx: pg.PoolClient, row: RequeueRow, lostBy: string | null, reason: string): Promise<void>;
-  sweep(): Promise<{ expired: number; stranded: number }>;
+  readonly executions: ExecutionService;
 }
 
 declare module 'fastify' {
@@ -29,9 +27,15 @@ declare module 'fastify' {
   }
 }
 
-/** Notification keys: `w:<worker>` new work for a worker, `*` unplaced work, `x:<execution>` finished. */
-export async function notify(q: pg.PoolClient | pg.Pool, keys: readonly string[]): Promise<void> {
-  for (const key of new Set(keys)) await q.query('SELECT pg_notify($1, $2)', [CHANNEL, key]);
+/** Runs `fn` unless a run of it is still going (a slow database must not pile rounds up). */
+function single(fn: () => Promise<unknown>, onError: (err: unknown) => void): { run(): void; idle(): Promise<unknown> } {
+  let running: Promise<unknown> | undefined;
+  return {
+    run() {
+      running ??= fn().catch(onError).finally(() => (running = undefined));
+    },
+    idle: () => running ?? Promise.resolve(),
+  };
 }
 
 export default fp(
@@ -39,8 +43,8 @@ export default fp(
     const waiters = new Map<string, Set<() => void>>();
     let closing = false;
     let listener: pg.PoolClient | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    let sweeping: Promise<unknown> | undefined;
+    const timers: NodeJS.Timeout[] = [];
+    const executions = createExecutionService({ db: app.db, repos: app.repos, config: app.config, log: app.log });
 
     const wake = (key: string): void => {
       for (const fn of waiters.get(key) ?? []) fn();
@@ -72,34 +76,8 @@ export default fp(
       }
     }
 
-    async function replace(tx: pg.PoolClient, row: RequeueRow, lostBy: string | null, reason: string): Promise<void> {
-      if (lostBy !== null && row.attempts >= row.max_attempts) {
-        await giveUp(tx, row, `${reason}; gave up after ${row.attempts} attempt(s)`);
-        await notify(tx, [`x:${row.execution_id}`]);
-        return;
-      }
-      const avoid = lostBy === null ? row.lost_by : [...row.lost_by, lostBy];
-      const workerId = await chooseWorker(app.db, tx, {
-        account: row.account, runtime: row.runtime, scriptSha256: row.script_sha256, requirementsSha256: row.requirements_sha256, avoid,
-      }, app.config);
-      await requeue(tx, row, workerId, lostBy);
-      await notify(tx, [workerId ? `w:${workerId}` : '*']);
-      app.log.info({ execution_id: row.execution_id, from: row.worker_id, to: workerId, attempts: row.attempts, reason }, 'execution re-queued');
-    }
-
-    async function sweep(): Promise<{ expired: number; stranded: number }> {
-      const expired = await withTransaction(app.db, async (tx) => {
-        const rows = await lockExpiredClaims(tx, 100);
-        for (const row of rows) await replace(tx, row, row.worker_id, `worker ${row.worker_id ?? '?'} stopped renewing its claim`);
-        return rows.length;
-      });
-      const stranded = await withTransaction(app.db, async (tx) => {
-        const rows = await lockStrandedAssignments(tx, app.config.workerDeadAfterMs, 100);
-        for (const row of rows) await replace(tx, row, null, `worker ${row.worker_id ?? '?'} went silent before claiming`);
-        return rows.length;
-      });
-      return { expired, stranded };
-    }
+    const clock = single(() => executions.tickClock(), (err) => app.log.error({ err }, 'lease clock tick failed; next tick retries'));
+    const sweeper = single(() => executions.sweep(), (err) => app.log.error({ err }, 'dispatch sweep failed; next round retries'));
 
     app.decorate<Dispatch>('dispatch', {
       get closing() {
@@ -121,21 +99,20 @@ export default fp(
           }
         });
       },
-      replace,
-      sweep,
+      executions,
     });
 
     app.addHook('onReady', async () => {
+      // Before the first sweep, and before this replica answers a renewal: leases are extended by any
+      // time during which no replica was up (control/dispatch/lease-clock.ts). A failed first tick is
+      // retried by the timer; until one succeeds the sweep (which ticks first) does not run either.
+      await executions.tickClock().catch((err: unknown) => app.log.error({ err }, 'lease clock tick failed at start; the timer retries'));
       await listen();
+      // Every replica ticks, sweeping or not: it serves renewals, so it counts as up.
+      timers.push(setInterval(() => clock.run(), clockTickMs(app.config.claimLeaseMs)));
       const interval = app.config.dispatchSweepIntervalMs;
-      if (interval > 0) {
-        timer = setInterval(() => {
-          sweeping ??= sweep()
-            .catch((err: unknown) => app.log.error({ err }, 'dispatch sweep failed; next round retries'))
-            .finally(() => (sweeping = undefined));
-        }, interval);
-        timer.unref();
-      }
+      if (interval > 0) timers.push(setInterval(() => sweeper.run(), interval));
+      for (const t of timers) t.unref();
     });
     // preClose runs before the server waits for in-flight requests: held long polls answer now.
     app.addHook('preClose', (hookDone) => {
@@ -144,8 +121,8 @@ export default fp(
       hookDone();
     });
     app.addHook('onClose', async () => {
-      if (timer) clearInterval(timer);
-      await sweeping;
+      for (const t of timers) clearInterval(t);
+      await Promise.all([clock.idle(), sweeper.idle()]);
       const client = listener;
       listener = undefined;
       client?.release(true);

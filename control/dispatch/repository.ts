@@ -1,9 +1,11 @@
 /**
- * SQL of dispatch (issue 5). The per-worker queues are the executions rows themselves: status 'assigned'
- * with worker_id = the worker is that worker's queue, 'queued' means no live worker could take it yet
- * (any worker serving the account may claim it), 'running' is a claim with a lease. Claims take rows
- * with FOR UPDATE SKIP LOCKED, so replicas and concurrent long polls never hand one execution out twice.
+ * SQL of dispatch (docs/dispatch.md), called by the execution service only. The per-worker queues are the
+ * executions rows themselves: status 'assigned' with worker_id = the worker is that worker's queue,
+ * 'queued' means no live worker could take it yet (any worker serving the account may claim it),
+ * 'running' is a claim with a lease. Claims take rows with FOR UPDATE SKIP LOCKED, so replicas and
+ * concurrent long polls never hand one execution out twice.
  */
+import { storableLog } from '../../common/names.js';
 import type { Queryable } from '../db/pool.js';
 import { COLUMNS, toWire, type Row } from '../repositories/executions.js';
 import type { Execution, ExecutionFailure, OutputFile } from '../../common/wire/control-api.js';
@@ -41,6 +43,7 @@ export interface RequeueRow {
 const REQUEUE_COLUMNS = `execution_id, account_id AS account, runtime, script_sha256, requirements_sha256, worker_id,
   attempts, max_attempts, lost_by`;
 
+/** `maxAttempts` is the submission's own, already checked against its account's run limits. */
 export async function insertSubmitted(
   q: Queryable, account: string, body: SubmitExecutionRequest, workerId: string | null, maxAttempts: number,
 ): Promise<Execution> {
@@ -52,7 +55,7 @@ export async function insertSubmitted(
     [
       account, workerId ? 'assigned' : 'queued', body.runtime, body.script_sha256, body.requirements_sha256 ?? null,
       body.requirements_blob_sha256 ?? null, body.input_sha256 ?? null, workerId, body.timeout_s ?? null, body.memory_mb ?? null,
-      body.max_attempts ?? maxAttempts,
+      maxAttempts,
     ],
   );
   return toWire(rows[0]!);
@@ -68,9 +71,12 @@ export async function outstanding(q: Queryable, workerIds: readonly string[]): P
   return new Map(rows.map((r) => [r.worker_id, r.n]));
 }
 
-/** A claim or a renewal is a sign of life; returns false for a worker the control plane does not know. */
-export async function touchWorker(q: Queryable, workerId: string): Promise<boolean> {
-  const res = await q.query('UPDATE workers SET last_seen_at = now() WHERE worker_id = $1', [workerId]);
+/**
+ * A claim or a renewal is a sign of life, and names the token the agent uses (placement follows the
+ * accounts it serves); returns false for a worker the control plane does not know.
+ */
+export async function touchWorker(q: Queryable, workerId: string, tokenId: string): Promise<boolean> {
+  const res = await q.query('UPDATE workers SET last_seen_at = now(), token_id = $2 WHERE worker_id = $1', [workerId, tokenId]);
   return res.rowCount === 1;
 }
 
@@ -97,22 +103,31 @@ export async function claim(q: Queryable, workerId: string, accounts: readonly s
   return rows;
 }
 
-export async function renew(q: Queryable, workerId: string, executionId: string, claimId: string, leaseMs: number): Promise<Date | undefined> {
+/**
+ * A claim is held by its worker while the execution's account is still one the worker's token serves:
+ * after a share of the worker is revoked, renewals and results of that account's claims are refused.
+ */
+export async function renew(
+  q: Queryable, workerId: string, accounts: readonly string[], executionId: string, claimId: string, leaseMs: number,
+): Promise<Date | undefined> {
   const { rows } = await q.query<{ expires: Date }>(
     `UPDATE executions SET claim_expires_at = now() + make_interval(secs => $4::float8 / 1000)
-     WHERE execution_id = $2 AND claim_id = $3 AND worker_id = $1 AND status = 'running'
+     WHERE execution_id = $2 AND claim_id = $3 AND worker_id = $1 AND status = 'running' AND account_id = ANY($5::text[])
      RETURNING claim_expires_at AS expires`,
-    [workerId, executionId, claimId, leaseMs],
+    [workerId, executionId, claimId, leaseMs, accounts],
   );
   return rows[0]?.expires;
 }
 
 /** Locks the row of a live claim of this worker (inside a transaction); undefined when it was lost. */
-export async function lockClaim(q: Queryable, workerId: string, executionId: string, claimId: string): Promise<RequeueRow | undefined> {
+export async function lockClaim(
+  q: Queryable, workerId: string, accounts: readonly string[], executionId: string, claimId: string,
+): Promise<RequeueRow | undefined> {
   const { rows } = await q.query<RequeueRow>(
     `SELECT ${REQUEUE_COLUMNS} FROM executions
-     WHERE execution_id = $2 AND claim_id = $3 AND worker_id = $1 AND status = 'running' FOR UPDATE`,
-    [workerId, executionId, claimId],
+     WHERE execution_id = $2 AND claim_id = $3 AND worker_id = $1 AND status = 'running' AND account_id = ANY($4::text[])
+     FOR UPDATE`,
+    [workerId, executionId, claimId, accounts],
   );
   return rows[0];
 }
@@ -135,8 +150,10 @@ export function resultStatus(body: Pick<CompleteRequest, 'exit_code' | 'failure'
 
 export async function finish(q: Queryable, executionId: string, body: CompleteRequest, logMaxBytes: number): Promise<Execution> {
   const { status, failure } = resultStatus(body);
-  const out = capLog(body.stdout, logMaxBytes);
-  const err = capLog(body.stderr, logMaxBytes);
+  // Logs are a record of what the script printed: never refused. NUL (which PostgreSQL cannot store in
+  // text) and unpaired surrogates become U+FFFD before the cap counts bytes.
+  const out = capLog(body.stdout === undefined ? undefined : storableLog(body.stdout), logMaxBytes);
+  const err = capLog(body.stderr === undefined ? undefined : storableLog(body.stderr), logMaxBytes);
   const outputs: OutputFile[] = body.outputs ?? [];
   const { rows } = await q.query<Row>(
     `UPDATE executions SET status = $2, failure = $3, exit_code = $4, error = $5, script_cache_hit = $6,
@@ -188,14 +205,20 @@ export async function lockExpiredClaims(q: Queryable, limit: number): Promise<Re
   return rows;
 }
 
-/** Work waiting in the queue of a worker that went silent: it is placed again (no attempt was made). */
+/**
+ * Work waiting in the queue of a worker that went silent, or that no longer serves the account (its share
+ * was revoked, its tokens revoked or expired): it is placed again (no attempt was made).
+ */
 export async function lockStrandedAssignments(q: Queryable, deadAfterMs: number, limit: number): Promise<RequeueRow[]> {
   const { rows } = await q.query<RequeueRow>(
     `SELECT ${REQUEUE_COLUMNS} FROM executions e
      WHERE e.dispatch AND e.status = 'assigned'
-       AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = e.worker_id
-                       AND w.last_seen_at > now() - make_interval(secs => $1::float8 / 1000))
-     ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+       AND (NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = e.worker_id
+                        AND w.last_seen_at > now() - make_interval(secs => $1::float8 / 1000))
+            OR NOT EXISTS (SELECT 1 FROM workers w JOIN live_worker_token_accounts v ON v.worker_id = w.worker_id
+                           WHERE w.worker_id = e.worker_id AND v.account_id = e.account_id
+                             AND (w.token_id IS NULL OR v.token_id = w.token_id)))
+     ORDER BY e.created_at LIMIT $2 FOR UPDATE OF e SKIP LOCKED`,
     [deadAfterMs, limit],
   );
   return rows;

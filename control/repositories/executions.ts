@@ -1,5 +1,5 @@
 import type { Db, Queryable } from '../db/pool.js';
-import type { CreateExecutionRequest, Execution, UpdateExecutionRequest } from '../../common/wire/control-api.js';
+import type { CreateExecutionRequest, Execution } from '../../common/wire/control-api.js';
 
 const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 
@@ -31,6 +31,7 @@ export function decodeCursor(cursor: string): [string, string] | undefined {
 
 export function createExecutionRepository(db: Db) {
   return {
+    /** A record of an execution run outside dispatch (the execution service admits finished ones only). */
     async create(account: string, body: CreateExecutionRequest, q: Queryable = db): Promise<Execution> {
       const status = body.status ?? 'queued';
       const { rows } = await q.query<Row>(
@@ -45,32 +46,6 @@ export function createExecutionRepository(db: Db) {
         ],
       );
       return toWire(rows[0]!);
-    },
-
-    /** Only fields present in the body change; timings are merged phase by phase. */
-    async update(account: string, id: string, body: UpdateExecutionRequest, q: Queryable = db): Promise<Execution | undefined> {
-      const has = (k: keyof UpdateExecutionRequest): boolean => Object.prototype.hasOwnProperty.call(body, k);
-      const { rows } = await q.query<Row>(
-        `UPDATE executions SET
-           status = CASE WHEN $3 THEN $4 ELSE status END,
-           worker_id = CASE WHEN $5 THEN $6 ELSE worker_id END,
-           exit_code = CASE WHEN $7 THEN $8::int ELSE exit_code END,
-           script_cache_hit = CASE WHEN $9 THEN $10::boolean ELSE script_cache_hit END,
-           dependency_cache_hit = CASE WHEN $11 THEN $12::boolean ELSE dependency_cache_hit END,
-           input_cache_hit = CASE WHEN $13 THEN $14::boolean ELSE input_cache_hit END,
-           timings = timings || $15::jsonb,
-           error = CASE WHEN $16 THEN $17 ELSE error END,
-           finished_at = CASE WHEN $3 AND $4 = ANY($18::text[]) THEN coalesce(finished_at, now()) ELSE finished_at END,
-           updated_at = now()
-         WHERE execution_id = $1 AND account_id = $2
-         RETURNING ${COLUMNS}`,
-        [
-          id, account, has('status'), body.status ?? null, has('worker_id'), body.worker_id ?? null, has('exit_code'), body.exit_code ?? null,
-          has('script_cache_hit'), body.script_cache_hit ?? null, has('dependency_cache_hit'), body.dependency_cache_hit ?? null,
-          has('input_cache_hit'), body.input_cache_hit ?? null, JSON.stringify(body.timings ?? {}), has('error'), body.error ?? null, TERMINAL,
-        ],
-      );
-      return rows[0] && toWire(rows[0]);
     },
 
     async get(account: string, id: string, q: Queryable = db): Promise<Execution | undefined> {

@@ -2,7 +2,14 @@ import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebo
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import { AccountId, CreateTokenRequest, CreateTokenResponse, TokenInfo } from '../../common/wire/control-api.js';
+import {
+  AccountParams, RevokeShareQuery, RunLimitsResponse, SetRunLimitsRequest, ShareWorkerRequest, WorkerParams, WorkerShareInfo, WorkerShareParams,
+  WorkerTenancyResponse,
+} from '../../common/wire/tenancy-api.js';
+import { withTransaction } from '../db/pool.js';
+import { clearOverrides, describeLimits, writeOverrides } from '../dispatch/run-limits.js';
 import type { TokenRow } from '../repositories/tokens.js';
+import type { WorkerShare } from '../repositories/workers.js';
 
 export function tokenInfo(row: TokenRow): TokenInfo {
   return {
@@ -15,6 +22,20 @@ export function tokenInfo(row: TokenRow): TokenInfo {
     revoked: row.revoked,
   };
 }
+
+export function shareInfo(row: WorkerShare): WorkerShareInfo {
+  return {
+    ...row,
+    granted_at: row.granted_at.toISOString(),
+    revoked_at: row.revoked_at?.toISOString() ?? null,
+  };
+}
+
+/**
+ * The admin token is one shared secret, so "who" is the admin principal plus the name the operator gives
+ * (`by`), recorded with every tenancy and limit change.
+ */
+const actor = (by: string | undefined): string => (by ? `admin:${by}` : 'admin');
 
 const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   const roles = ['admin'] as const;
@@ -51,6 +72,81 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       app.tokenCache.clear();
       if (!row) throw new RgridError('not_found', `no token ${request.params.id}`);
       return tokenInfo(row);
+    },
+  );
+
+  // ---- tenancy: a worker id belongs to the account of its first worker token; shares are explicit ------
+
+  app.get(
+    '/admin/workers/:worker_id/shares',
+    { config: { roles }, schema: { tags: ['admin'], params: WorkerParams, response: { 200: WorkerTenancyResponse } } },
+    async (request) => {
+      const workerId = request.params.worker_id;
+      const [binding, shares] = await Promise.all([app.repos.workers.binding(workerId), app.repos.workers.shares(workerId)]);
+      return {
+        worker_id: workerId,
+        owner: binding ? { account: binding.account, bound_at: binding.bound_at.toISOString() } : null,
+        shares: shares.map(shareInfo),
+      };
+    },
+  );
+
+  app.post(
+    '/admin/workers/:worker_id/shares',
+    { config: { roles }, schema: { tags: ['admin'], params: WorkerParams, body: ShareWorkerRequest, response: { 200: WorkerShareInfo, 201: WorkerShareInfo } } },
+    async (request, reply) => {
+      const workerId = request.params.worker_id;
+      const { account, reason, by } = request.body;
+      const granted = await withTransaction(app.db, (tx) => app.repos.workers.grantShare(workerId, account, actor(by), reason, tx));
+      if (!granted) throw new RgridError('not_found', `worker id ${workerId} has no owner yet: create its first worker token, which binds it to that token's account`);
+      // The owner's tokens now serve the account too: every token of this worker is looked up again.
+      app.tokenCache.clear();
+      if (granted.created) request.log.info({ worker_id: workerId, account, by: granted.share.granted_by, reason }, 'worker shared with another account');
+      return reply.code(granted.created ? 201 : 200).send(shareInfo(granted.share));
+    },
+  );
+
+  app.delete(
+    '/admin/workers/:worker_id/shares/:account',
+    { config: { roles }, schema: { tags: ['admin'], params: WorkerShareParams, querystring: RevokeShareQuery, response: { 200: WorkerShareInfo } } },
+    async (request) => {
+      const { worker_id: workerId, account } = request.params;
+      const revoked = await withTransaction(app.db, (tx) => app.repos.workers.revokeShare(workerId, account, actor(request.query.by), request.query.reason ?? null, tx));
+      if (!revoked) throw new RgridError('not_found', `worker ${workerId} is not shared with account ${account}`);
+      // This process stops accepting the account's tokens of this worker at once; other replicas within
+      // tokenCacheMs. Claims of that account held by the worker are refused from the next renewal on, and
+      // its queued work there is placed elsewhere by the next sweep.
+      app.tokenCache.clear();
+      request.log.info({ worker_id: workerId, account, by: revoked.revoked_by }, 'worker share revoked');
+      return shareInfo(revoked);
+    },
+  );
+
+  // ---- run limits per account ---------------------------------------------------------------------------
+
+  app.get(
+    '/admin/accounts/:account/run-limits',
+    { config: { roles }, schema: { tags: ['admin'], params: AccountParams, response: { 200: RunLimitsResponse } } },
+    async (request) => describeLimits(app.db, request.params.account, app.config),
+  );
+
+  app.put(
+    '/admin/accounts/:account/run-limits',
+    { config: { roles }, schema: { tags: ['admin'], params: AccountParams, body: SetRunLimitsRequest, response: { 200: RunLimitsResponse } } },
+    async (request) => {
+      const account = request.params.account;
+      await writeOverrides(app.db, account, request.body, actor(request.body.by));
+      request.log.info({ account, limits: request.body }, 'run limits set');
+      return describeLimits(app.db, account, app.config);
+    },
+  );
+
+  app.delete(
+    '/admin/accounts/:account/run-limits',
+    { config: { roles }, schema: { tags: ['admin'], params: AccountParams, response: { 200: RunLimitsResponse } } },
+    async (request) => {
+      await clearOverrides(app.db, request.params.account);
+      return describeLimits(app.db, request.params.account, app.config);
     },
   );
 

@@ -1,17 +1,18 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
-import {
-  AccountQuery, CreateExecutionRequest, Execution, ListExecutionsQuery, ListExecutionsResponse, UpdateExecutionRequest,
-} from '../../common/wire/control-api.js';
+import { AccountQuery, CreateExecutionRequest, Execution, ListExecutionsQuery, ListExecutionsResponse, Uuid } from '../../common/wire/control-api.js';
 import { accountOf } from '../plugins/auth.js';
 import { decodeCursor, encodeCursor } from '../repositories/executions.js';
 
-const Params = Type.Object({ id: Type.String({ format: 'uuid' }) });
+const Params = Type.Object({ id: Uuid });
 
 /**
- * Executions with their cache-hit flags and timings (issue 3 item 7). Created by a client or the
- * scheduler; the scheduler or a worker serving the account reports progress and results with PATCH.
+ * Executions with their cache-hit flags and timings: read by id or listed per account. Their state
+ * changes only through dispatch (control/dispatch/execution-service.ts): there is no PATCH, since an
+ * update of the status from outside claim and complete could revive a finished execution (running with
+ * no lease: nothing would ever end it) or run it again. POST records an execution run outside dispatch,
+ * finished only.
  */
 const executionRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   const tags = ['executions'];
@@ -19,11 +20,7 @@ const executionRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   app.post(
     '/executions',
     { config: { roles: ['client', 'scheduler'] }, schema: { tags, body: CreateExecutionRequest, response: { 201: Execution } } },
-    async (request, reply) => {
-      const account = accountOf(request);
-      const execution = await app.repos.executions.create(account, request.body);
-      return reply.code(201).send(execution);
-    },
+    async (request, reply) => reply.code(201).send(await app.dispatch.executions.record(accountOf(request), request.body)),
   );
 
   app.get(
@@ -32,17 +29,6 @@ const executionRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
     async (request) => {
       const account = accountOf(request, request.query.account);
       const execution = await app.repos.executions.get(account, request.params.id);
-      if (!execution) throw new RgridError('not_found', `no execution ${request.params.id}`);
-      return execution;
-    },
-  );
-
-  app.patch(
-    '/executions/:id',
-    { config: { roles: ['scheduler', 'worker'] }, schema: { tags, params: Params, querystring: AccountQuery, body: UpdateExecutionRequest, response: { 200: Execution } } },
-    async (request) => {
-      const account = accountOf(request, request.query.account);
-      const execution = await app.repos.executions.update(account, request.params.id, request.body);
       if (!execution) throw new RgridError('not_found', `no execution ${request.params.id}`);
       return execution;
     },

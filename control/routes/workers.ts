@@ -35,7 +35,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
     { config: { roles }, schema: { tags, params: Params, body: RegisterWorkerRequest, response: { 200: RegisterWorkerResponse } } },
     async (request) => {
       const auth = ownWorker(request, request.params.worker_id);
-      const { known } = await app.repos.workers.register(auth.workerId, request.body);
+      const { known } = await app.repos.workers.register(auth.workerId, request.body, auth.tokenId);
       return {
         worker_id: auth.workerId,
         known,
@@ -53,7 +53,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
     { config: { roles }, schema: { tags, params: Params, body: HeartbeatRequest, response: { 200: SyncStatusResponse } } },
     async (request) => {
       const auth = ownWorker(request, request.params.worker_id);
-      const row = await app.repos.workers.heartbeat(auth.workerId, request.body);
+      const row = await app.repos.workers.heartbeat(auth.workerId, request.body, auth.tokenId);
       return { known: row !== undefined, resync_required: !row || row.snapshotAt === null, server_time: new Date().toISOString() };
     },
   );

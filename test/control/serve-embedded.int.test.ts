@@ -52,7 +52,7 @@ describe('rgrid-control serve on embedded PostgreSQL', () => {
     const created = await fetch(`${first.url}/v1/executions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ runtime: 'python3.11', script_sha256: 'a'.repeat(64) }),
+      body: JSON.stringify({ runtime: 'python3.11', script_sha256: 'a'.repeat(64), status: 'succeeded', exit_code: 0 }),
     });
     expect(created.status).toBe(201);
 

@@ -3,7 +3,7 @@
 // Must be shown 1: a worker registers, syncs a snapshot, then deltas; a retried batch changes nothing
 // the second time; the scheduler's resolve sees exactly the worker's entries.
 import { describe, expect, it } from 'vitest';
-import { build, call, createToken, entry, registerWorker, sha, snapshot, useTestDatabase } from './support.js';
+import { ADMIN_TOKEN, build, call, createToken, entry, registerWorker, sha, snapshot, useTestDatabase } from './support.js';
 
 const db = useTestDatabase();
 
@@ -118,9 +118,11 @@ describe('worker sync', () => {
   it('syncs a snapshot for one account without touching the worker’s entries of another', async () => {
     const app = await build(db);
     const a = await createToken(app, 'multi-a', 'worker', 'w-multi');
-    await createToken(app, 'multi-b', 'worker', 'w-multi');
+    // w-multi belongs to multi-a (its first token); the operator shares it with multi-b.
+    const share = await call(app, 'POST', '/v1/admin/workers/w-multi/shares', ADMIN_TOKEN, { account: 'multi-b', reason: 'test' });
+    expect(share.statusCode).toBe(201);
     await registerWorker(app, a, 'w-multi');
-    // The worker serves both accounts through either token; it names the accounts of its snapshot.
+    // The owner's token serves both accounts; the worker names the accounts of its snapshot.
     const full = await snapshot(app, a, 'w-multi', [entry({ account: 'multi-a' }), entry({ account: 'multi-b' })]);
     expect(full.json()).toMatchObject({ accounts: ['multi-a', 'multi-b'], entries: 2 });
     const onlyA = await snapshot(app, a, 'w-multi', [], ['multi-a']);
