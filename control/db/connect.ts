@@ -29,6 +29,15 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Whether `pid` is (still) an `rgrid-control serve`, not a process that got a recycled pid. */
+function isServe(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('serve');
+  } catch {
+    return !existsSync('/proc'); // no /proc to tell: assume it is
+  }
+}
+
 async function reachable(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
   try {
@@ -110,7 +119,14 @@ export async function openDatabase(databaseUrl: string | null, dataDir: string, 
   const runFile = runFileOf(dataDir);
   if (existsSync(runFile)) {
     const run = readRunFile(runFile);
-    if (alive(run.pid) && (await reachable(run.url))) return { url: run.url, mode: 'attached', stop: () => Promise.resolve() };
+    if (alive(run.pid)) {
+      if (await reachable(run.url)) return { url: run.url, mode: 'attached', stop: () => Promise.resolve() };
+      // The serve that owns this data directory is restarting its database: starting a second server
+      // here would race it for the data directory.
+      if (run.pid !== process.pid && isServe(run.pid)) {
+        throw new RgridError('unavailable', `rgrid-control serve (pid ${run.pid}) owns ${dataDir} and its database is not answering yet; retry shortly`);
+      }
+    }
   }
   const server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log, ...(opts.supervise ? { supervise: opts.supervise } : {}) });
   let url: string;
