@@ -108,7 +108,9 @@ async function startServer(cli: string, databaseUrl: string, dataDir: string): P
   const serverArgs = (process.env.RGRID_BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean);
   const child = spawn(
     process.execPath,
-    [...nodeArgs, cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn', '--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate', ...serverArgs],
+    [...nodeArgs, cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn', '--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate',
+      // The bench drives one token far past the per-token admission limits, and its snapshot is ~60 MB.
+      '--token-rate-limit', '0', '--token-concurrency', '0', '--snapshot-body-limit', String(128 * 1024 * 1024), ...serverArgs],
     { env: { ...process.env, DATABASE_URL: databaseUrl, RGRID_CONTROL_ADMIN_TOKEN: ADMIN } },
   );
   child.stderr.on('data', (c: Buffer) => process.stderr.write(c));

@@ -15,6 +15,9 @@ export type RgridErrorCode =
   | 'unauthorized'
   | 'forbidden'
   | 'payload_too_large'
+  | 'quota_exceeded'
+  | 'request_timeout'
+  | 'rate_limited'
   | 'digest_mismatch'
   | 'build_failed'
   | 'run_failed'
@@ -35,6 +38,11 @@ const HTTP_STATUS: Record<RgridErrorCode, number> = {
   unauthorized: 401,
   forbidden: 403,
   payload_too_large: 413,
+  // The account's stored blobs would pass its quota: not retryable until something is removed.
+  quota_exceeded: 413,
+  request_timeout: 408,
+  // Retry after the response's Retry-After seconds.
+  rate_limited: 429,
   digest_mismatch: 422,
   build_failed: 422,
   run_failed: 500,

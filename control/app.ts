@@ -1,5 +1,5 @@
 /**
- * The control plane's Fastify app (design.md §7), built apart from the process entry: main.ts alone
+ * The control plane's Fastify app, built apart from the process entry: main.ts alone
  * listens and handles signals; tests build it and use inject(). Health, readiness, metrics and the
  * OpenAPI document sit at the root; everything under /v1 lives in an encapsulated context behind auth.
  */
@@ -14,14 +14,16 @@ import storagePlugin from './plugins/storage.js';
 import metricsPlugin from './plugins/metrics.js';
 import authPlugin from './plugins/auth.js';
 import cleanupJob from './plugins/cleanup-job.js';
-import { installErrorHandling } from './plugins/errors.js';
+import { clientErrorHandler, frameworkErrors, installErrorHandling } from './plugins/errors.js';
+import admissionPlugin, { installBodyIdleTimeout } from './plugins/admission.js';
+import { LONGEST_PATH_ID } from '../common/names.js';
 import healthRoutes from './routes/health.js';
 import adminRoutes from './routes/admin.js';
 import workerRoutes from './routes/workers.js';
 import resolveRoutes from './routes/resolve.js';
 import { blobRoutes, manifestRoutes } from './routes/inputs.js';
 import executionRoutes from './routes/executions.js';
-// issue 5: dispatch (queues, claims, leases)
+// Dispatch: queues, claims, leases.
 import dispatchPlugin from './dispatch/plugin.js';
 import dispatchRoutes from './dispatch/routes.js';
 
@@ -44,13 +46,24 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
   const app = Fastify({
     ...(deps.logger === undefined ? { logger: { level: config.logLevel } } : deps.logger === false ? { logger: false } : { loggerInstance: deps.logger }),
     bodyLimit: config.bodyLimitBytes,
-    // The hashes and ids in URLs are exact; no case or trailing-slash games.
-    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false },
+    // Admission control (docs/operations.md): a request must arrive whole within requestTimeout, a
+    // connection silent for connectionTimeout is closed (long polls answer well before it: config.ts
+    // checks), an idle keep-alive connection is closed after keepAliveTimeout.
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.connectionTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    // The hashes and ids in URLs are exact; no case or trailing-slash games. No id in a path is longer
+    // than LONGEST_PATH_ID: a longer parameter is refused by the router (414) before any route runs.
+    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, maxParamLength: LONGEST_PATH_ID },
+    frameworkErrors,
+    clientErrorHandler,
     ajv: { customOptions: { removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  app.server.headersTimeout = config.headersTimeoutMs;
 
   app.decorate('config', config);
   installErrorHandling(app);
+  installBodyIdleTimeout(app, config.bodyIdleTimeoutMs);
   await app.register(swagger, {
     openapi: {
       info: { title: 'rgrid control plane', version: '1', description: 'Fleet-wide cache index, inputs and executions (docs/control.md)' },
@@ -77,6 +90,7 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
   await app.register(
     async (v1) => {
       await v1.register(authPlugin);
+      await v1.register(admissionPlugin);
       await v1.register(adminRoutes);
       await v1.register(workerRoutes);
       await v1.register(resolveRoutes);

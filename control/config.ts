@@ -1,6 +1,6 @@
 /**
  * The control plane's configuration: one TypeBox schema, the type derived from it, defaults written
- * once (design.md §9). The CLI entry collects flags and environment into a partial object and calls
+ * once. The CLI entry collects flags and environment into a partial object and calls
  * `loadControlConfig` once at start; everything else receives the validated result. Nothing here reads
  * process.env.
  */
@@ -9,7 +9,63 @@ import { Value } from 'typebox/value';
 import { RgridError } from '../common/errors.js';
 
 const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
 const DAY = 86_400_000;
+
+// ---- admission control: timeouts, body and storage limits, per-token rates (docs/operations.md) ----
+/**
+ * Everything that bounds what one caller can make the control plane hold: time, memory, disk, requests.
+ * 0 turns a per-token or per-address limit off; timeouts and sizes are always on.
+ */
+const AdmissionConfigFields = {
+  /**
+   * A full snapshot is one JSON body held in memory while it is parsed: at about 600 bytes an entry,
+   * 8 MiB holds some 14,000 entries (docs/operations.md, Admission control and limits).
+   */
+  snapshotBodyLimitBytes: Type.Integer({ minimum: 1024, maximum: 1024 * MiB, default: 8 * MiB }),
+  /** Input blob bytes one account may keep (the sum of its blob rows); an upload past it is refused. */
+  accountBlobQuotaBytes: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 10 * GiB }),
+  /** Input blobs one account may keep. */
+  accountBlobQuotaCount: Type.Integer({ minimum: 0, maximum: 2_147_483_647, default: 1_000_000 }),
+  /** Requests one token may make per rolling minute (429 with Retry-After past it); 0 = unlimited. */
+  tokenRateLimitPerMinute: Type.Integer({ minimum: 0, default: 6000 }),
+  /** Requests one token may have in flight at once, long polls included; 0 = unlimited. */
+  tokenConcurrencyLimit: Type.Integer({ minimum: 0, default: 128 }),
+  /** Failed authentications one client address may make per minute before all its requests get 429; 0 = unlimited. */
+  authFailuresPerMinute: Type.Integer({ minimum: 0, default: 30 }),
+  /**
+   * Longest time to receive a whole request, body included (Node's requestTimeout). Bounds a body that
+   * trickles in just fast enough to dodge the idle timeouts; the largest blob must arrive within it.
+   */
+  requestTimeoutMs: Type.Integer({ minimum: 1000, default: 3_600_000 }),
+  /** Longest time to receive the request line and headers. */
+  headersTimeoutMs: Type.Integer({ minimum: 1000, default: 20_000 }),
+  /**
+   * A connection with no bytes in either direction for this long is closed (Node's socket timeout). A
+   * long poll (claim, wait) sends nothing until it answers, so this must exceed claimWaitMaxMs.
+   */
+  connectionTimeoutMs: Type.Integer({ minimum: 1000, default: 90_000 }),
+  /** An idle keep-alive connection between two requests is closed after this long. */
+  keepAliveTimeoutMs: Type.Integer({ minimum: 1000, default: 10_000 }),
+  /**
+   * A request body (blob upload, large JSON) that stops arriving for this long is refused with 408 and
+   * its connection closed; a staged blob is removed.
+   */
+  bodyIdleTimeoutMs: Type.Integer({ minimum: 100, default: 30_000 }),
+};
+/** A long poll's answer must leave its connection before the idle timeout closes it. */
+const LONG_POLL_MARGIN_MS = 5000;
+
+/** Relations between admission fields the schema cannot express. */
+function admissionProblems(c: ControlConfig): string[] {
+  const problems: string[] = [];
+  if (c.connectionTimeoutMs < c.claimWaitMaxMs + LONG_POLL_MARGIN_MS) {
+    problems.push(`/connectionTimeoutMs: must be at least claimWaitMaxMs + ${LONG_POLL_MARGIN_MS} (${c.claimWaitMaxMs + LONG_POLL_MARGIN_MS}): long polls stay silent that long`);
+  }
+  if (c.headersTimeoutMs > c.requestTimeoutMs) problems.push('/headersTimeoutMs: must not exceed requestTimeoutMs');
+  return problems;
+}
+// ---- end of admission control ------------------------------------------------------------------------
 
 export const ControlConfigSchema = Type.Object(
   {
@@ -24,8 +80,6 @@ export const ControlConfigSchema = Type.Object(
     adminToken: Type.Union([Type.String({ minLength: 16 }), Type.Null()], { default: null }),
     /** JSON request bodies. */
     bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1 * MiB }),
-    /** A full snapshot of 100,000 entries is about 40 MB of JSON. */
-    snapshotBodyLimitBytes: Type.Integer({ minimum: 1024, default: 256 * MiB }),
     /** One input blob. */
     blobMaxBytes: Type.Integer({ minimum: 1, default: 4096 * MiB }),
     /** Entries (and manifests) unused for this long are removed by cleanup. */
@@ -80,6 +134,7 @@ export const ControlConfigSchema = Type.Object(
     /** Most `max_attempts` a submission may ask for; the default `maxAttempts` is capped by it too. */
     runMaxAttempts: Type.Integer({ minimum: 1, maximum: 20, default: 5 }),
     // ---- end of run limits --------------------------------------------------------------------------
+    ...AdmissionConfigFields,
     logLevel: Type.Union(
       [
         Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
@@ -98,8 +153,9 @@ export type ControlConfigInput = Partial<ControlConfig>;
 export function loadControlConfig(input: ControlConfigInput = {}): ControlConfig {
   const withDefaults = Value.Default(ControlConfigSchema, structuredClone(input));
   const errors = Value.Errors(ControlConfigSchema, withDefaults);
-  if (errors.length > 0) {
-    const lines = errors.map((e) => `${e.instancePath || '/'}: ${e.message}`);
+  const lines = errors.map((e) => `${e.instancePath || '/'}: ${e.message}`);
+  if (lines.length === 0) lines.push(...admissionProblems(withDefaults as ControlConfig));
+  if (lines.length > 0) {
     throw new RgridError('bad_request', `invalid control configuration: ${lines.join('; ')}`, { errors: lines });
   }
   return withDefaults as ControlConfig;

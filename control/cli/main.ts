@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `rgrid-control`: serve, migrate, token create|list|revoke, cleanup. The only module that reads the
- * environment, listens, and installs signal handlers (design.md §9). Errors end the process with a
+ * environment, listens, and installs signal handlers. Errors end the process with a
  * one-line reason on stderr and a non-zero exit code, never a swallowed failure.
  */
 import { realpathSync } from 'node:fs';
@@ -20,7 +20,8 @@ import { createTokenRepository } from '../repositories/tokens.js';
 import { createFsBlobStorage } from '../storage/fs-storage.js';
 import { tokenInfo } from '../routes/admin.js';
 import { join } from 'node:path';
-import { configFromFlags, type CommonFlags, type ServeFlags } from './options.js';
+import { configFromFlags, readDatabaseUrl, urlHasPassword, type CommonFlags, type ServeFlags } from './options.js';
+import { connectedAsSuperuser } from '../db/roles.js';
 
 type Lifecycle = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
@@ -31,14 +32,39 @@ const stderrLog = (line: string): void => {
   process.stderr.write(`${line}\n`);
 };
 
+/** A password on the command line is readable by every local user (ps, /proc/<pid>/cmdline). */
+function warnCommandLineSecrets(flags: CommonFlags, warn: (line: string) => void): void {
+  if (flags.databaseUrl && urlHasPassword(flags.databaseUrl)) {
+    warn('--database-url carries a password on the command line, where every local user can read it; use --database-url-file, DATABASE_URL_FILE or the systemd credential database-url');
+  }
+}
+
+/** The database URL a command other than serve uses (same sources as serve). */
+function databaseUrlOf(flags: CommonFlags): string | null {
+  warnCommandLineSecrets(flags, stderrLog);
+  return readDatabaseUrl(flags, process.env)?.value ?? null;
+}
+
 async function serve(flags: ServeFlags): Promise<void> {
   const config = configFromFlags(flags, process.env);
   const logger = pino({ level: config.logLevel });
   let state: Lifecycle = 'starting';
+  warnCommandLineSecrets(flags, (line) => logger.warn(line));
   if (config.adminToken === null) logger.warn('no admin token configured (RGRID_CONTROL_ADMIN_TOKEN or a file): admin routes refuse every request');
-  const database = await openDatabase(config.databaseUrl, config.dataDir, (line) => logger.debug({ postgres: line }));
+  // Set once the app exists: a database that cannot be restarted ends the process (its service
+  // manager then starts everything afresh, on a new port if the old one was taken).
+  let onDatabaseLost: (err: unknown) => void = (err) => {
+    logger.fatal({ err }, 'embedded PostgreSQL could not be restarted; exiting');
+    process.exit(1);
+  };
+  const database = await openDatabase(config.databaseUrl, config.dataDir, (line) => logger.debug({ postgres: line }), {
+    supervise: { onGiveUp: (err) => onDatabaseLost(err) },
+  });
   logger.info({ mode: database.mode }, 'database ready');
   try {
+    if (database.mode === 'external' && (await connectedAsSuperuser(database.url))) {
+      logger.warn('connected to PostgreSQL as a superuser: give the control plane a role that only owns its database (docs/operations.md, Secrets)');
+    }
     if (config.migrateOnStart) {
       const { applied } = await migrate(database.url, { info: (m) => logger.debug(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) });
       logger.info({ applied }, applied.length > 0 ? 'migrations applied' : 'schema up to date');
@@ -68,6 +94,11 @@ async function serve(flags: ServeFlags): Promise<void> {
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
+    onDatabaseLost = (err) => {
+      logger.fatal({ err }, 'embedded PostgreSQL could not be restarted; exiting');
+      process.exitCode = 1;
+      shutdown('database lost');
+    };
     // The address actually bound (with --listen HOST:0 the kernel picks the port).
     const url = await app.listen({ host: config.host, port: config.port });
     state = 'running';
@@ -83,7 +114,7 @@ async function serve(flags: ServeFlags): Promise<void> {
 async function withDatabase<T>(flags: CommonFlags, fn: (url: string) => Promise<T>): Promise<T> {
   const config = loadControlConfig({
     ...(flags.dataDir ? { dataDir: flags.dataDir } : process.env.RGRID_CONTROL_DATA_DIR ? { dataDir: process.env.RGRID_CONTROL_DATA_DIR } : {}),
-    databaseUrl: flags.databaseUrl ?? (process.env.DATABASE_URL || null),
+    databaseUrl: databaseUrlOf(flags),
   });
   const database = await openDatabase(config.databaseUrl, config.dataDir, () => undefined);
   try {
@@ -104,7 +135,8 @@ export function buildProgram(): Command {
   const common = (cmd: Command): Command =>
     cmd
       .option('--data-dir <dir>', 'data directory (embedded PostgreSQL, blobs)', undefined)
-      .option('--database-url <url>', 'external PostgreSQL (default: $DATABASE_URL, else embedded)');
+      .option('--database-url <url>', 'external PostgreSQL (default: $DATABASE_URL, else embedded); prefer --database-url-file, a password here is visible to other users')
+      .option('--database-url-file <path>', 'file holding the external PostgreSQL URL (else $DATABASE_URL, $DATABASE_URL_FILE, $CREDENTIALS_DIRECTORY/database-url)');
 
   common(program.command('serve').description('run the HTTP API'))
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8080')
@@ -121,12 +153,24 @@ export function buildProgram(): Command {
     .option('--fleet-cache <duration>', 'reuse the live-worker view for placement this long, 0 = never (default 1s)')
     .option('--token-cache <duration>', 'reuse a valid token lookup this long (never past expiry), 0 = never (default 1s)')
     .option('--no-migrate', 'do not apply migrations at start')
+    // Admission control (docs/operations.md, Admission control and limits).
+    .option('--snapshot-body-limit <bytes>', 'largest full-snapshot body (default 8 MiB)')
+    .option('--account-blob-quota <bytes>', 'input blob bytes one account may keep (default 10 GiB)')
+    .option('--account-blob-count <n>', 'input blobs one account may keep (default 1000000)')
+    .option('--token-rate-limit <n>', 'requests per minute per token, 0 = unlimited (default 6000)')
+    .option('--token-concurrency <n>', 'requests in flight per token, 0 = unlimited (default 128)')
+    .option('--auth-failures-per-minute <n>', 'failed authentications per client address before 429, 0 = unlimited (default 30)')
+    .option('--request-timeout <duration>', 'longest time to receive a whole request (default 1h)')
+    .option('--headers-timeout <duration>', 'longest time to receive the request headers (default 20s)')
+    .option('--connection-timeout <duration>', 'close a connection silent this long; must exceed the long-poll limit (default 90s)')
+    .option('--keep-alive-timeout <duration>', 'close an idle keep-alive connection after this long (default 10s)')
+    .option('--body-idle-timeout <duration>', 'refuse a request body that stops arriving for this long (default 30s)')
     .action(async (flags: ServeFlags) => serve(flags));
 
   common(program.command('migrate').description('apply pending migrations and exit'))
     .option('--json', 'print JSON')
     .action(async (flags: CommonFlags & { json?: boolean }) => {
-      const config = loadControlConfig({ ...(flags.dataDir ? { dataDir: flags.dataDir } : {}), databaseUrl: flags.databaseUrl ?? (process.env.DATABASE_URL || null) });
+      const config = loadControlConfig({ ...(flags.dataDir ? { dataDir: flags.dataDir } : {}), databaseUrl: databaseUrlOf(flags) });
       const database = await openDatabase(config.databaseUrl, config.dataDir, () => undefined);
       try {
         const result = await migrate(database.url, { info: () => undefined, warn: stderrLog, error: stderrLog });

@@ -11,6 +11,7 @@ import { loadControlConfig, parseListen, type ControlConfig, type ControlConfigI
 export interface CommonFlags {
   dataDir?: string;
   databaseUrl?: string;
+  databaseUrlFile?: string;
   logLevel?: string;
 }
 
@@ -28,6 +29,18 @@ export interface ServeFlags extends CommonFlags {
   fleetCache?: string;
   tokenCache?: string;
   migrate?: boolean;
+  // Admission control (docs/operations.md, Admission control and limits).
+  snapshotBodyLimit?: string;
+  accountBlobQuota?: string;
+  accountBlobCount?: string;
+  tokenRateLimit?: string;
+  tokenConcurrency?: string;
+  authFailures?: string;
+  requestTimeout?: string;
+  headersTimeout?: string;
+  connectionTimeout?: string;
+  keepAliveTimeout?: string;
+  bodyIdleTimeout?: string;
 }
 
 function integer(text: string | undefined, flag: string): number | undefined {
@@ -38,21 +51,69 @@ function integer(text: string | undefined, flag: string): number | undefined {
 
 const duration = (text: string | undefined, flag: string): number | undefined => (text === undefined ? undefined : parseDuration(text, flag));
 
-/** Admin token: --admin-token-file, RGRID_CONTROL_ADMIN_TOKEN, RGRID_CONTROL_ADMIN_TOKEN_FILE, then systemd's LoadCredential. */
-export function readAdminToken(flagFile: string | undefined, env: NodeJS.ProcessEnv): string | null {
-  const fromFile = (path: string): string => {
-    const token = readFileSync(path, 'utf8').trim();
-    if (!token) throw new RgridError('bad_request', `admin token file ${path} is empty`);
-    return token;
-  };
-  if (flagFile) return fromFile(flagFile);
-  if (env.RGRID_CONTROL_ADMIN_TOKEN) return env.RGRID_CONTROL_ADMIN_TOKEN.trim();
-  if (env.RGRID_CONTROL_ADMIN_TOKEN_FILE) return fromFile(env.RGRID_CONTROL_ADMIN_TOKEN_FILE);
+/** Where a secret came from: the CLI warns about the forms that other local users can read. */
+export type SecretSource = 'flag-file' | 'env' | 'env-file' | 'credential' | 'command-line';
+
+export interface Secret {
+  value: string;
+  source: SecretSource;
+  /** The file it was read from, for messages (never the value). */
+  path?: string;
+}
+
+function secretFromFile(path: string, what: string): Secret['value'] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new RgridError('bad_request', `cannot read the ${what} file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  const value = text.trim();
+  if (!value) throw new RgridError('bad_request', `the ${what} file ${path} is empty`);
+  if (/[\r\n]/.test(value)) throw new RgridError('bad_request', `the ${what} file ${path} must hold one line`);
+  return value;
+}
+
+/**
+ * One secret from, in order: a file named by a flag, the variable itself, a file named by
+ * `<VAR>_FILE`, then systemd's credential `$CREDENTIALS_DIRECTORY/<credential>` (LoadCredential=).
+ */
+export function readSecret(spec: { flagFile: string | undefined; env: NodeJS.ProcessEnv; variable: string; credential: string; what: string }): Secret | null {
+  const { flagFile, env, variable, credential, what } = spec;
+  if (flagFile) return { value: secretFromFile(flagFile, what), source: 'flag-file', path: flagFile };
+  const direct = env[variable]?.trim();
+  if (direct) return { value: direct, source: 'env' };
+  const file = env[`${variable}_FILE`];
+  if (file) return { value: secretFromFile(file, what), source: 'env-file', path: file };
   if (env.CREDENTIALS_DIRECTORY) {
-    const path = join(env.CREDENTIALS_DIRECTORY, 'admin-token');
-    if (existsSync(path)) return fromFile(path);
+    const path = join(env.CREDENTIALS_DIRECTORY, credential);
+    if (existsSync(path)) return { value: secretFromFile(path, what), source: 'credential', path };
   }
   return null;
+}
+
+/** Admin token: --admin-token-file, RGRID_CONTROL_ADMIN_TOKEN, RGRID_CONTROL_ADMIN_TOKEN_FILE, then systemd's LoadCredential. */
+export function readAdminToken(flagFile: string | undefined, env: NodeJS.ProcessEnv): string | null {
+  return readSecret({ flagFile, env, variable: 'RGRID_CONTROL_ADMIN_TOKEN', credential: 'admin-token', what: 'admin token' })?.value ?? null;
+}
+
+/**
+ * The external database URL (it holds a password): --database-url (visible to every local user in the
+ * process list, so the CLI warns), --database-url-file, DATABASE_URL, DATABASE_URL_FILE, then the
+ * credential `database-url`.
+ */
+export function readDatabaseUrl(flags: { databaseUrl?: string; databaseUrlFile?: string }, env: NodeJS.ProcessEnv): Secret | null {
+  if (flags.databaseUrl) return { value: flags.databaseUrl, source: 'command-line' };
+  return readSecret({ flagFile: flags.databaseUrlFile, env, variable: 'DATABASE_URL', credential: 'database-url', what: 'database URL' });
+}
+
+/** Whether a database URL carries a password (then it must not sit on a command line). */
+export function urlHasPassword(url: string): boolean {
+  try {
+    return new URL(url).password !== '';
+  } catch {
+    return /:[^/@]*@/.test(url);
+  }
 }
 
 export function configFromFlags(flags: ServeFlags, env: NodeJS.ProcessEnv): ControlConfig {
@@ -66,7 +127,7 @@ export function configFromFlags(flags: ServeFlags, env: NodeJS.ProcessEnv): Cont
     input.port = port;
   }
   set('dataDir', flags.dataDir ?? env.RGRID_CONTROL_DATA_DIR);
-  set('databaseUrl', flags.databaseUrl ?? (env.DATABASE_URL || undefined));
+  set('databaseUrl', readDatabaseUrl(flags, env)?.value);
   set('logLevel', (flags.logLevel ?? env.RGRID_CONTROL_LOG_LEVEL) as ControlConfig['logLevel'] | undefined);
   set('adminToken', readAdminToken(flags.adminTokenFile, env) ?? undefined);
   set('bodyLimitBytes', integer(flags.bodyLimit, '--body-limit'));
@@ -79,6 +140,17 @@ export function configFromFlags(flags: ServeFlags, env: NodeJS.ProcessEnv): Cont
   set('blobGraceMs', duration(flags.blobGrace, '--blob-grace'));
   set('fleetCacheMs', duration(flags.fleetCache, '--fleet-cache'));
   set('tokenCacheMs', duration(flags.tokenCache, '--token-cache'));
+  set('snapshotBodyLimitBytes', integer(flags.snapshotBodyLimit, '--snapshot-body-limit'));
+  set('accountBlobQuotaBytes', integer(flags.accountBlobQuota, '--account-blob-quota'));
+  set('accountBlobQuotaCount', integer(flags.accountBlobCount, '--account-blob-count'));
+  set('tokenRateLimitPerMinute', integer(flags.tokenRateLimit, '--token-rate-limit'));
+  set('tokenConcurrencyLimit', integer(flags.tokenConcurrency, '--token-concurrency'));
+  set('authFailuresPerMinute', integer(flags.authFailures, '--auth-failures-per-minute'));
+  set('requestTimeoutMs', duration(flags.requestTimeout, '--request-timeout'));
+  set('headersTimeoutMs', duration(flags.headersTimeout, '--headers-timeout'));
+  set('connectionTimeoutMs', duration(flags.connectionTimeout, '--connection-timeout'));
+  set('keepAliveTimeoutMs', duration(flags.keepAliveTimeout, '--keep-alive-timeout'));
+  set('bodyIdleTimeoutMs', duration(flags.bodyIdleTimeout, '--body-idle-timeout'));
   if (flags.migrate === false) input.migrateOnStart = false;
   return loadControlConfig(input);
 }

@@ -1,7 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { RgridError } from '../../common/errors.js';
 import { startEmbeddedPostgres } from './embedded.js';
+import { provisionAppRole } from './roles.js';
 
 export interface OpenDatabase {
   url: string;
@@ -26,6 +29,15 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Whether `pid` is (still) an `rgrid-control serve`, not a process that got a recycled pid. */
+function isServe(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('serve');
+  } catch {
+    return !existsSync('/proc'); // no /proc to tell: assume it is
+  }
+}
+
 async function reachable(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
   try {
@@ -39,23 +51,94 @@ async function reachable(url: string): Promise<boolean> {
   }
 }
 
+/** Where JSON.parse stopped in `text`, from its message or (when it names only the token) by re-parsing prefixes. */
+function jsonErrorOffset(text: string, message: string): number | undefined {
+  const at = /at position (\d+)/.exec(message);
+  if (at) return Number(at[1]);
+  if (!message.startsWith('Unexpected token') || text.length > 65_536) return undefined;
+  for (let end = 1; end <= text.length; end++) {
+    try {
+      JSON.parse(text.slice(0, end));
+    } catch (err) {
+      if ((err as Error).message.startsWith('Unexpected token')) return end - 1;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A JSON file's content, or an error that names the file and the line and column of the problem but
+ * never quotes the content: these files hold database passwords, and JSON.parse's own message shows
+ * the text around the error.
+ */
+export function parseJsonFile(path: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    const offset = jsonErrorOffset(text, (err as Error).message);
+    let where = '';
+    if (offset !== undefined) {
+      const before = text.slice(0, offset);
+      where = ` at line ${before.split('\n').length}, column ${offset - before.lastIndexOf('\n')}`;
+    } else if (text.trim() === '' || (err as Error).message.includes('end of JSON')) {
+      where = ': it ends too early';
+    }
+    throw new RgridError('bad_request', `${path} is not valid JSON${where}`);
+  }
+}
+
+function readRunFile(path: string): RunFile {
+  const run = parseJsonFile(path, readFileSync(path, 'utf8')) as Partial<RunFile> | null;
+  if (!run || typeof run.pid !== 'number' || typeof run.url !== 'string') {
+    throw new RgridError('bad_request', `${path} does not hold {pid, url}; remove it if no rgrid-control serve runs on this data directory`);
+  }
+  return run as RunFile;
+}
+
+/** The application role's password, generated once, next to the superuser's (0600). */
+function appPassword(dataDir: string): string {
+  const path = join(dataDir, 'postgres-app-password');
+  if (!existsSync(path)) writeFileSync(path, randomBytes(24).toString('base64url'), { mode: 0o600 });
+  return readFileSync(path, 'utf8').trim();
+}
+
+export interface OpenOptions {
+  /** Restart the embedded server when it dies (serve); `onGiveUp` when restarting keeps failing. */
+  supervise?: { onGiveUp: (err: unknown) => void };
+}
+
 /**
  * The database for a command: DATABASE_URL when given; otherwise the embedded server under
- * `<dataDir>/postgres`. A second command on the same data directory (e.g. `token create` next to a
- * running `serve`) attaches to the server that `serve` started instead of starting another one; the
- * run file holding its address is readable by the control plane's user only.
+ * `<dataDir>/postgres`, reached as the application role (control/db/roles.ts), never as its superuser.
+ * A second command on the same data directory (e.g. `token create` next to a running `serve`) attaches
+ * to the server that `serve` started instead of starting another one; the run file holding its address
+ * is readable by the control plane's user only.
  */
-export async function openDatabase(databaseUrl: string | null, dataDir: string, log: (line: string) => void): Promise<OpenDatabase> {
+export async function openDatabase(databaseUrl: string | null, dataDir: string, log: (line: string) => void, opts: OpenOptions = {}): Promise<OpenDatabase> {
   if (databaseUrl) return { url: databaseUrl, mode: 'external', stop: () => Promise.resolve() };
   const runFile = runFileOf(dataDir);
   if (existsSync(runFile)) {
-    const run = JSON.parse(readFileSync(runFile, 'utf8')) as RunFile;
-    if (alive(run.pid) && (await reachable(run.url))) return { url: run.url, mode: 'attached', stop: () => Promise.resolve() };
+    const run = readRunFile(runFile);
+    if (alive(run.pid)) {
+      if (await reachable(run.url)) return { url: run.url, mode: 'attached', stop: () => Promise.resolve() };
+      // The serve that owns this data directory is restarting its database: starting a second server
+      // here would race it for the data directory.
+      if (run.pid !== process.pid && isServe(run.pid)) {
+        throw new RgridError('unavailable', `rgrid-control serve (pid ${run.pid}) owns ${dataDir} and its database is not answering yet; retry shortly`);
+      }
+    }
   }
-  const server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log });
-  writeFileSync(runFile, JSON.stringify({ pid: process.pid, url: server.url } satisfies RunFile), { mode: 0o600 });
+  const server = await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log, ...(opts.supervise ? { supervise: opts.supervise } : {}) });
+  let url: string;
+  try {
+    url = await provisionAppRole(server.url, { password: appPassword(dataDir) });
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  writeFileSync(runFile, JSON.stringify({ pid: process.pid, url } satisfies RunFile), { mode: 0o600 });
   return {
-    url: server.url,
+    url,
     mode: 'embedded',
     async stop() {
       rmSync(runFile, { force: true });

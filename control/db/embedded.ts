@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
-import pg from 'pg';
+import { ExponentialBackoff, handleAll, retry } from 'cockatiel';
 import { dirname, join, resolve } from 'node:path';
 
 /**
@@ -17,6 +17,10 @@ import { dirname, join, resolve } from 'node:path';
  * root the server runs as the `postgres` user (setuid through spawn's uid/gid) and owns its data.
  */
 export interface EmbeddedPostgres {
+  /**
+   * The bootstrap superuser's URL (database `postgres`). For provisioning only: the control plane
+   * itself connects as a role without superuser rights (control/db/roles.ts).
+   */
   readonly url: string;
   readonly dataDir: string;
   readonly port: number;
@@ -30,6 +34,25 @@ export interface EmbeddedOptions {
   log?: (line: string) => void;
   /** Account to run as when the current process is root; default `postgres`. */
   runAsUser?: string;
+  /**
+   * Restart the server when it exits without being asked to (killed, crashed), on the same port with
+   * growing delays. After `maxAttempts` failed starts in a row `onGiveUp` is called (the control plane
+   * then exits, so its service manager starts everything afresh).
+   */
+  supervise?: { onGiveUp: (err: unknown) => void; maxAttempts?: number };
+}
+
+/** Delays between restart attempts of a supervised server: 0.5 s doubling up to 30 s. */
+const RESTART_BACKOFF = { initialDelay: 500, maxDelay: 30_000 };
+const RESTART_MAX_ATTEMPTS = 8;
+
+/**
+ * The environment of initdb and the server: nothing of ours. The control plane's environment holds
+ * its admin token and database URLs, and a process's environment is readable by its uid (the postgres
+ * user's, when we run as root) through /proc.
+ */
+function serverEnvironment(): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C' };
 }
 
 interface Binaries {
@@ -94,7 +117,7 @@ function freePort(): Promise<number> {
 
 function run(cmd: string, args: string[], ids: RunAs | undefined, log: (line: string) => void): Promise<void> {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(cmd, args, { ...(ids ? { uid: ids.uid, gid: ids.gid } : {}), env: { ...process.env, LC_ALL: 'C', LANG: 'C' } });
+    const child = spawn(cmd, args, { ...(ids ? { uid: ids.uid, gid: ids.gid } : {}), env: serverEnvironment() });
     let output = '';
     child.stdout.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -127,7 +150,7 @@ function startServer(bins: Binaries, dataDir: string, port: number, ids: RunAs |
     const child = spawn(
       bins.postgres,
       ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
-      { ...(ids ? { uid: ids.uid, gid: ids.gid } : {}), env: { ...process.env, LC_ALL: 'C', LANG: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] },
+      { ...(ids ? { uid: ids.uid, gid: ids.gid } : {}), env: serverEnvironment(), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let ready = false;
     let tail = '';
@@ -209,16 +232,66 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       if (attempt >= 3 || !/could not bind|Address already in use/i.test(String(err))) throw err;
     }
   }
-  const server = child;
-  const adminUrl = `postgres://rgrid:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
-  await ensureDatabase(adminUrl, 'rgrid');
-  const exited = new Promise<void>((r) => server.once('exit', () => r()));
+  const supervisor = supervise(child, () => startServer(bins, dataDir, port, ids, log), log, options.supervise);
   return {
-    url: `postgres://rgrid:${encodeURIComponent(password)}@127.0.0.1:${port}/rgrid`,
+    url: `postgres://rgrid:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
     dataDir,
     port,
+    stop: () => supervisor.stop(),
+  };
+}
+
+/**
+ * Keeps the server running: when it exits while nobody asked it to, a new one is started with
+ * backoff (cockatiel). The pool reconnects by itself; requests meanwhile get 503 and /healthz reports
+ * the database unreachable. Without `opts` the server is only stopped on request.
+ */
+function supervise(
+  first: ChildProcess,
+  start: () => Promise<ChildProcess>,
+  log: (line: string) => void,
+  opts: EmbeddedOptions['supervise'],
+): { stop(): Promise<void> } {
+  let current = first;
+  let stopping = false;
+  let restarting: Promise<void> | undefined;
+  const abort = new AbortController();
+  const policy = retry(handleAll, { maxAttempts: (opts?.maxAttempts ?? RESTART_MAX_ATTEMPTS) - 1, backoff: new ExponentialBackoff(RESTART_BACKOFF) });
+
+  const watch = (child: ChildProcess): void => {
+    child.once('exit', (code, signal) => {
+      if (stopping || !opts || child !== current) return;
+      log(`embedded PostgreSQL exited unexpectedly (code ${code}, signal ${signal}); restarting it`);
+      restarting = policy
+        .execute(async ({ signal: aborted }) => {
+          // The first attempt waits too: the dead server's backends need a moment to leave shared memory.
+          await new Promise((r) => setTimeout(r, RESTART_BACKOFF.initialDelay));
+          if (aborted.aborted) return;
+          const next = await start();
+          if (stopping) {
+            next.kill('SIGINT');
+            return;
+          }
+          current = next;
+          watch(next);
+          log('embedded PostgreSQL restarted');
+        }, abort.signal)
+        .catch((err: unknown) => {
+          if (!stopping) opts.onGiveUp(err);
+        })
+        .finally(() => (restarting = undefined));
+    });
+  };
+  watch(first);
+
+  return {
     async stop() {
+      stopping = true;
+      abort.abort();
+      await restarting;
+      const server = current;
       if (server.exitCode !== null || server.signalCode !== null) return;
+      const exited = new Promise<void>((r) => server.once('exit', () => r()));
       // SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
       server.kill('SIGINT');
       const timer = setTimeout(() => server.kill('SIGQUIT'), 30_000);
@@ -226,15 +299,4 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       clearTimeout(timer);
     },
   };
-}
-
-async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (found.rowCount === 0) await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
-  } finally {
-    await client.end();
-  }
 }

@@ -8,8 +8,14 @@ export type Db = pg.Pool;
 // strings so the wire schemas (integers) hold without a conversion at every call site.
 pg.types.setTypeParser(20, (value) => Number(value));
 
+/**
+ * How long a request waits for a connection (a new one, or a free one when all `max` are busy). When
+ * the database is down or saturated, requests fail with 503 after this instead of piling up.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 export function createPool(databaseUrl: string, max: number): Db {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max, application_name: 'rgrid-control' });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max, application_name: 'rgrid-control', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   // An idle client that loses its server (database restart) emits 'error' on the pool; without a
   // listener that would crash the process. The next query simply gets a fresh connection.
   pool.on('error', () => undefined);

@@ -2,12 +2,15 @@
  * Bearer-token authentication for the /v1 API. Registered inside the encapsulated /v1 context only, so
  * /healthz, /readyz, /metrics and /docs never pass through it. The role check runs here too (from the
  * route's `config.roles`), before any body is read: a wrong role never gets to stream an upload.
+ * Failed authentications are counted per client address (auth-throttle.ts): past the limit, every
+ * request from that address gets 429 before its token is even looked up.
  */
 import fp from 'fastify-plugin';
 import type { FastifyRequest } from 'fastify';
 import { RgridError } from '../../common/errors.js';
 import type { Role } from '../../common/wire/control-api.js';
 import { tokensEqual } from '../repositories/tokens.js';
+import { createFailureThrottle } from './auth-throttle.js';
 
 export type AuthContext =
   | { role: 'admin'; tokenId: null }
@@ -34,9 +37,20 @@ function bearer(request: FastifyRequest): string | undefined {
 export default fp(
   (app, _opts, done) => {
     app.decorateRequest('auth', null as never);
-    app.addHook('onRequest', async (request) => {
+    const failures = createFailureThrottle({ maxPerWindow: app.config.authFailuresPerMinute, windowMs: 60_000 });
+    const refuse = (request: FastifyRequest, message: string): RgridError => {
+      failures.fail(request.ip);
+      return new RgridError('unauthorized', message);
+    };
+    app.addHook('onRequest', async (request, reply) => {
+      const blockedMs = failures.blockedForMs(request.ip);
+      if (blockedMs > 0) {
+        const seconds = Math.ceil(blockedMs / 1000);
+        void reply.header('retry-after', String(seconds));
+        throw new RgridError('rate_limited', `too many failed authentications from this address; retry in ${seconds} s`, { retry_after_s: seconds });
+      }
       const token = bearer(request);
-      if (!token) throw new RgridError('unauthorized', 'missing bearer token (Authorization: Bearer <token>)');
+      if (!token) throw refuse(request, 'missing bearer token (Authorization: Bearer <token>)');
       const adminToken = app.config.adminToken;
       if (adminToken !== null && tokensEqual(token, adminToken)) {
         request.auth = { role: 'admin', tokenId: null };
@@ -44,7 +58,7 @@ export default fp(
         // Cached for at most tokenCacheMs, never past the token's expiry (control/token-cache.ts).
         const row = await app.tokenCache.get(token);
         // One message for unknown, expired and revoked: a caller learns nothing about other tokens.
-        if (!row || row.expired || row.revoked) throw new RgridError('unauthorized', 'unknown, expired or revoked token');
+        if (!row || row.expired || row.revoked) throw refuse(request, 'unknown, expired or revoked token');
         request.auth =
           row.role === 'worker'
             ? { role: 'worker', tokenId: row.id, account: row.account, workerId: row.worker_id ?? '', accounts: row.worker_accounts }

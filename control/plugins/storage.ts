@@ -16,6 +16,7 @@ export default fp<{ dataDir: string; storage?: BlobStorage }>(
     app.decorate('storage', storage);
     // Uploads interrupted by a crash leave staged files behind; an hour is far past any live upload.
     app.addHook('onReady', async () => {
+      await storage.prepare();
       await storage.sweepTemporary(3_600_000);
     });
     done();

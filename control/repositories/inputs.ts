@@ -28,6 +28,18 @@ export function createInputRepository(db: Db) {
       return rows[0]?.inserted === true;
     },
 
+    /**
+     * What an account's blob rows add up to: its usage against the blob quota. A blob shared with other
+     * accounts counts for each (each uploaded it). The primary key (account_id, sha256) serves the scan.
+     */
+    async usage(account: string, q: Queryable = db): Promise<{ bytes: number; count: number }> {
+      const { rows } = await q.query<{ bytes: number; count: number }>(
+        'SELECT coalesce(sum(size_bytes), 0)::bigint AS bytes, count(*)::int AS count FROM blobs WHERE account_id = $1',
+        [account],
+      );
+      return rows[0] ?? { bytes: 0, count: 0 };
+    },
+
     async touchBlob(account: string, sha256: string, q: Queryable = db): Promise<void> {
       await q.query('UPDATE blobs SET last_used_at = now() WHERE account_id = $1 AND sha256 = $2', [account, sha256]);
     },

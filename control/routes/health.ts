@@ -1,22 +1,58 @@
 import type { FastifyPluginCallback } from 'fastify';
 import Type from 'typebox';
+import type { Db } from '../db/pool.js';
 
-/** Outside the authenticated context: probes and scrapers carry no token. */
+/** A health probe must answer even when the database hangs rather than refuses. */
+const PROBE_TIMEOUT_MS = 2000;
+
+/** Why the database cannot be used now, or undefined when a trivial query succeeds in time. */
+async function databaseProblem(db: Db): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`no answer within ${PROBE_TIMEOUT_MS} ms`), PROBE_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([
+      db.query('SELECT 1').then(
+        () => undefined,
+        // The code only (ECONNREFUSED, 57P01...): a driver message could carry the server's address.
+        (err: unknown) => `query failed (${(err as { code?: string }).code ?? 'connection error'})`,
+      ),
+      timeout,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const Status = Type.Object({ status: Type.String() });
+const Unavailable = Type.Object({ status: Type.String(), reason: Type.String() });
+
+/**
+ * Outside the authenticated context: probes and scrapers carry no token. Both probes check the
+ * database: the control plane does nothing useful without it, and with the embedded server a dead
+ * database is something this process repairs (it restarts it), so the probes show the outage and the
+ * recovery. /readyz also goes unavailable while the process drains.
+ */
 const healthRoutes: FastifyPluginCallback = (app, _opts, done) => {
-  app.get('/healthz', { schema: { hide: true } }, () => ({ status: 'ok' }));
+  let draining = false;
+  app.addHook('preClose', (hookDone) => {
+    draining = true;
+    hookDone();
+  });
 
-  app.get(
-    '/readyz',
-    { schema: { response: { 200: Type.Object({ status: Type.String() }), 503: Type.Object({ status: Type.String(), reason: Type.String() }) } } },
-    async (_request, reply) => {
-      try {
-        await app.db.query('SELECT 1');
-        return { status: 'ready' };
-      } catch (err) {
-        return reply.code(503).send({ status: 'unavailable', reason: `database unreachable: ${(err as Error).message}` });
-      }
-    },
-  );
+  app.get('/healthz', { schema: { hide: true, response: { 200: Status, 503: Unavailable } } }, async (_request, reply) => {
+    const problem = await databaseProblem(app.db);
+    if (problem) return reply.code(503).header('retry-after', '2').send({ status: 'unavailable', reason: `database unreachable: ${problem}` });
+    return { status: 'ok' };
+  });
+
+  app.get('/readyz', { schema: { response: { 200: Status, 503: Unavailable } } }, async (_request, reply) => {
+    if (draining) return reply.code(503).send({ status: 'unavailable', reason: 'shutting down' });
+    const problem = await databaseProblem(app.db);
+    if (problem) return reply.code(503).send({ status: 'unavailable', reason: `database unreachable: ${problem}` });
+    return { status: 'ready' };
+  });
 
   app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
     const text = await app.metrics.registry.metrics();

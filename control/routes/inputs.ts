@@ -1,21 +1,38 @@
 /**
- * Input blobs and manifests (issue 3 item 6). Blobs are content-addressed and verified while streaming;
- * the bytes are shared on disk, visibility is per account (a `blobs` row): an account sees a blob only
- * after uploading its bytes itself, so it can never learn what another account stored.
+ * Input blobs and manifests. Blobs are content-addressed and verified while streaming; the bytes are
+ * shared on disk, visibility is per account (a `blobs` row): an account sees a blob only after uploading
+ * its bytes itself, so it can never learn what another account stored. Each account's blob rows are
+ * bounded by a quota (bytes and count); an upload that would pass it is refused and nothing is stored.
  */
 import { Readable } from 'node:stream';
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { RgridError } from '../../common/errors.js';
+import { isRgridError, RgridError } from '../../common/errors.js';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
 import { AccountQuery, BlobParams, ManifestRequest, ManifestResponse, PutBlobResponse, Sha256Hex } from '../../common/wire/control-api.js';
 import { withTransaction } from '../db/pool.js';
 import { accountOf } from '../plugins/auth.js';
 import { BLOB_LOCK_NAMESPACE } from '../cleanup.js';
+import type { StagedBlob } from '../storage/blob-storage.js';
 
 const roles = ['client', 'scheduler', 'worker'] as const;
+/** Advisory-lock namespace of the per-account quota check (two-int form: namespace, hashtext(account)). */
+const QUOTA_LOCK_NAMESPACE = 7244;
+
+function quotaError(account: string, what: 'bytes' | 'count', detail: Record<string, unknown> = {}): RgridError {
+  return new RgridError('quota_exceeded', `account ${account} would exceed its blob quota (${what}); nothing was stored: remove unused inputs or ask the operator for more`, { quota: what, ...detail });
+}
 
 const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
+  /** Bytes the account may still store with one more blob of `size` (if known); throws when none fit. */
+  const quotaRoom = (account: string, usage: { bytes: number; count: number }, size: number | undefined): number => {
+    const { accountBlobQuotaBytes: maxBytes, accountBlobQuotaCount: maxCount } = app.config;
+    if (usage.count + 1 > maxCount) throw quotaError(account, 'count', { limit_count: maxCount, used_count: usage.count });
+    const room = maxBytes - usage.bytes;
+    if (room < 0 || (size !== undefined && size > room)) throw quotaError(account, 'bytes', { limit_bytes: maxBytes, used_bytes: usage.bytes });
+    return room;
+  };
+
   // Blob bodies are raw bytes of any type: hand the request stream to the handler unread.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
@@ -67,12 +84,26 @@ const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       const account = accountOf(request, request.query.account);
       const sha = request.params.sha256;
       const body = request.body instanceof Readable ? request.body : Readable.from([]);
-      const staged = await app.storage.put(sha, body, app.config.blobMaxBytes);
+      const declared = request.headers['content-length'] === undefined ? undefined : Number(request.headers['content-length']);
+      // A blob the account already has adds nothing to its usage; anything else must fit its quota,
+      // checked before a byte is read (declared size) and again under the account's lock before commit.
+      const room = (await app.repos.inputs.hasBlob(account, sha)) ? undefined : quotaRoom(account, await app.repos.inputs.usage(account), declared);
+      const limit = room === undefined ? app.config.blobMaxBytes : Math.min(app.config.blobMaxBytes, room);
+      let staged: StagedBlob;
+      try {
+        staged = await app.storage.put(sha, body, limit);
+      } catch (err) {
+        if (isRgridError(err) && err.code === 'payload_too_large' && room !== undefined && limit === room) throw quotaError(account, 'bytes');
+        throw err;
+      }
       let created: boolean;
       try {
         created = await withTransaction(app.db, async (tx) => {
+          // Serializes the account's uploads, so two that each fit cannot pass the quota together.
+          await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [QUOTA_LOCK_NAMESPACE, account]);
           // Shared with cleanup: the file cannot be unlinked between our rename and our row.
           await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [BLOB_LOCK_NAMESPACE, sha]);
+          if (!(await app.repos.inputs.hasBlob(account, sha, tx))) quotaRoom(account, await app.repos.inputs.usage(account, tx), staged.size);
           await staged.commit();
           return app.repos.inputs.recordBlob(account, sha, staged.size, staged.ref, tx);
         });

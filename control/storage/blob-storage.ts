@@ -6,6 +6,8 @@ import type { Readable } from 'node:stream';
  * are shared, the `blobs` rows are per account.
  */
 export interface BlobStorage {
+  /** Creates the store's directories (private to the control plane's user) before first use. */
+  prepare(): Promise<void>;
   /**
    * Streams `body` to a temporary place while hashing and counting; commits it under `sha256` only when
    * the digest matches (throws `digest_mismatch`) and the size stays within `maxBytes` (throws

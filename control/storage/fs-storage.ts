@@ -1,19 +1,26 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { RgridError } from '../../common/errors.js';
 import type { BlobStorage, StagedBlob } from './blob-storage.js';
 
+/** Blob bytes are the accounts' inputs and outputs: readable by the control plane's user only. */
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
 /**
  * Filesystem blob store: `<root>/sha256/<first 2 hex>/<sha256>`, uploads staged in `<root>/tmp` on the
  * same file system so the final rename is atomic. The temp file is fsynced before the rename and the
- * directory after it, so a blob that is visible is complete after a crash too.
+ * directory after it, so a blob that is visible is complete after a crash too. Files are created 0600
+ * and directories 0700 whatever the umask (outside systemd it is usually 022).
  */
 export function createFsBlobStorage(root: string): BlobStorage {
   const tmpDir = join(root, 'tmp');
+  // mkdir's mode is filtered by the umask, which can only remove bits: 0700 stays 0700 or less.
+  const mkdirPrivate = (dir: string): Promise<string | undefined> => mkdir(dir, { recursive: true, mode: DIR_MODE });
   const pathOf = (sha256: string): string => join(root, 'sha256', sha256.slice(0, 2), sha256);
   const refOf = (sha256: string): string => `sha256/${sha256.slice(0, 2)}/${sha256}`;
 
@@ -27,8 +34,19 @@ export function createFsBlobStorage(root: string): BlobStorage {
   }
 
   return {
+    async prepare() {
+      await mkdirPrivate(tmpDir);
+      await mkdirPrivate(join(root, 'sha256'));
+      // A store created by an older version (or under a looser umask) is tightened at the top; the
+      // files inside keep their modes (docs/operations.md, Secrets: chmod -R go= for older stores).
+      for (const dir of [root, tmpDir, join(root, 'sha256')]) {
+        const st = await stat(dir);
+        if ((st.mode & 0o077) !== 0) await chmod(dir, DIR_MODE);
+      }
+    },
+
     async put(sha256, body, maxBytes) {
-      await mkdir(tmpDir, { recursive: true });
+      await mkdirPrivate(tmpDir);
       const tmp = join(tmpDir, `${sha256}.${randomBytes(6).toString('hex')}.part`);
       const hash = createHash('sha256');
       let size = 0;
@@ -47,7 +65,7 @@ export function createFsBlobStorage(root: string): BlobStorage {
         // The request is piped (not pipelined) into the meter: when the limit trips, the request stream
         // is only unpiped, not destroyed, so the server can still answer 413 on it. A client abort
         // still ends the write with an error.
-        const sink = pipeline(meter, createWriteStream(tmp, { flags: 'wx' }));
+        const sink = pipeline(meter, createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE }));
         body.once('error', (err) => meter.destroy(err));
         body.once('aborted', () => meter.destroy(new RgridError('bad_request', 'upload aborted by the client')));
         body.pipe(meter);
@@ -67,7 +85,7 @@ export function createFsBlobStorage(root: string): BlobStorage {
         ref: refOf(sha256),
         async commit() {
           const final = pathOf(sha256);
-          await mkdir(dirname(final), { recursive: true });
+          await mkdirPrivate(dirname(final));
           await rename(tmp, final);
           await fsyncPath(dirname(final));
         },

@@ -85,7 +85,8 @@ describe('unauthenticated surface', () => {
     const ready = await app.inject({ method: 'GET', url: '/readyz' });
     expect(ready.statusCode).toBe(503);
     const res = await app.inject({ method: 'POST', url: '/v1/resolve', headers: { authorization: 'Bearer rgrid_x' }, payload: { runtime: 'python3.11', script_sha256: sha(1) } });
-    expect(res.statusCode).toBe(500);
-    expect(res.json()).toEqual({ error: 'internal', message: 'internal error' });
+    // Unreachable is a temporary condition the caller retries, not an internal error.
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toEqual({ error: 'unavailable', message: 'database unreachable; retry' });
   });
 });
