@@ -165,7 +165,8 @@ describe('router limits and Fastify errors in the project shape', () => {
     expectErrorShape(await call(app, 'GET', '/v1/nothing-here', client), 404, 'not_found');
     expectErrorShape(await call(app, 'DELETE', '/v1/manifests', client), 404, 'not_found');
     expectErrorShape(await call(app, 'GET', '/v1/blobs/%zz', client), 400, 'bad_request');
-    expectErrorShape(await call(app, 'GET', '/v1/blobs/abc?account=%00', client), 400, 'bad_request');
+    expectErrorShape(await call(app, 'GET', '/v1/blobs/abc', client), 400, 'bad_digest');
+    expectErrorShape(await call(app, 'GET', `/v1/blobs/${'a'.repeat(64)}?account=%00`, client), 400, 'bad_request');
   });
 });
 
