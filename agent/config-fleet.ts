@@ -1,7 +1,7 @@
 import Type from 'typebox';
 
 /**
- * The agent's fleet settings (issue 4): sync with the control plane, pruning, reconcile, cache warming
+ * The agent's fleet settings: sync with the control plane, pruning, reconcile, cache warming
  * and metrics. Spread into AgentConfigSchema (agent/config.ts), so there is still one schema, one type
  * and one validation; kept in its own module so the sections of the schema stay readable.
  *
@@ -33,7 +33,7 @@ export const FleetConfigProperties = {
   /** How long an open breaker waits before one half-open probe. */
   sync_breaker_reset_s: Type.Number({ exclusiveMinimum: 0, default: 30 }),
 
-  /** Entries unused this long are pruned (design.md §5: 30 days). */
+  /** Entries unused this long are pruned (30 days by default). */
   prune_ttl_s: Type.Number({ minimum: 0, default: 30 * 86_400 }),
   /** Entries younger than this (since creation) are never pruned, whatever the TTL or the disk says. */
   prune_min_age_s: Type.Number({ minimum: 0, default: 3600 }),

@@ -46,7 +46,7 @@ export interface DaemonDeps {
   logger: Logger;
   version: string;
   docker?: Docker;
-  /** The --config file (watched and reloaded) and the flag values re-applied over it (issue 4). */
+  /** The --config file (watched and reloaded) and the flag values re-applied over it. */
   configFile?: string;
   configFlags?: AgentConfigInput;
 }
@@ -70,7 +70,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     const repair = await repairOnStart(docker, index, config.data_dir, logger);
     logger.info({ ...repair, agent_id: index.agentId, entries: index.list().length }, 'index checked against the engine');
     const leases = createLeaseTable();
-    // Live settings (issue 4): components read the store, never a copy taken here.
+    // Live settings: components read the store, never a copy taken here.
     const store = createConfigStore(config, deps.configFile);
     const metrics = createAgentMetrics();
     const runtimes = createRuntimeResolver(docker, store.get);
@@ -99,7 +99,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     }
     state = { phase: 'running', since: startedAt };
     logger.info({ socket: config.socket }, 'agent listening');
-    // Claim executions from the control plane when configured (issue 5, agent/worker/). Entries reach the
+    // Claim executions from the control plane when configured (agent/worker/). Entries reach the
     // control plane through the outbox sync; the worker loop flushes it after a build so placement knows
     // the new image before the result is reported.
     let worker: WorkerLoop | undefined;

@@ -17,7 +17,7 @@ import { createSyncLoop, type SyncLoop } from './sync/sync-loop.js';
 import { startWarmer, type Warmer } from './warm/warmer.js';
 
 /**
- * The agent's fleet side (issue 4), started by the daemon after the cache: config watching, sync,
+ * The agent's fleet side, started by the daemon after the cache: config watching, sync,
  * pruning, reconcile, warming and metrics. One place wires them to the config store, so the daemon only
  * starts and closes this.
  */

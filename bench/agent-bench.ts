@@ -12,7 +12,7 @@ import { sha256File, sha256Hex } from '../common/digest.js';
 import { createWheelhouse } from '../test/support/wheelhouse.js';
 
 /**
- * Issue 2's measurements, in one run on one machine:
+ * The agent's measurements, in one run on one machine:
  *  1. ensure on a hit over the socket (p50/p99 of ≥1000 sequential requests, the CLI's client code)
  *     against the engine rebuilding the same context fully from its own build cache;
  *  2. cold vs warm `rgrid-agent run` wall time (the CLI spawned) for a script with ~30 MB of wheels;

@@ -1,5 +1,5 @@
 /**
- * Control-plane benchmark (issue 3 "Measure"):
+ * Control-plane benchmark:
  * 1. POST /v1/resolve under load (autocannon, 127.0.0.1 only, bounded duration) on a database seeded
  *    with 1,000 workers and 1,000,000 cache entries: throughput and p50/p99, at saturation and at a
  *    fixed offered rate of 2,000 requests/s.

@@ -1,5 +1,5 @@
 /**
- * Issue 5's measurements on a whole local grid (real processes: control plane on embedded PostgreSQL,
+ * Measurements on a whole local grid (real processes: control plane on embedded PostgreSQL,
  * one agent, the `rgrid` CLI):
  *  1. the seed's table: first (cold) vs cached `rgrid run` wall time and the speedup, with three ~10 MB
  *     wheels as requirements; the cached run against a bare `docker run --rm --network none IMAGE` of

@@ -1,5 +1,5 @@
 /**
- * Cleanup (issue 3 item 8): entries and manifests unused past the TTL, workers silent past the
+ * Cleanup: entries and manifests unused past the TTL, workers silent past the
  * retention, applied op ids past their retention, and blobs no manifest of their account references.
  *
  * Everything runs in one transaction under an advisory lock, so two replicas never clean at once. A dry

@@ -1,5 +1,5 @@
 /**
- * Placement scoring (design.md §7, issue 3 item 5), pure so it is unit-tested apart from SQL.
+ * Placement scoring, pure so it is unit-tested apart from SQL.
  *
  * score = image + deps + load, each with a reason:
  * - image: a worker holding the script image skips the build. Weighted by image size like
@@ -7,7 +7,7 @@
  *   counts half, because even a small image saves a build here. Scaled down as more live workers hold
  *   it (spread factor 1 - 0.5 × holders/live): when every worker has it, locality stops dominating and
  *   load decides, so a batch spreads instead of piling onto one host (the "whole workshop on one node"
- *   lesson, design.md §10).
+ *   lesson).
  * - deps: the same for the dependency layer (saves the pip install when only the script changed).
  * - load: 1 - running/capacity of the worker (0 when full or without capacity).
  * Ties are broken by lower load, then by worker id, so the order is deterministic.

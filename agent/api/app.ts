@@ -16,7 +16,7 @@ import { respondNdjson } from './ndjson.js';
 import { EnsureBody, EntriesQuery, RunBody, decodeBase64 } from './schemas.js';
 
 /**
- * The agent's socket API, apart from the process entry (design.md §9): the daemon listens, tests can
+ * The agent's socket API, apart from the process entry: the daemon listens, tests can
  * `inject()`. Routes under /v1; long operations stream NDJSON (see ndjson.ts).
  */
 export type DaemonPhase = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -33,11 +33,11 @@ export interface AgentAppDeps {
   startedAt: number;
   /** For `inspect` (GET /v1/entries/:key); absent in unit tests of the core. */
   docker?: Docker;
-  /** Issue 4's routes (metrics, sync, prune, verify, reindex, status); absent in unit tests of the core. */
+  /** The fleet routes (metrics, sync, prune, verify, reindex, status); absent in unit tests of the core. */
   fleet?: Omit<FleetRouteDeps, 'index' | 'cache' | 'version' | 'startedAt'>;
 }
 
-/** The `ls` shape (issue 2 contract) plus the keys an operator needs to find an entry's origin. */
+/** The `ls` shape (a stable contract, docs/agent.md) plus the keys an operator needs to find an entry's origin. */
 export function renderEntry(e: IndexEntry): Record<string, unknown> {
   return {
     kind: e.kind,

@@ -5,7 +5,7 @@ import type { Fleet } from '../fleet.js';
 import type { AgentIndex } from '../index/index.js';
 
 /**
- * Socket API routes of issue 4: metrics, sync, prune, verify, reindex, status, config reload. The CLI
+ * Socket API routes of the fleet side: metrics, sync, prune, verify, reindex, status, config reload. The CLI
  * commands of the same names call these (agent/cli/fleet-commands.ts).
  */
 export interface FleetRouteDeps {

@@ -57,7 +57,7 @@ export class AgentClient {
     return (await this.json('GET', '/v1/health')) as Record<string, unknown>;
   }
 
-  /** A JSON route of the socket API (issue 4's sync, prune, verify, reindex, status). */
+  /** A JSON route of the socket API (sync, prune, verify, reindex, status). */
   async call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
     return this.json(method, path, body);
   }

@@ -4,7 +4,7 @@ import { createOutboxStore, type OutboxStore } from './outbox.js';
 import type { EntryKind, EntryRef, IndexEntry } from './types.js';
 
 /**
- * The agent's LMDB index (design.md §5): one environment at `<data_dir>/index`, named sub-databases
+ * The agent's LMDB index (docs/architecture.md): one environment at `<data_dir>/index`, named sub-databases
  *
  *   entries.image  [account, image_key] → IndexEntry (kind "image")
  *   entries.deps   [account, deps_key]  → IndexEntry (kind "deps")
@@ -15,7 +15,7 @@ import type { EntryKind, EntryRef, IndexEntry } from './types.js';
  *
  * Keys are lmdb-js ordered-binary arrays, so all entries of one account form one contiguous range.
  *
- * Durability (decision for issue 2): every write method resolves when its LMDB transaction has
+ * Durability: every write method resolves when its LMDB transaction has
  * committed, and callers answer only after that — a hit's touch (last_used_at, use_count) is in the data
  * file before the client hears "hit", so it survives the agent being SIGKILLed and restarted. The fsync
  * follows asynchronously (lmdb-js overlappingSync + separateFlushed; `flushed()` waits for it): with the

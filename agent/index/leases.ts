@@ -2,7 +2,7 @@ import { refId, type EntryRef } from './types.js';
 
 /**
  * Leases pin entries while something depends on their image (a run between "hit" and "container
- * removed"), so the pruner cannot delete an image under a starting container (design.md §5, the kubelet
+ * removed"), so the pruner cannot delete an image under a starting container (the kubelet
  * race). They live in memory on purpose: a lease only matters while this process runs the container,
  * and after a crash the pruner's second rule (never remove an image any container uses) still holds.
  *

@@ -3,7 +3,7 @@ import type { Database, RootDatabase } from 'lmdb';
 import type { EntryKind, EntryRef, IndexEntry } from './types.js';
 
 /**
- * The durable sync outbox (design.md §6), two sub-databases of the index's LMDB environment:
+ * The durable sync outbox (docs/architecture.md, the sync), two sub-databases of the index's LMDB environment:
  *
  *   outbox        seq (integer, ascending)   → OutboxOp
  *   outbox.touch  [kind, account, key]       → seq of the key's open (coalescing) touch op

@@ -1,6 +1,6 @@
 /**
  * Index entries: what the agent knows it has built on this host. Entries are scoped per account (an
- * account never hits another account's entry, design.md §10 "CREEP"), so the identity of an entry is
+ * account never hits another account's entry: a shared key space is poisoned by whoever can write to it), so the identity of an entry is
  * (kind, account, key).
  */
 export type EntryKind = 'image' | 'deps';

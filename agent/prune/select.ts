@@ -1,8 +1,8 @@
 import type { IndexEntry } from '../index/types.js';
 
 /**
- * Which entries a prune removes, as a pure function (unit-tested without an engine). Rules (design.md §5,
- * issue 4):
+ * Which entries a prune removes, as a pure function (unit-tested without an engine). Rules
+ * (docs/architecture.md, the index lifecycle):
  *  - never an entry younger than the minimum age (since creation), whatever the TTL or the disk says;
  *  - never a protected entry (its image is used by a container, or it is leased by a run);
  *  - never a dependency layer that a remaining script image still builds on (same account, deps_key);

@@ -3,7 +3,7 @@ import { depsImageTag, execImageTag } from '../builder/recipe.js';
 import type { IndexEntry } from '../index/types.js';
 
 /**
- * Index entries as the engine's image labels describe them (design.md §4: every kept image carries its
+ * Index entries as the engine's image labels describe them (every kept image carries its
  * full keys), for reconcile and reindex. Only images labelled `io.rgrid.owner=<this agent's id>` are
  * read: other agents on the same engine (and the install stages, labelled `io.rgrid.agent`) are not ours.
  */

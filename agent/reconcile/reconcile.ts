@@ -9,7 +9,7 @@ import { createSerial, type Serial } from '../serial.js';
 import { listOwnImages, type LabelledImage } from './labels.js';
 
 /**
- * Reconcile (design.md §5, bazel-remote's ghost entries): compare the index with this agent's labelled
+ * Reconcile (against ghost entries, as bazel-remote kept for files deleted behind its back): compare the index with this agent's labelled
  * images, both ways.
  *
  *   missing_image       entry whose image the engine no longer has         repair: drop the entry

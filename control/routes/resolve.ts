@@ -1,5 +1,5 @@
 /**
- * POST /v1/resolve (issue 3 contract): what is cached where for (account from the token, runtime,
+ * POST /v1/resolve: what is cached where for (account from the token, runtime,
  * script, requirements, inputs), and a ranked placement over the live workers serving the account.
  */
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createWheelhouse } from '../support/wheelhouse.js';
 import { cliJson, docker, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 
-// "Must be shown" 6: SIGKILL during a build, restart on the same data dir, nothing points at a missing image.
+// SIGKILL during a build, restart on the same data dir, nothing points at a missing image.
 describe('rgrid-agent killed during a build', () => {
   const account = uniqueAccount('crash');
   const dir = tempDir('crash');

@@ -6,7 +6,7 @@ import { AgentClient } from '../../agent/client/agent-client.js';
 import { createWheelhouse } from '../support/wheelhouse.js';
 import { cli, cliJson, docker, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 
-// "Must be shown" 1–5 and 7 of issue 2, against the real engine through the real CLI.
+// ensure against the real engine through the real CLI.
 interface EnsureJson {
   image_id: string;
   image_key: string;
@@ -38,7 +38,7 @@ describe('rgrid-agent ensure against a real Docker engine', () => {
       'a.py': nonceScript('import rgtest_alpha\nprint(rgtest_alpha.VERSION)'),
       'b.py': nonceScript('import rgtest_beta\nprint(rgtest_beta.VERSION)'),
       'c.py': nonceScript('print("concurrent")'),
-      // The same set written three ways: canonical requirements are equal (Must be shown 8, live).
+      // The same set written three ways: canonical requirements are equal (live).
       'r1.txt': 'rgtest-alpha==1.0\nrgtest-beta==2.0\n',
       'r1-variant.txt': '# deps\nRGTest_Beta == 2.0   # beta\n\nrgtest.alpha==1.0\n',
       'r2.txt': 'rgtest-alpha==1.1\nrgtest-beta==2.0\n',

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createWheelhouse } from '../support/wheelhouse.js';
 import { cliJson, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 
-// Issue 2, Build 7: the socket's mode, and graceful shutdown — in-flight builds finish within the drain
+// The socket's mode, and graceful shutdown — in-flight builds finish within the drain
 // deadline, or are abandoned cleanly (nothing stored) when it passes.
 describe('rgrid-agent serve lifecycle', () => {
   const account = uniqueAccount('life');

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createWheelhouse } from '../support/wheelhouse.js';
 import { cli, docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 
-// Issue 2, Build 6: local runs in the cached image, locked down, inputs in, outputs out, output streamed.
+// Local runs in the cached image, locked down, inputs in, outputs out, output streamed.
 interface RunJson {
   exit_code: number;
   image_id: string;

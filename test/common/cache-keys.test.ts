@@ -14,7 +14,7 @@ import {
 import { sha256File } from '../../common/digest.js';
 import { RgridError } from '../../common/errors.js';
 
-// Vectors are computed here (node:crypto independently of the module), never copied (design.md §3).
+// Vectors are computed here (node:crypto independently of the module), never copied.
 const sha = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex');
 const BASE = `sha256:${sha('a base image')}`;
 const pip = pipSettingsFingerprint([], ['--find-links=/wheels', '--no-index']);
@@ -52,7 +52,7 @@ describe('script_sha256', () => {
   });
 });
 
-describe('image_key (Must be shown 8)', () => {
+describe('image_key', () => {
   it('changes when the requirements change, for the same script', () => {
     const script = 'import alpha\n';
     const a = keysFor(script, 'alpha==1.0\n');
@@ -77,7 +77,7 @@ describe('image_key (Must be shown 8)', () => {
   });
 });
 
-describe('input_sha256 (Must be shown 8)', () => {
+describe('input_sha256', () => {
   it('changes when the contents of two files are swapped', () => {
     const a = Buffer.from('1,2,3\n');
     const b = Buffer.from('4,5,6\n');
@@ -96,7 +96,7 @@ describe('input_sha256 (Must be shown 8)', () => {
   });
 });
 
-describe('requirements_sha256 (Must be shown 8)', () => {
+describe('requirements_sha256', () => {
   const reference = requirementsDigest('numpy==1.26.4\nrequests[socks]>=2.31\nscikit-learn==1.4.0\n').sha256;
 
   it('ignores PEP 503 name spellings, comments, blank lines and order', () => {

@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Must be shown 3: a blob whose bytes do not match its hash is rejected and absent afterwards; an
+// A blob whose bytes do not match its hash is rejected and absent afterwards; an
 // oversized one gets 413; a second upload of a stored blob is skipped by the manifest endpoint.
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';

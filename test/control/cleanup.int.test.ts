@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-argument --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Must be shown 5: cleanup removes exactly the rows past the TTL; dry-run removes nothing. Also the
+// Cleanup removes exactly the rows past the TTL; dry-run removes nothing. Also the
 // CLI `rgrid-control cleanup [--dry-run] --json` from dist/ on the same database.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';

@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-argument --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Executions (issue 3 item 7): create, get, list by account with the cache-hit flags and timings; hit
+// Executions: create, get, list by account with the cache-hit flags and timings; hit
 // rates per cache kind in /metrics. Plus the unauthenticated surface: /healthz, /readyz, /metrics,
 // /docs/json.
 import { describe, expect, it } from 'vitest';

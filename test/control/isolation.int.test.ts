@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Must be shown 2: account isolation (a scheduler of A never sees B's entries, blobs or executions; a
+// Account isolation (a scheduler of A never sees B's entries, blobs or executions; a
 // worker token cannot write as another worker), plus bad input: malformed digests, bad file names,
 // foreign, unknown, expired and revoked tokens get the right status, and nothing changes.
 import { describe, expect, it } from 'vitest';

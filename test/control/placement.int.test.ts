@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Must be shown 6: placement prefers the worker holding the image, spreads when every worker holds it,
+// Placement prefers the worker holding the image, spreads when every worker holds it,
 // and skips dead workers.
 import { describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';

@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-explicit-any --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Must be shown 4: two `rgrid-control serve` processes (from dist/) on one database serve the same
+// Two `rgrid-control serve` processes (from dist/) on one database serve the same
 // data (no per-process state that matters), and migrations run once when both start together.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';

@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Must be shown 1: a worker registers, syncs a snapshot, then deltas; a retried batch changes nothing
+// A worker registers, syncs a snapshot, then deltas; a retried batch changes nothing
 // the second time; the scheduler's resolve sees exactly the worker's entries.
 import { describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, build, call, createToken, entry, registerWorker, sha, snapshot, useTestDatabase } from './support.js';

@@ -1,4 +1,4 @@
-// Issue 5, Must be shown 4: an agent SIGKILLed during an execution. Its claim is not renewed, the
+// An agent SIGKILLed during an execution. Its claim is not renewed, the
 // control plane re-queues the execution on the other agent, where it completes: attempts = 2.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,4 +1,4 @@
-// Issue 5, Must be shown 5: a batch of 100 executions of one new script on an agent: exactly one build,
+// A batch of 100 executions of one new script on an agent: exactly one build,
 // 100 results. Submitted through the HTTP API (100 CLI processes would only measure node start-up).
 import { describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../common/digest.js';

@@ -1,4 +1,4 @@
-// Issue 5, Must be shown 1 and 2, through the real `rgrid run`: cold then warm (all three hits, nothing
+// Through the real `rgrid run`: cold then warm (all three hits, nothing
 // uploaded, nothing downloaded on the worker, on the worker holding the image), then a changed script
 // with the same requirements (script miss, dependency hit, input hit). Outputs come back verified.
 import { readFileSync, writeFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Issue 5, Must be shown 6: a non-zero exit, a timeout and a memory-limit kill each end with a clear
+// A non-zero exit, a timeout and a memory-limit kill each end with a clear
 // status (failed + failure reason), the CLI exits like `docker run` would, and the logs are kept.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

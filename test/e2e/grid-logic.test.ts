@@ -1,4 +1,4 @@
-// Pure logic of issue 5: log tails, blob-cache pruning plan, backoff, result status, dispatch load, exit codes.
+// Pure logic of the grid: log tails, blob-cache pruning plan, backoff, result status, dispatch load, exit codes.
 import { describe, expect, it } from 'vitest';
 import { TailBuffer } from '../../agent/worker/tail-buffer.js';
 import { planBlobPrune } from '../../agent/worker/blob-cache.js';

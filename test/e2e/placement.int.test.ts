@@ -1,4 +1,4 @@
-// Issue 5, Must be shown 3: two agents (separate data dirs and worker ids, one engine). An execution goes
+// Two agents (separate data dirs and worker ids, one engine). An execution goes
 // to the agent that holds the image; once both hold it, a batch spreads over both.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,4 +1,4 @@
-// Issue 4, must be shown 6 and 7: the config file changed at runtime (new TTL applies without a restart;
+// The config file changed at runtime (new TTL applies without a restart;
 // a broken file leaves the running config), and cache warming from warm.d (the layer exists shortly
 // after a file is dropped in; the first ensure with those requirements is a dependency hit). Real engine.
 import { mkdirSync, writeFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Issue 4, must be shown 3 and 4: TTL pruning (image, index entry and central row gone; images used by
+// TTL pruning (image, index entry and central row gone; images used by
 // containers and layers with live children kept) and disk watermarks with a fake disk-usage source
 // (LRU order until below the low mark). Real engine, real control plane and PostgreSQL.
 import { writeFileSync } from 'node:fs';

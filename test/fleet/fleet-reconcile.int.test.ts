@@ -1,4 +1,4 @@
-// Issue 4, must be shown 5: the index deleted while the daemon is stopped; reindex brings every
+// The index deleted while the daemon is stopped; reindex brings every
 // labelled image back, verify then reports no drift. Real engine.
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,4 +1,4 @@
-// Issue 4, must be shown 1 and 2: durable sync through an outage of the control plane, and coalesced
+// Durable sync through an outage of the control plane, and coalesced
 // touches. Real `rgrid-control serve` (dist/) on a real PostgreSQL database, real `rgrid-agent serve`
 // on the real Docker engine.
 import { writeFileSync } from 'node:fs';

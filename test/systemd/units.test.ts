@@ -1,5 +1,5 @@
 /**
- * The systemd units (issue 4, item 6 and Must-be-shown 8): `systemd-analyze verify` is clean on both,
+ * The systemd units: `systemd-analyze verify` is clean on both,
  * `systemd-analyze security --offline=true` stays under the documented ceilings, and every check that
  * still counts against a unit is one of the exceptions explained in the unit's comments. Plus the
  * readiness probe the units run, and the sysusers/tmpfiles files applied to a scratch root.
