@@ -45,12 +45,12 @@ export interface EngineBuildOptions {
 export const TAIL_LINES = 20;
 
 /** Lists the top-level regular files of a wheelhouse (pip's --find-links does not recurse either). */
-export async function wheelhouseFiles(dir: string, under = 'wheelhouse'): Promise<ContextFile[]> {
+export async function wheelhouseFiles(dir: string): Promise<ContextFile[]> {
   const out: ContextFile[] = [];
   for (const name of (await readdir(dir)).sort()) {
     const path = join(dir, name);
     const info = await stat(path);
-    if (info.isFile()) out.push({ name: `${under}/${name}`, path, size: info.size });
+    if (info.isFile()) out.push({ name: `wheelhouse/${name}`, path, size: info.size });
   }
   return out;
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { RgridError } from '../../common/errors.js';
@@ -75,18 +76,23 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
           throw engineError('reading the installed dependencies failed', err);
         }
         let skipped = 0;
-        const id = await engineBuild(docker, [{ name: 'Dockerfile', content: dockerfile }, { name: 'rgrid', archive }], {
-          tag,
-          networkMode: 'none',
-          limits: policy.limits,
-          signal: deps.signal,
-          deadline,
-          onDeadline: () => timeLimitError(policy, 'dependency layer build'),
-          onLine,
-          onSkipped: () => skipped++,
-        });
-        if (skipped > 0) deps.logger.warn({ tag, skipped }, 'entries of the installed dependencies that are neither files, directories nor links were left out');
-        return id;
+        try {
+          const id = await engineBuild(docker, [{ name: 'Dockerfile', content: dockerfile }, { name: 'rgrid', archive }], {
+            tag,
+            networkMode: 'none',
+            limits: policy.limits,
+            signal: deps.signal,
+            deadline,
+            onDeadline: () => timeLimitError(policy, 'dependency layer build'),
+            onLine,
+            onSkipped: () => skipped++,
+          });
+          if (skipped > 0) deps.logger.warn({ tag, skipped }, 'entries of the installed dependencies that are neither files, directories nor links were left out');
+          return id;
+        } finally {
+          // A build stopped half-way leaves the archive unread: release its connection to the engine.
+          (archive as Readable).destroy();
+        }
       },
     );
     const entry = await entryFor(deps, builtId, tag, {

@@ -70,14 +70,17 @@ export async function withInstallContainer<T>(docker: Docker, input: InstallInpu
       throw engineError('copying requirements into the install container failed', err);
     });
     const tail: string[] = [];
-    const streamed = attachLines(await container.attach({ stream: true, stdout: true, stderr: true }), docker, (line) => {
+    const attached = await container.attach({ stream: true, stdout: true, stderr: true }).catch((err: unknown) => {
+      throw engineError('attaching to the install container failed', err);
+    });
+    const streamed = attachLines(attached, docker, (line) => {
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
       input.onLine(line);
     });
     const { limits } = policy;
     input.onLine(
-      `install container (network ${policy.network}, ${limits.memoryBytes / 1024 / 1024} MB, ${limits.nanoCpus / 1e9} CPUs, ${limits.pidsLimit} processes, ${limits.timeoutMs / 1000} s, user ${INSTALL_USER}): ${installCommand(policy.pip)}`,
+      `install container (network ${policy.network}, ${limits.memoryBytes / 1024 / 1024} MB, ${limits.nanoCpus / 1e9} CPUs, ${limits.pidsLimit} processes, ${limits.timeoutMs / 1000} s, user ${INSTALL_USER}): ${redactUserinfo(installCommand(policy.pip))}`,
     );
     const kill = (): void => void container.kill({ signal: 'SIGKILL' }).catch(() => undefined);
     input.signal.addEventListener('abort', kill, { once: true });
@@ -106,6 +109,11 @@ export async function withInstallContainer<T>(docker: Docker, input: InstallInpu
   } finally {
     await container.remove({ force: true }).catch((err: unknown) => input.logger.warn({ err }, 'install container not removed'));
   }
+}
+
+/** The command as shown to users and logs: an index URL's `user:password@` is not theirs to see. */
+export function redactUserinfo(text: string): string {
+  return text.replace(/(https?:\/\/)[^/@\s']+@/g, '$1***@');
 }
 
 /** Demultiplexes the attach stream into lines (ANSI colours removed), stdout and stderr alike. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { compileBuildPolicy, enforceBuildPolicy } from '../../agent/builder/build-policy.js';
+import { redactUserinfo } from '../../agent/builder/install-container.js';
 import { installCommand, workerPipArgs } from '../../agent/builder/recipe.js';
 import { resolveConfig, type AgentConfigInput } from '../../agent/config.js';
 import { depsKey, pipSettingsFingerprint, requirementsDigest } from '../../common/cache-keys.js';
@@ -127,6 +128,13 @@ describe('build policy in the dependency key', () => {
     expect(key(policyOf({ build_allow_index_options: true, build_allow_direct_urls: true }))).toBe(key(policyOf()));
     // A file's own index option is part of the key through the file's options.
     expect(key(policyOf({ build_allow_index_options: true }), 'alpha==1.0\n--extra-index-url http://127.0.0.1:9/simple\n')).not.toBe(key(policyOf()));
+  });
+
+  it('the install command shown in build logs hides an index URL\'s credentials', () => {
+    const pip = policyOf({ build_network: 'host', pip_index_url: 'https://ci:s3cret@10.0.0.5/simple' }).pip;
+    expect(installCommand(pip)).toContain('s3cret');
+    expect(redactUserinfo(installCommand(pip))).toContain('--index-url https://***@10.0.0.5/simple');
+    expect(redactUserinfo(installCommand(pip))).not.toContain('s3cret');
   });
 
   it('wheels-only reaches pip', () => {
