@@ -26,12 +26,33 @@ export const AgentConfigSchema = Type.Object(
     runtimes: Type.Record(RuntimeName, Type.String({ minLength: 1 }), { default: {} }),
     /** Runtime used when a request names none; when absent and exactly one runtime exists, that one. */
     default_runtime: Type.Optional(RuntimeName),
-    /** Network of build containers. `none`: pip can only use the wheelhouse (`pip_find_links`). */
+    // The build policy (docs/operations.md, "Dependency builds"): compiled once at start by
+    // agent/builder/build-policy.ts; none of these keys applies without a restart.
+    /**
+     * Network of the dependency-install container. `none`: pip reaches only the wheelhouse
+     * (`pip_find_links`). `host` (or `default`, the engine's bridge) is an explicit operator choice for an
+     * index on the network (`pip_index_url`, e.g. a mirror or proxy listening on the host); it is refused
+     * when nothing in the policy needs it.
+     */
     build_network: Type.Union([Type.Literal('none'), Type.Literal('host'), Type.Literal('default')], { default: 'none' }),
     /** Host directory of wheels copied into dependency builds; pip then runs with --no-index. */
     pip_find_links: Type.Optional(Type.String({ minLength: 1 })),
-    /** Package index for dependency builds (needs a build network that reaches it). */
-    pip_index_url: Type.Optional(Type.String({ minLength: 1 })),
+    /** The operator's package index for dependency builds (needs build_network host or default). */
+    pip_index_url: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
+    /** Let a user's file name its own package sources (-i/--index-url, --extra-index-url, -f/--find-links, --trusted-host). */
+    build_allow_index_options: Type.Boolean({ default: false }),
+    /** Let a user's file install from URLs (`name @ https://…`, bare URLs, VCS links such as `git+https://…`). */
+    build_allow_direct_urls: Type.Boolean({ default: false }),
+    /** `pip install --only-binary :all:`: no sdist is built, so no package's own setup code runs in a build. */
+    build_wheels_only: Type.Boolean({ default: false }),
+    /** Memory of a build container (no swap beyond it); a build that needs more fails with build_failed. */
+    build_memory_mb: Type.Integer({ minimum: 64, default: 2048 }),
+    /** CPUs of a build container. */
+    build_cpus: Type.Number({ exclusiveMinimum: 0, default: 1 }),
+    /** Processes and threads of the dependency-install container at once. */
+    build_pids_limit: Type.Integer({ minimum: 16, default: 512 }),
+    /** Wall-clock limit of one build (the install and the image it becomes); then it is stopped and fails. */
+    build_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 900 }),
     /** Builds running at once; further builds wait in the queue. */
     build_concurrency: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
     /** How long a resolved base image ID is trusted before the runtime's tag is inspected again. */
@@ -88,6 +109,15 @@ export function resolveConfig(fileValues: AgentConfigInput, flagValues: AgentCon
   }
   if (filled.pip_find_links !== undefined && filled.pip_find_links.startsWith('/') === false) {
     throw new RgridError('bad_request', 'invalid agent config: pip_find_links must be an absolute path');
+  }
+  if (filled.pip_index_url !== undefined && filled.build_network === 'none') {
+    throw new RgridError('bad_request', 'invalid agent config: pip_index_url needs build_network host (or default): with none no index is reachable');
+  }
+  if (filled.build_network !== 'none' && filled.pip_index_url === undefined && !filled.build_allow_index_options && !filled.build_allow_direct_urls) {
+    throw new RgridError(
+      'bad_request',
+      `invalid agent config: build_network ${filled.build_network} gives builds a network nothing in the build policy uses; set pip_index_url (or leave build_network at none)`,
+    );
   }
   if (filled.disk_low_percent > filled.disk_high_percent) {
     throw new RgridError('bad_request', 'invalid agent config: disk_low_percent must not exceed disk_high_percent');

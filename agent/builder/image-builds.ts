@@ -1,30 +1,35 @@
 import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { RgridError } from '../../common/errors.js';
 import type { AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import type { IndexEntry } from '../index/types.js';
+import { timeLimitError, type BuildPolicy } from './build-policy.js';
 import { engineBuild, engineError, wheelhouseFiles, type ContextFile } from './engine-build.js';
 import type { BuildLogEvent, PreparedEnsure } from './ensure-types.js';
-import { depsDockerfile, depsImageTag, execDockerfile, execImageTag } from './recipe.js';
+import { withInstallContainer } from './install-container.js';
+import { depsDockerfile, depsImageTag, execDockerfile, execImageTag, INSTALL_ROOT, installLabels } from './recipe.js';
 
 /**
  * The two builds. Order of effects, for crash safety: build (the engine tags the image when the build
  * succeeds) → inspect the new image → write the index entry in one transaction. A crash anywhere before
- * the write leaves at most an untracked image, never an entry pointing at a missing image.
+ * the write leaves at most an untracked image (or a labelled install container, which start-up repair
+ * removes), never an entry pointing at a missing image. Each build has the policy's deadline.
  */
 export interface BuildContextDeps {
   docker: Docker;
   index: AgentIndex;
   config: AgentConfig;
+  policy: BuildPolicy;
   logger: Logger;
   signal: AbortSignal;
   now: () => number;
 }
 
 export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, emit: (e: BuildLogEvent) => void): Promise<IndexEntry> {
-  const { docker, config } = deps;
+  const { docker, config, policy } = deps;
   const depsKey = p.depsKey!;
   const requirements = p.requirements!;
   const tag = depsImageTag(depsKey, p.account);
@@ -43,18 +48,52 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
     requirementsSha256: requirements.sha256,
     runtime: p.runtime.name,
     account: p.account,
-    pip: { findLinksDir: config.pip_find_links, indexUrl: config.pip_index_url },
-    agentId: deps.index.agentId,
-    buildId,
     owner: deps.index.agentId,
   });
   emit({ type: 'log', stage: 'deps', line: `building dependency layer ${tag}` });
   const started = deps.now();
+  const deadline = AbortSignal.timeout(policy.limits.timeoutMs);
+  const onLine = (line: string): void => emit({ type: 'log', stage: 'deps', line });
   try {
-    const builtId = await engineBuild(
+    const builtId = await withInstallContainer(
       docker,
-      [{ name: 'Dockerfile', content: dockerfile }, { name: 'requirements.txt', content: requirements.fileText }, ...wheelhouse],
-      { tag, networkMode: config.build_network, signal: deps.signal, onLine: (line) => emit({ type: 'log', stage: 'deps', line }) },
+      {
+        baseImageId: p.runtime.imageId,
+        labels: installLabels(deps.index.agentId, buildId),
+        requirementsFileText: requirements.fileText,
+        wheelhouse,
+        policy,
+        signal: deps.signal,
+        deadline,
+        onLine,
+        logger: deps.logger,
+      },
+      async (container) => {
+        let archive: NodeJS.ReadableStream;
+        try {
+          archive = await container.getArchive({ path: INSTALL_ROOT });
+        } catch (err) {
+          throw engineError('reading the installed dependencies failed', err);
+        }
+        let skipped = 0;
+        try {
+          const id = await engineBuild(docker, [{ name: 'Dockerfile', content: dockerfile }, { name: 'rgrid', archive }], {
+            tag,
+            networkMode: 'none',
+            limits: policy.limits,
+            signal: deps.signal,
+            deadline,
+            onDeadline: () => timeLimitError(policy, 'dependency layer build'),
+            onLine,
+            onSkipped: () => skipped++,
+          });
+          if (skipped > 0) deps.logger.warn({ tag, skipped }, 'entries of the installed dependencies that are neither files, directories nor links were left out');
+          return id;
+        } finally {
+          // A build stopped half-way leaves the archive unread: release its connection to the engine.
+          (archive as Readable).destroy();
+        }
+      },
     );
     const entry = await entryFor(deps, builtId, tag, {
       kind: 'deps',
@@ -70,7 +109,8 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
     deps.logger.info({ tag, image_id: entry.image_id, ms: deps.now() - started }, 'built dependency layer');
     return entry;
   } finally {
-    // The install stage (venv + wheelhouse) is a throw-away: remove its untagged images right away.
+    // Whatever a stopped or crashed step left with this build's label (the install container normally
+    // goes with withInstallContainer; this also covers a remove that failed).
     await removeBuildLeftovers(docker, { 'io.rgrid.build': buildId }, deps.logger);
   }
 }
@@ -95,10 +135,14 @@ export async function buildExecImage(
     owner: deps.index.agentId,
   });
   emit({ type: 'log', stage: 'image', line: `building script image ${tag}` });
+  // Copies the script and makes two directories: no network, and the policy's limits and deadline.
   const builtId = await engineBuild(deps.docker, [{ name: 'Dockerfile', content: dockerfile }, { name: 'script.py', content: p.script }], {
     tag,
-    networkMode: deps.config.build_network,
+    networkMode: 'none',
+    limits: deps.policy.limits,
     signal: deps.signal,
+    deadline: AbortSignal.timeout(deps.policy.limits.timeoutMs),
+    onDeadline: () => timeLimitError(deps.policy, 'script image build'),
     onLine: (line) => emit({ type: 'log', stage: 'image', line }),
   });
   const entry = await entryFor(deps, builtId, tag, {

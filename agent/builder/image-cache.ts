@@ -9,7 +9,8 @@ import type { Lease, LeaseTable } from '../index/leases.js';
 import { refId, type EntryRef, type IndexEntry } from '../index/types.js';
 import { createImageProbe } from './image-probe.js';
 import { buildDepsImage, buildExecImage, type BuildContextDeps } from './image-builds.js';
-import { requirementsFileText, workerPipFingerprintOptions } from './recipe.js';
+import { compileBuildPolicy, enforceBuildPolicy } from './build-policy.js';
+import { requirementsFileText } from './recipe.js';
 import type { RuntimeResolver } from './runtimes.js';
 import type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from './ensure-types.js';
 
@@ -82,8 +83,9 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
   const depsFlights = new SingleFlight<IndexEntry, BuildLogEvent>();
   const abort = new AbortController();
   let draining = false;
-  const pipFingerprintWorker = workerPipFingerprintOptions({ findLinksDir: config.pip_find_links, indexUrl: config.pip_index_url });
-  const buildDeps: BuildContextDeps = { docker, index, config, logger, signal: abort.signal, now };
+  // Compiled once: the build policy keys need a restart (they are not live keys).
+  const policy = compileBuildPolicy(config);
+  const buildDeps: BuildContextDeps = { docker, index, config, policy, logger, signal: abort.signal, now };
   const probe = createImageProbe(docker);
 
   /** Runs a build through the one queue; a build that had not started when draining began never starts. */
@@ -155,6 +157,8 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
       throw new RgridError('bad_request', `account ${JSON.stringify(account)} must match ${ACCOUNT_PATTERN.source}`);
     }
     const requirements = request.requirements ? requirementsDigest(request.requirements) : null;
+    // Refused before anything is looked up or built: a file the policy refuses gets no image, hit or not.
+    if (requirements) enforceBuildPolicy(policy, requirements);
     // A file without a single requirement (only comments or options) installs nothing: same as none.
     const hasRequirements = requirements !== null && requirements.lines.length > 0;
     const runtime = await runtimes.resolve(request.runtime);
@@ -163,7 +167,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
       ? computeDepsKey({
           baseImageId: runtime.imageId,
           requirementsSha256: requirements.sha256,
-          pipFingerprint: pipSettingsFingerprint(requirements.pipOptions, pipFingerprintWorker),
+          pipFingerprint: pipSettingsFingerprint(requirements.pipOptions, policy.fingerprintOptions),
         })
       : null;
     return {

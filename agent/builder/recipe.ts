@@ -1,21 +1,33 @@
 import { RECIPE_VERSION } from '../../common/cache-keys.js';
 import { sha256Hex } from '../../common/digest.js';
+import { RgridError } from '../../common/errors.js';
+import { splitLinesLikePython } from '../../common/requirements.js';
 
 /**
- * The image recipes (design.md §4 as decided for issue 2), as pure functions so they can be unit-tested
- * and documented. The dependency layer is built in a throw-away `install` stage, so the wheelhouse copied
- * into the build context never ends up in a kept image; the final deps image holds only /opt/rgrid.
+ * The image recipes, as pure functions so they can be unit-tested and documented. A dependency layer is
+ * made in two steps: pip runs in an install container this agent creates itself (so it gets the build
+ * policy's network, memory, CPU and PID limits and a non-root user, which the classic builder's RUN
+ * cannot give), then the finished /opt/rgrid is copied out and becomes the kept image with a plain
+ * `COPY` — the wheelhouse never reaches it.
  */
 export const WHEELHOUSE_IN_BUILD = '/tmp/rgrid-wheelhouse';
+export const INSTALL_ROOT = '/opt/rgrid';
+/** pip runs as nobody: a package's setup code cannot touch the base image's files or gain root in the image. */
+export const INSTALL_USER = '65534:65534';
 export const LABEL_PREFIX = 'io.rgrid.';
 
 /** The worker's own pip settings, from config. */
 export interface WorkerPipSettings {
   findLinksDir?: string | undefined;
   indexUrl?: string | undefined;
+  /** `--only-binary :all:`: wheels only, no source builds. */
+  wheelsOnly?: boolean | undefined;
 }
 
-/** Options that go into the pip settings fingerprint (pipSettingsFingerprint's `workerOptions`). */
+/**
+ * Options that go into the pip settings fingerprint (pipSettingsFingerprint's `workerOptions`): only what
+ * changes what gets installed, and nothing for a default, so keys from before a setting existed stay valid.
+ */
 export function workerPipFingerprintOptions(settings: WorkerPipSettings): string[] {
   const options: string[] = [];
   if (settings.indexUrl) options.push(`--index-url=${settings.indexUrl}`);
@@ -23,6 +35,7 @@ export function workerPipFingerprintOptions(settings: WorkerPipSettings): string
     options.push(`--find-links=${settings.findLinksDir}`);
     if (!settings.indexUrl) options.push('--no-index');
   }
+  if (settings.wheelsOnly) options.push('--only-binary=:all:');
   return options;
 }
 
@@ -32,12 +45,42 @@ export function workerPipArgs(settings: WorkerPipSettings): string[] {
   if (settings.indexUrl) args.push('--index-url', settings.indexUrl);
   else if (settings.findLinksDir) args.push('--no-index');
   if (settings.findLinksDir) args.push('--find-links', WHEELHOUSE_IN_BUILD);
+  if (settings.wheelsOnly) args.push('--only-binary', ':all:');
   return args;
 }
 
-/** The requirements.txt written into the build context: the file's pip options, then the canonical lines. */
+/**
+ * The requirements.txt pip reads: the file's pip options, then the canonical lines. It starts with a
+ * UTF-8 BOM because pip decodes a file without one in the build's locale, where a non-ASCII character
+ * could decode to a line break (\x85 under Latin-1).
+ */
 export function requirementsFileText(pipOptions: readonly string[], canonicalText: string): string {
-  return [...pipOptions, canonicalText].filter((s) => s.length > 0).join('\n') + '\n';
+  const lines = [...pipOptions, ...(canonicalText ? canonicalText.split('\n') : [])];
+  // Canonical lines never hold a line break pip would see; if one ever did, this is the last stop.
+  if (lines.some((line) => splitLinesLikePython(line).length > 1)) {
+    throw new RgridError('bad_requirements', 'requirements would not reach pip as the lines that were checked');
+  }
+  return `\uFEFF${lines.join('\n')}\n`;
+}
+
+/** The install container's command: a venv under /opt/rgrid, then pip with the policy's settings. */
+export function installCommand(pip: WorkerPipSettings): string {
+  const pipArgs = [
+    `${INSTALL_ROOT}/venv/bin/pip`,
+    'install',
+    '--no-cache-dir',
+    '--disable-pip-version-check',
+    '--no-input',
+    ...workerPipArgs(pip),
+    '-r',
+    `${INSTALL_ROOT}/requirements.txt`,
+  ];
+  return `set -e; python3 -m venv ${INSTALL_ROOT}/venv; exec ${pipArgs.map(shellQuote).join(' ')}`;
+}
+
+/** Labels of the install container: start-up repair removes what a crashed agent left behind by them. */
+export function installLabels(agentId: string, buildId: string): Record<string, string> {
+  return { 'io.rgrid.stage': 'install', 'io.rgrid.agent': agentId, 'io.rgrid.build': buildId };
 }
 
 /** Short per-account suffix of engine tags: the same key in two accounts gives two images. */
@@ -59,10 +102,6 @@ export interface DepsRecipeInput {
   requirementsSha256: string;
   runtime: string;
   account: string;
-  pip: WorkerPipSettings;
-  /** Labels the throw-away install stage (and its RUN containers) so this agent can find and remove them. */
-  agentId: string;
-  buildId: string;
   /**
    * Labels the kept image `io.rgrid.owner=<agent id>` so reconcile and reindex find this agent's images
    * among those of other agents on the same engine (not `io.rgrid.agent`: that label marks leftovers
@@ -75,7 +114,7 @@ function ownerLabel(owner: string | undefined): Record<string, string> {
   return owner ? { 'io.rgrid.owner': owner } : {};
 }
 
-export function depsLabels(input: Omit<DepsRecipeInput, 'pip' | 'agentId' | 'buildId'>): Record<string, string> {
+export function depsLabels(input: DepsRecipeInput): Record<string, string> {
   return {
     ...ownerLabel(input.owner),
     'io.rgrid.kind': 'deps',
@@ -88,27 +127,12 @@ export function depsLabels(input: Omit<DepsRecipeInput, 'pip' | 'agentId' | 'bui
   };
 }
 
+/**
+ * The kept dependency image: the base plus the finished /opt/rgrid of the install container (in the
+ * build context as `rgrid/`). COPY makes every file root's, so a run (user 65534) cannot change the venv.
+ */
 export function depsDockerfile(input: DepsRecipeInput): string {
-  const pipArgs = [
-    '--no-cache-dir',
-    '--disable-pip-version-check',
-    '--no-input',
-    ...workerPipArgs(input.pip),
-    '-r',
-    '/opt/rgrid/requirements.txt',
-  ];
-  return [
-    `FROM ${input.baseImageId} AS install`,
-    labelLine({ 'io.rgrid.stage': 'install', 'io.rgrid.agent': input.agentId, 'io.rgrid.build': input.buildId }),
-    'RUN python3 -m venv /opt/rgrid/venv',
-    'COPY requirements.txt /opt/rgrid/requirements.txt',
-    ...(input.pip.findLinksDir ? [`COPY wheelhouse/ ${WHEELHOUSE_IN_BUILD}/`] : []),
-    `RUN ${['/opt/rgrid/venv/bin/pip', 'install', ...pipArgs].map(shellQuote).join(' ')}`,
-    `FROM ${input.baseImageId}`,
-    'COPY --from=install /opt/rgrid /opt/rgrid',
-    labelLine(depsLabels(input)),
-    '',
-  ].join('\n');
+  return [`FROM ${input.baseImageId}`, `COPY rgrid ${INSTALL_ROOT}`, labelLine(depsLabels(input)), ''].join('\n');
 }
 
 export interface ExecRecipeInput {

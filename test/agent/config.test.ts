@@ -8,6 +8,7 @@ import {
   depsImageTag,
   execDockerfile,
   execImageTag,
+  installCommand,
   requirementsFileText,
   workerPipArgs,
   workerPipFingerprintOptions,
@@ -80,16 +81,16 @@ describe('agent config', () => {
 describe('image recipes', () => {
   const ids = { baseImageId: `sha256:${'b'.repeat(64)}`, depsKey: 'd'.repeat(64), requirementsSha256: 'r'.repeat(64) };
 
-  it('installs from the wheelhouse in a throw-away stage and keeps only /opt/rgrid', () => {
-    const text = depsDockerfile({ ...ids, runtime: 'py', account: 'acme', pip: { findLinksDir: '/w' }, agentId: 'agent', buildId: 'build' });
+  it('installs from the wheelhouse in an install container and keeps only /opt/rgrid', () => {
+    expect(installCommand({ findLinksDir: '/w' })).toContain('--no-index --find-links /tmp/rgrid-wheelhouse -r /opt/rgrid/requirements.txt');
+    expect(installCommand({ findLinksDir: '/w' })).toMatch(/^set -e; python3 -m venv \/opt\/rgrid\/venv; exec \/opt\/rgrid\/venv\/bin\/pip install /);
+    const text = depsDockerfile({ ...ids, runtime: 'py', account: 'acme' });
     const lines = text.trim().split('\n');
-    expect(lines[0]).toBe(`FROM ${ids.baseImageId} AS install`);
-    expect(text).toContain('COPY wheelhouse/ /tmp/rgrid-wheelhouse/');
-    expect(text).toContain('--no-index --find-links /tmp/rgrid-wheelhouse -r /opt/rgrid/requirements.txt');
-    const finalStage = lines.slice(lines.indexOf(`FROM ${ids.baseImageId}`));
-    expect(finalStage.join('\n')).not.toContain('wheelhouse');
-    expect(finalStage.join('\n')).toContain('COPY --from=install /opt/rgrid /opt/rgrid');
-    expect(finalStage.join('\n')).toContain(`io.rgrid.deps-key="${ids.depsKey}"`);
+    expect(lines[0]).toBe(`FROM ${ids.baseImageId}`);
+    expect(lines[1]).toBe('COPY rgrid /opt/rgrid');
+    expect(text).not.toContain('wheelhouse');
+    expect(text).not.toContain('RUN');
+    expect(text).toContain(`io.rgrid.deps-key="${ids.depsKey}"`);
   });
 
   it('builds script images FROM the deps image or the base image', () => {
@@ -113,7 +114,7 @@ describe('image recipes', () => {
     expect(workerPipArgs({ findLinksDir: '/w' })).toEqual(['--no-index', '--find-links', '/tmp/rgrid-wheelhouse']);
     expect(workerPipArgs({ indexUrl: 'http://127.0.0.1:1/simple' })).toEqual(['--index-url', 'http://127.0.0.1:1/simple']);
     expect(workerPipFingerprintOptions({ findLinksDir: '/w' })).toEqual(['--find-links=/w', '--no-index']);
-    expect(requirementsFileText(['--pre'], 'a==1\nb==2')).toBe('--pre\na==1\nb==2\n');
+    expect(requirementsFileText(['--pre'], 'a==1\nb==2')).toBe('\uFEFF--pre\na==1\nb==2\n');
   });
 
   it('tags per key and per account', () => {

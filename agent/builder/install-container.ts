@@ -1,0 +1,148 @@
+import { PassThrough } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import type Docker from 'dockerode';
+import type { Logger } from 'pino';
+import { RgridError } from '../../common/errors.js';
+import { memoryLimitError, timeLimitError, type BuildPolicy } from './build-policy.js';
+import { engineError, failureReason, packFiles, TAIL_LINES, type ContextFile } from './engine-build.js';
+import { INSTALL_ROOT, INSTALL_USER, installCommand, WHEELHOUSE_IN_BUILD } from './recipe.js';
+
+/**
+ * The dependency install: pip in a container this agent creates, starts, watches and removes itself —
+ * network, memory, CPU and PID limits from the build policy, user 65534, no capabilities, no new
+ * privileges. A container that outlives the deadline is killed; one the kernel killed for memory is
+ * reported as such. The caller reads /opt/rgrid out of the stopped container before it is removed.
+ */
+export interface InstallInput {
+  baseImageId: string;
+  labels: Record<string, string>;
+  requirementsFileText: string;
+  /** Wheelhouse files as `name`: file name in the wheelhouse, `path`: host path. */
+  wheelhouse: ContextFile[];
+  policy: BuildPolicy;
+  /** Drain abandonment (shutting_down). */
+  signal: AbortSignal;
+  /** The build's deadline (build_timeout_s). */
+  deadline: AbortSignal;
+  onLine: (line: string) => void;
+  logger: Logger;
+}
+
+const [BUILD_UID, BUILD_GID] = INSTALL_USER.split(':').map(Number) as [number, number];
+
+/** Runs the install; calls `use` with the stopped container when pip succeeded; removes the container in every case. */
+export async function withInstallContainer<T>(docker: Docker, input: InstallInput, use: (container: Docker.Container) => Promise<T>): Promise<T> {
+  const { policy } = input;
+  let container: Docker.Container;
+  try {
+    container = await docker.createContainer({
+      Image: input.baseImageId,
+      Entrypoint: ['/bin/sh', '-c'],
+      Cmd: [installCommand(policy.pip)],
+      User: INSTALL_USER,
+      Env: ['HOME=/tmp'],
+      WorkingDir: '/tmp',
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+      Labels: input.labels,
+      HostConfig: {
+        NetworkMode: policy.network,
+        Memory: policy.limits.memoryBytes,
+        MemorySwap: policy.limits.memoryBytes,
+        NanoCpus: policy.limits.nanoCpus,
+        PidsLimit: policy.limits.pidsLimit,
+        CapDrop: ['ALL'],
+        SecurityOpt: ['no-new-privileges'],
+      },
+    });
+  } catch (err) {
+    throw engineError('creating the install container failed', err);
+  }
+  try {
+    // /opt/rgrid belongs to the build user (pip writes the venv there); what pip reads stays root's.
+    const files: ContextFile[] = [
+      { name: INSTALL_ROOT.slice(1), directory: true, mode: 0o755, uid: BUILD_UID, gid: BUILD_GID },
+      { name: `${INSTALL_ROOT.slice(1)}/requirements.txt`, content: input.requirementsFileText },
+      ...input.wheelhouse.map((f) => ({ ...f, name: `${WHEELHOUSE_IN_BUILD.slice(1)}/${f.name.split('/').pop()!}` })),
+    ];
+    await container.putArchive(packFiles(files), { path: '/' }).catch((err: unknown) => {
+      throw engineError('copying requirements into the install container failed', err);
+    });
+    const tail: string[] = [];
+    const attached = await container.attach({ stream: true, stdout: true, stderr: true }).catch((err: unknown) => {
+      throw engineError('attaching to the install container failed', err);
+    });
+    const streamed = attachLines(attached, docker, (line) => {
+      tail.push(line);
+      if (tail.length > TAIL_LINES) tail.shift();
+      input.onLine(line);
+    });
+    const { limits } = policy;
+    input.onLine(
+      `install container (network ${policy.network}, ${limits.memoryBytes / 1024 / 1024} MB, ${limits.nanoCpus / 1e9} CPUs, ${limits.pidsLimit} processes, ${limits.timeoutMs / 1000} s, user ${INSTALL_USER}): ${redactUserinfo(installCommand(policy.pip))}`,
+    );
+    const kill = (): void => void container.kill({ signal: 'SIGKILL' }).catch(() => undefined);
+    input.signal.addEventListener('abort', kill, { once: true });
+    input.deadline.addEventListener('abort', kill, { once: true });
+    try {
+      if (input.signal.aborted || input.deadline.aborted) kill();
+      else await container.start();
+      await container.wait();
+    } catch (err) {
+      throw engineError('the install container failed', err);
+    } finally {
+      input.signal.removeEventListener('abort', kill);
+      input.deadline.removeEventListener('abort', kill);
+    }
+    // The attach stream normally ends with the container; never hang on one that does not.
+    await Promise.race([streamed, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+    if (input.signal.aborted) throw new RgridError('shutting_down', 'build abandoned: the agent is shutting down');
+    if (input.deadline.aborted) throw timeLimitError(policy, 'dependency install', tail);
+    const state = (await container.inspect()).State;
+    if (state.OOMKilled) throw memoryLimitError(policy, 'dependency install', tail);
+    if (state.ExitCode !== 0) {
+      const reason = failureReason(tail, state.ExitCode) ?? `pip exited with ${state.ExitCode}`;
+      throw new RgridError('build_failed', `dependency install failed: ${reason}`, { output_tail: tail, exit_code: state.ExitCode });
+    }
+    return await use(container);
+  } finally {
+    await container.remove({ force: true }).catch((err: unknown) => input.logger.warn({ err }, 'install container not removed'));
+  }
+}
+
+/** The command as shown to users and logs: an index URL's `user:password@` is not theirs to see. */
+export function redactUserinfo(text: string): string {
+  return text.replace(/(https?:\/\/)[^/@\s']+@/g, '$1***@');
+}
+
+/** Demultiplexes the attach stream into lines (ANSI colours removed), stdout and stderr alike. */
+function attachLines(stream: NodeJS.ReadWriteStream, docker: Docker, onLine: (line: string) => void): Promise<void> {
+  const make = (): PassThrough => {
+    const decoder = new StringDecoder('utf8');
+    let pending = '';
+    const emit = (text: string, final: boolean): void => {
+      pending += text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
+      const parts = pending.split(/\r\n|\n|\r/);
+      pending = final ? '' : (parts.pop() ?? '');
+      for (const part of parts) if (part.trim()) onLine(part.trimEnd());
+    };
+    const sink = new PassThrough();
+    sink.on('data', (chunk: Buffer) => emit(decoder.write(chunk), false));
+    sink.on('end', () => emit(`${decoder.end()}\n`, true));
+    return sink;
+  };
+  const out = make();
+  const err = make();
+  docker.modem.demuxStream(stream, out, err);
+  return new Promise((resolve) => {
+    const finish = (): void => {
+      out.end();
+      err.end();
+      resolve();
+    };
+    stream.on('end', finish);
+    stream.on('close', finish);
+    stream.on('error', finish);
+  });
+}
