@@ -9,6 +9,7 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
 import { sha256Hex } from '../../common/digest.js';
+import { RgridError } from '../../common/errors.js';
 import { assertInputFileName } from '../../common/names.js';
 import type { AgentConfig } from '../config.js';
 import type { BuildLogEvent, EnsureRequest, PreparedEnsure } from '../builder/ensure-types.js';
@@ -182,6 +183,8 @@ export function createRunner(deps: RunnerDeps): Runner {
         const streamed = attachOutput(await c.attach({ stream: true, stdout: true, stderr: true }), docker, onEvent);
         let timedOut = false;
         const kill = (): void => void c.kill({ signal: 'SIGKILL' }).catch(() => undefined);
+        // Cancelled while the image was being ensured or the container created: it never starts.
+        if (signal?.aborted) throw new RgridError('shutting_down', 'the run was cancelled before it started');
         const timer = setTimeout(() => {
           timedOut = true;
           kill();
