@@ -6,7 +6,7 @@
  * by a count of attempts, so a caller can say "ride out an outage of up to N minutes".
  */
 import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry, type RetryPolicy } from 'cockatiel';
-import { isRgridError, type RgridErrorCode } from './errors.js';
+import { isRgridError, RgridError, type RgridErrorCode } from './errors.js';
 
 /**
  * RgridError codes that mean "try again later": the peer answered 503 (or any 5xx or 429, which
@@ -71,14 +71,17 @@ export async function retryTransient<T>(fn: (signal: AbortSignal) => Promise<T>,
   const listener = options.onRetry
     ? policy.onRetry((event) => options.onRetry?.('error' in event ? event.error : event.value, event.attempt, event.delay))
     : undefined;
-  // cockatiel notices the abort only after an attempt failed, and may start one more after its delay:
-  // that attempt rethrows the last real error instead of failing with an abort of its own.
+  // Giving up must say why the calls failed, not that we stopped them: an attempt cut by the budget or the
+  // caller's signal (or started after it, as cockatiel may after its delay) throws the last real error, or
+  // `unavailable` when there was none — never a bare AbortError, which would read as a permanent failure.
   let last: { error: unknown } | undefined;
   const attempt = async (signal: AbortSignal): Promise<T> => {
     if (signal.aborted && last) throw last.error;
     try {
       return await fn(signal);
     } catch (err) {
+      const aborted = signal.aborted && (err === signal.reason || ['AbortError', 'TimeoutError'].includes((err as Error | undefined)?.name ?? ''));
+      if (aborted) throw last ? last.error : new RgridError('unavailable', `gave up waiting: ${(err as Error).message}`);
       last = { error: err };
       throw err;
     }

@@ -65,4 +65,13 @@ describe('retryTransient', () => {
     expect(calls).toBeGreaterThan(1);
     expect(calls).toBeLessThan(1000);
   });
+
+  it('gives up a call cut by the budget as unavailable, not as an abort', async () => {
+    const hang = (signal: AbortSignal): Promise<never> =>
+      new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')), { once: true }));
+    await expect(retryTransient(hang, { ...quick, budgetMs: 50 })).rejects.toMatchObject({ code: 'unavailable', message: 'gave up waiting: aborted' });
+    let calls = 0;
+    const err = await retryTransient((signal) => (++calls === 1 ? Promise.reject(new RgridError('unavailable', 'HTTP 502')) : hang(signal)), { ...quick, budgetMs: 100 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'unavailable', message: 'HTTP 502' });
+  });
 });
