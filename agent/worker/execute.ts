@@ -75,7 +75,7 @@ class Failure extends Error {
 const transientOr = (err: unknown, failure: ExecutionFailure): ExecutionFailure | 'retry' => (isTransient(err) ? 'retry' : failure);
 
 /** Where a run's output files are written on the way to the control plane; a name the agent chose. */
-export function outputStagingDir(dataDir: string): string {
+function outputStagingDir(dataDir: string): string {
   return join(dataDir, 'worker-outputs', randomUUID());
 }
 
@@ -85,7 +85,7 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
   const keeper = keepClaim(deps.client, claim, log);
   try {
     const produced = await produce(deps, claim, stop, keeper, retry, log);
-    if (keeper.lost.aborted) {
+    if (produced.report === null || keeper.lost.aborted) {
       log.warn('run stopped: the claim is lost, nothing is reported; the execution runs again elsewhere');
       return { status: 'lost', built: produced.built };
     }
@@ -95,15 +95,16 @@ export async function executeClaim(deps: ExecuteDeps, claim: ClaimedExecution, s
   }
 }
 
-/** Fetch, run and upload; the report to send (the claim is still this worker's unless `keeper.lost`). */
+/** Fetch, run and upload; the report to send, or null when the claim was lost on the way. */
 async function produce(
   deps: ExecuteDeps, claim: ClaimedExecution, stop: AbortSignal, keeper: ClaimKeeper, retry: RetryTuning, log: Logger,
-): Promise<{ report: CompleteRequest; built: boolean }> {
+): Promise<{ report: CompleteRequest | null; built: boolean }> {
   const { client, blobs } = deps;
   const abort = new AbortController();
   const kill = (): void => abort.abort();
   stop.addEventListener('abort', kill, { once: true });
   keeper.lost.addEventListener('abort', kill, { once: true });
+  if (stop.aborted || keeper.lost.aborted) kill();
   const outDir = outputStagingDir(deps.dataDir);
   const stdout = new TailBuffer(LOG_MAX_BYTES);
   const stderr = new TailBuffer(LOG_MAX_BYTES);
@@ -171,7 +172,7 @@ async function produce(
     if (result.built) await deps.onBuilt();
     timings.build_ms = result.build_ms;
     timings.run_ms = result.run_ms;
-    if (keeper.lost.aborted) return { report: { claim_id: claim.claim_id, outcome: 'retry' }, built: result.built };
+    if (keeper.lost.aborted) return { report: null, built: result.built };
     if (stop.aborted) throw new Failure('retry', 'the agent is shutting down');
 
     // ---- outputs: blobs of the account, kept by a manifest so blob cleanup does not take them
