@@ -88,6 +88,8 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
   mkdirSync(dir, { recursive: true, mode: DIR_MODE });
   chmodSync(dir, DIR_MODE);
   const root: RootDatabase<BlobRecord, string> = open({ path: join(options.dataDir, 'blob-index') });
+  // LMDB creates its directory with the process umask; the digests in it are the agent's business only.
+  chmodSync(join(options.dataDir, 'blob-index'), DIR_MODE);
   const flights = new SingleFlight<{ path: string; size: number }, never>();
   const pins = new Map<string, number>();
   const pathOf = (sha: string): string => {

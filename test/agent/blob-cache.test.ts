@@ -36,6 +36,7 @@ describe('blob cache', () => {
     expect(mode(join(dir, 'blobs'))).toBe(0o700);
     expect(mode(join(dir, 'blobs', sha(data).slice(0, 2)))).toBe(0o700);
     expect(mode(join(dir, 'blobs', 'tmp'))).toBe(0o700);
+    expect(mode(join(dir, 'blob-index'))).toBe(0o700);
   });
 
   it('narrows a blob widened for a run back to 0600 when the last run unpins it', async () => {
