@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
 import { sha256Hex } from '../../common/digest.js';
 import { RgridError } from '../../common/errors.js';
-import { assertInputFileName } from '../../common/names.js';
+import { assertInputFileName, shown } from '../../common/names.js';
 import type { AgentConfig } from '../config.js';
 import type { BuildLogEvent, EnsureRequest, PreparedEnsure } from '../builder/ensure-types.js';
 import { engineError } from '../builder/engine-build.js';
@@ -207,7 +207,8 @@ export function createRunner(deps: RunnerDeps): Runner {
         // Read through the holder: it is running, so the volume is mounted for the engine to read.
         const archive = (await holder.getArchive({ path: '/work/outputs' })) as Readable;
         const outputs = await copyOutputTar(archive, p.limits.output, sink);
-        if (outputs.skipped.length) logger.info({ skipped: outputs.skipped }, 'outputs that are not regular files were not copied');
+        // Names the script chose: shown escaped, and not all of them.
+        if (outputs.skipped.length) logger.info({ skipped: outputs.skipped.slice(0, 20).map((n) => shown(n)), count: outputs.skipped.length }, 'outputs that are not regular files, or whose names are not safe, were not copied');
         if (outputs.exceeded) logger.info({ reason: outputs.exceeded }, 'outputs cut at the output limit');
         return {
           exit_code: state.ExitCode,

@@ -32,7 +32,7 @@ export interface WorkerLoopOptions {
   blobMaxBytes: number;
   /** How long one claim request may be held by the control plane. */
   claimWaitMs?: number;
-  /** Retries of uploads and reports (tests shorten them). */
+  /** Retries of output uploads and reports (defaults: DEFAULT_RETRY in execute.ts). */
   retry?: Partial<RetryTuning>;
 }
 
