@@ -63,6 +63,27 @@ export const AgentConfigSchema = Type.Object(
     run_cpus: Type.Number({ exclusiveMinimum: 0, default: 1 }),
     run_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 3600 }),
     run_pids_limit: Type.Integer({ minimum: 8, default: 256 }),
+    // ---- run limits (agent/runner/sandbox.ts; docs/operations.md "Run and output limits") ---------------
+    // Ceilings on what a submitter may ask for: a larger request is clamped to them (and logged).
+    run_max_memory_mb: Type.Integer({ minimum: 16, default: 16_384 }),
+    /** Also never more than the host's CPUs (the engine refuses that). */
+    run_max_cpus: Type.Number({ exclusiveMinimum: 0, default: 4 }),
+    run_max_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 86_400 }),
+    /** Size of the run's /tmp, a tmpfs: its pages count against the run's memory limit. */
+    run_tmp_mb: Type.Integer({ minimum: 1, default: 512 }),
+    /** Size of the run's /dev/shm. */
+    run_shm_mb: Type.Integer({ minimum: 1, default: 64 }),
+    /** RLIMIT_FSIZE of the run: the largest file it may create anywhere, sparse files included. */
+    run_max_file_mb: Type.Integer({ minimum: 1, default: 4096 }),
+    /** Size of the /work/outputs tmpfs, and the most output bytes copied out of a run. */
+    run_max_output_mb: Type.Integer({ minimum: 1, default: 1024 }),
+    /** The largest single output file copied out. */
+    run_max_output_file_mb: Type.Integer({ minimum: 1, default: 1024 }),
+    /** The most output files copied out (the wire carries at most 10 000). */
+    run_max_output_files: Type.Integer({ minimum: 1, maximum: 10_000, default: 1000 }),
+    /** Wall-clock bound on copying the outputs out of a finished run. */
+    run_output_copy_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 300 }),
+    // ---- end of run limits -------------------------------------------------------------------------------
     /** Largest request body (scripts, requirements and inputs travel base64-encoded inside JSON). */
     max_request_mb: Type.Integer({ minimum: 1, default: 256 }),
     /** On SIGTERM: time for in-flight builds and runs to finish before they are abandoned. Fits systemd's default 90 s TimeoutStopSec. */
@@ -122,11 +143,27 @@ export function resolveConfig(fileValues: AgentConfigInput, flagValues: AgentCon
   if (filled.disk_low_percent > filled.disk_high_percent) {
     throw new RgridError('bad_request', 'invalid agent config: disk_low_percent must not exceed disk_high_percent');
   }
+  checkRunLimits(filled);
   if (filled.default_runtime !== undefined && !(filled.default_runtime in filled.runtimes)) {
     throw new RgridError('bad_request', `invalid agent config: default_runtime ${filled.default_runtime} is not in runtimes`);
   }
   return filled;
 }
+
+// ---- run limits --------------------------------------------------------------------------------------------
+/** A default above its ceiling would be clamped on every run: refuse the config instead. */
+function checkRunLimits(c: AgentConfig): void {
+  const pairs = [
+    ['run_memory_mb', c.run_memory_mb, 'run_max_memory_mb', c.run_max_memory_mb],
+    ['run_cpus', c.run_cpus, 'run_max_cpus', c.run_max_cpus],
+    ['run_timeout_s', c.run_timeout_s, 'run_max_timeout_s', c.run_max_timeout_s],
+    ['run_max_output_file_mb', c.run_max_output_file_mb, 'run_max_output_mb', c.run_max_output_mb],
+  ] as const;
+  for (const [key, value, ceilingKey, ceiling] of pairs) {
+    if (value > ceiling) throw new RgridError('bad_request', `invalid agent config: ${key} (${value}) exceeds ${ceilingKey} (${ceiling})`);
+  }
+}
+// ---- end of run limits -------------------------------------------------------------------------------------
 
 export async function readConfigFile(path: string): Promise<AgentConfigInput> {
   let text: string;

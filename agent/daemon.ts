@@ -110,7 +110,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           controlUrl: config.control_url, workerToken, workerId: fleet.sync.status().worker_id ?? hostname(),
           capacity: config.run_capacity, blobTtlMs: config.blob_cache_ttl_s * 1000, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024,
         },
-        runner, logger, dataDir: config.data_dir, reporter: createSyncReporter(fleet.sync),
+        runner, logger, dataDir: config.data_dir, reporter: createSyncReporter(fleet.sync), registry: metrics.registry,
       });
     }
     return makeDaemon(app, index, cache, runner, fleet, worker);

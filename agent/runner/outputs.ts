@@ -1,12 +1,96 @@
-import type Docker from 'dockerode';
-import tar from 'tar-stream';
-import { fileNameProblem } from '../../common/names.js';
-
 /**
- * Copies /work/outputs out of a stopped container (the engine's archive endpoint: a tar whose entries
- * start with `outputs/`). Regular files only; symlinks and devices are skipped, so a script cannot make
- * the client write outside its output directory. Relative paths keep subdirectories (`a/b.csv`).
+ * Copies a run's /work/outputs out of the engine's archive stream (a tar whose entries start with
+ * `outputs/`), counting while it streams: files, bytes per file, bytes in total and the time taken. The
+ * sizes are checked against the limits from each entry's header, before a byte of it is read, so a 2 GiB
+ * sparse file never reaches the host; at the first limit crossed the copy stops and says which.
+ *
+ * Regular files only: symlinks, devices and names outside the naming contract are skipped, so a script
+ * cannot make anyone write outside their output directory. Relative paths keep subdirectories (`a/b.csv`).
  */
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { fileNameProblem, shown } from '../../common/names.js';
+import type { OutputLimits } from './sandbox.js';
+
+export interface OutputFileInfo {
+  name: string;
+  size: number;
+}
+
+/** Where one output file's bytes go; called once per file, in archive order. */
+export type OutputSink = (file: OutputFileInfo) => Promise<NodeJS.WritableStream>;
+
+export interface CopiedOutputs {
+  files: OutputFileInfo[];
+  /** Entries that are not regular files or whose names are not safe: not copied. */
+  skipped: string[];
+  /** Why the copy stopped early (a limit was crossed), or null when every output was copied. */
+  exceeded: string | null;
+}
+
+const MiB = 1024 * 1024;
+const mib = (bytes: number): string => `${Math.round((bytes / MiB) * 10) / 10} MiB`;
+
+/** Why `file` cannot be copied within the limits, given what was copied before it; undefined if it can. */
+export function outputLimitProblem(file: OutputFileInfo, before: { files: number; bytes: number }, limits: OutputLimits): string | undefined {
+  if (before.files + 1 > limits.maxFiles) return `more than ${limits.maxFiles} output files (run_max_output_files)`;
+  if (file.size > limits.maxFileBytes) {
+    return `output ${shown(file.name)} is ${mib(file.size)}, over the ${mib(limits.maxFileBytes)} limit per file (run_max_output_file_mb)`;
+  }
+  if (before.bytes + file.size > limits.maxBytes) {
+    return `outputs total more than ${mib(limits.maxBytes)} (run_max_output_mb); ${shown(file.name)} would bring them to ${mib(before.bytes + file.size)}`;
+  }
+  return undefined;
+}
+
+export async function copyOutputTar(archive: Readable, limits: OutputLimits, sink: OutputSink | undefined): Promise<CopiedOutputs> {
+  const files: OutputFileInfo[] = [];
+  const skipped: string[] = [];
+  let exceeded: string | null = null;
+  let bytes = 0;
+  let timedOut = false;
+  const extract = tar.extract();
+  const timer = setTimeout(() => {
+    timedOut = true;
+    archive.destroy();
+    extract.destroy(new Error('output copy timed out'));
+  }, limits.copyTimeoutMs);
+  archive.on('error', (err) => extract.destroy(err));
+  archive.pipe(extract);
+  try {
+    for await (const entry of extract) {
+      const { header } = entry;
+      const relative = header.name.replace(/^outputs\/?/, '').replace(/\/$/, '');
+      const safe = relative !== '' && fileNameProblem(relative, true) === undefined;
+      if (header.type !== 'file' || !safe) {
+        if (relative !== '' && header.type !== 'directory') skipped.push(relative);
+        entry.resume();
+        continue;
+      }
+      const file = { name: relative, size: header.size ?? 0 };
+      const problem = outputLimitProblem(file, { files: files.length, bytes }, limits);
+      if (problem) {
+        exceeded = problem;
+        break;
+      }
+      files.push(file);
+      bytes += file.size;
+      const out = sink ? await sink(file) : undefined;
+      if (out) await pipeline(entry, out);
+      else entry.resume();
+    }
+  } catch (err) {
+    if (!timedOut) throw err;
+    exceeded = `copying the outputs took longer than ${limits.copyTimeoutMs / 1000} s (run_output_copy_timeout_s)`;
+  } finally {
+    clearTimeout(timer);
+    // Stops the engine producing the rest of the archive (possibly gigabytes of a sparse file's zeros).
+    archive.destroy();
+  }
+  return { files: exceeded ? [] : files, skipped, exceeded };
+}
+
 export interface OutputChunk {
   name: string;
   /** base64 of this chunk; the last chunk of a file has `eof: true` (an empty file: one such chunk). */
@@ -16,45 +100,25 @@ export interface OutputChunk {
 
 const CHUNK = 256 * 1024;
 
-export async function copyOutputs(
-  container: Docker.Container,
-  onChunk: ((chunk: OutputChunk) => void) | undefined,
-): Promise<{ files: string[]; skipped: string[] }> {
-  const files: string[] = [];
-  const skipped: string[] = [];
-  const archive = await container.getArchive({ path: '/work/outputs' });
-  const extract = tar.extract();
-  const done = new Promise<void>((resolve, reject) => {
-    extract.on('entry', (header, stream, next) => {
-      const relative = header.name.replace(/^outputs\/?/, '').replace(/\/$/, '');
-      const safe = relative !== '' && fileNameProblem(relative, true) === undefined;
-      if (header.type !== 'file' || !safe) {
-        if (relative !== '' && header.type !== 'directory') skipped.push(relative);
-        stream.on('end', () => next());
-        stream.resume();
-        return;
-      }
-      files.push(relative);
-      let pending: Buffer = Buffer.alloc(0);
-      stream.on('data', (data: unknown) => {
-        if (!onChunk) return;
-        const bytes = data as Buffer;
-        pending = pending.length ? Buffer.concat([pending, bytes]) : bytes;
-        while (pending.length >= CHUNK) {
-          onChunk({ name: relative, data: pending.subarray(0, CHUNK).toString('base64'), eof: false });
-          pending = pending.subarray(CHUNK);
-        }
-      });
-      stream.on('end', () => {
-        onChunk?.({ name: relative, data: pending.toString('base64'), eof: true });
-        next();
-      });
-      stream.on('error', reject);
-    });
-    extract.on('finish', resolve);
-    extract.on('error', reject);
-  });
-  archive.pipe(extract);
-  await done;
-  return { files, skipped };
+/** A sink that turns each file into base64 chunk events (the socket API's `output` events). */
+export function chunkEventSink(onChunk: (chunk: OutputChunk) => void): OutputSink {
+  return (file) => {
+    let pending: Buffer = Buffer.alloc(0);
+    return Promise.resolve(
+      new Writable({
+        write(data: Buffer, _enc, cb) {
+          pending = pending.length ? Buffer.concat([pending, data]) : data;
+          while (pending.length >= CHUNK) {
+            onChunk({ name: file.name, data: pending.subarray(0, CHUNK).toString('base64'), eof: false });
+            pending = pending.subarray(CHUNK);
+          }
+          cb();
+        },
+        final(cb) {
+          onChunk({ name: file.name, data: pending.toString('base64'), eof: true });
+          cb();
+        },
+      }),
+    );
+  };
 }

@@ -1,26 +1,31 @@
 import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
 import { chmod, copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises';
+import { cpus as hostCpus } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
 import { sha256Hex } from '../../common/digest.js';
 import { RgridError } from '../../common/errors.js';
+import { assertInputFileName, shown } from '../../common/names.js';
 import type { AgentConfig } from '../config.js';
 import type { BuildLogEvent, EnsureRequest, PreparedEnsure } from '../builder/ensure-types.js';
 import { engineError } from '../builder/engine-build.js';
 import type { ImageCache } from '../builder/image-cache.js';
-import { copyOutputs, type OutputChunk } from './outputs.js';
+import { chunkEventSink, copyOutputTar, type OutputChunk, type OutputSink } from './outputs.js';
+import { holderContainerSpec, outputsVolumeSpec, runContainerSpec, runLimits, type RunLimits } from './sandbox.js';
 
 /**
- * A local run: ensure the image (leased for the whole run), start a locked-down container with the inputs
- * bind-mounted read-only, stream its stdout/stderr, enforce the wall-clock timeout, copy /work/outputs
- * out, and remove the container whatever happens.
+ * A local run: ensure the image (leased for the whole run), start a locked-down container (the sandbox of
+ * sandbox.ts: read-only root, bounded tmpfs for /tmp and /work/outputs, file-size limit, memory, CPU and
+ * PIDs limits) with the inputs bind-mounted read-only, stream its stdout/stderr, enforce the wall-clock
+ * timeout, copy /work/outputs out within the output limits, and remove everything whatever happens.
  */
 /**
- * An input file: bytes sent with the request, or (issue 5, the worker) a file of the blob cache, which is
+ * An input file: bytes sent with the request, or (the claim loop) a file of the blob cache, which is
  * hard-linked into the run's inputs directory instead of copied through memory.
  */
 export type RunInput = { name: string; data: Buffer } | { name: string; path: string; sha256: string; size: number };
@@ -30,7 +35,7 @@ export interface RunRequest extends EnsureRequest {
   timeout_s?: number | undefined;
   memory_mb?: number | undefined;
   cpus?: number | undefined;
-  /** Send the output files' contents back (the CLI's --output-dir); names are always reported. */
+  /** Send the output files' contents back as `output` events (the CLI's --output-dir); names are always reported. */
   collect_outputs?: boolean | undefined;
 }
 
@@ -38,9 +43,7 @@ export interface PreparedRun {
   ensure: PreparedEnsure;
   inputs: RunInput[];
   inputSha256: string;
-  timeoutMs: number;
-  memoryBytes: number;
-  nanoCpus: number;
+  limits: RunLimits;
   collectOutputs: boolean;
 }
 
@@ -61,9 +64,19 @@ export interface RunResult {
   build_ms: number;
   run_ms: number;
   total_ms: number;
+  /** Output files copied out (none when the copy was cut at a limit). */
   outputs: string[];
+  /** Why the outputs were cut (a limit of run_max_output_*), or null. */
+  output_limit: string | null;
   timed_out: boolean;
   oom_killed: boolean;
+}
+
+export interface RunOptions {
+  onEvent: (event: RunEvent) => void;
+  signal?: AbortSignal;
+  /** Where output files go; without it, `collect_outputs` decides between `output` events and names only. */
+  outputSink?: OutputSink;
 }
 
 export interface RunnerDeps {
@@ -77,7 +90,7 @@ export interface RunnerDeps {
 
 export interface Runner {
   prepare(request: RunRequest): Promise<PreparedRun>;
-  run(prepared: PreparedRun, options: { onEvent: (event: RunEvent) => void; signal?: AbortSignal }): Promise<RunResult>;
+  run(prepared: PreparedRun, options: RunOptions): Promise<RunResult>;
   /** Runs whose container is alive now. */
   readonly active: number;
 }
@@ -86,7 +99,10 @@ export function createRunner(deps: RunnerDeps): Runner {
   const { docker, cache, config, logger } = deps;
   const now = deps.now ?? Date.now;
   const runsDir = join(config.data_dir, 'runs');
+  /** Outputs volumes of runs in progress: the leftover sweep must not take them. */
+  const ownVolumes = new Set<string>();
   let active = 0;
+  void removeVolumeLeftovers(docker, deps.agentId, ownVolumes, logger);
 
   return {
     get active() {
@@ -97,68 +113,69 @@ export function createRunner(deps: RunnerDeps): Runner {
       const manifest = canonicalManifest(
         request.inputs.map((i) => ('data' in i ? { name: i.name, sha256: sha256Hex(i.data), size: i.data.length } : { name: i.name, sha256: i.sha256, size: i.size })),
       );
-      const timeoutS = request.timeout_s ?? config.run_timeout_s;
-      const memoryMb = request.memory_mb ?? config.run_memory_mb;
-      const cpus = request.cpus ?? config.run_cpus;
-      if (!(timeoutS > 0)) throw new RgridError('bad_request', 'timeout must be a positive number of seconds');
-      if (!Number.isInteger(memoryMb) || memoryMb < 16) throw new RgridError('bad_request', 'memory must be an integer number of MB, at least 16');
-      if (!(cpus > 0)) throw new RgridError('bad_request', 'cpus must be positive');
+      const { limits, clamped } = runLimits(config, request, hostCpus().length);
+      if (clamped.length > 0) logger.info({ clamped }, 'run request lowered to the agent\'s ceilings');
       return {
         ensure: await cache.prepare(request),
         inputs: request.inputs,
         inputSha256: inputSha256(manifest),
-        timeoutMs: Math.round(timeoutS * 1000),
-        memoryBytes: memoryMb * 1024 * 1024,
-        nanoCpus: Math.round(cpus * 1e9),
+        limits,
         collectOutputs: request.collect_outputs ?? false,
       };
     },
 
-    async run(p, { onEvent, signal }) {
+    async run(p, { onEvent, signal, outputSink }) {
       const runId = randomUUID();
       const { result: ensured, lease } = await cache.ensure(p.ensure, { onEvent, leaseHolder: `run:${runId}` });
       const buildMs = ensured.duration_ms;
       const dir = join(runsDir, runId);
+      const volume = `rgrid-run-outputs-${runId}`;
+      const labels = {
+        'io.rgrid.agent': deps.agentId,
+        'io.rgrid.account': ensured.account,
+        'io.rgrid.image-key': ensured.image_key,
+      };
       let container: Docker.Container | undefined;
+      let holder: Docker.Container | undefined;
+      let volumeCreated = false;
       active++;
       try {
         const inputsDir = join(dir, 'inputs');
-        await mkdir(inputsDir, { recursive: true });
-        // World-readable: the container runs as 65534 and sees this directory read-only.
-        await chmod(dir, 0o755);
+        // The run's directory is the agent's alone; only the inputs directory below it is bind-mounted,
+        // and the container's uid (65534, "other" on the host) needs to read and list it.
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await mkdir(inputsDir, { mode: 0o755 });
         await chmod(inputsDir, 0o755);
         for (const input of p.inputs) {
-          const path = join(inputsDir, input.name);
-          if ('data' in input) await writeFile(path, input.data);
-          // A link costs nothing; another filesystem (EXDEV) or a refusal falls back to a copy.
-          else await link(input.path, path).catch(() => copyFile(input.path, path));
+          const path = join(inputsDir, assertInputFileName(input.name));
+          if ('data' in input) await writeFile(path, input.data, { flag: 'wx', mode: 0o644 });
+          // A link costs nothing; another filesystem (EXDEV) or a refusal falls back to a copy. A name
+          // already there (a duplicate) is an error either way, never an overwrite.
+          else {
+            await link(input.path, path).catch((err: unknown) => {
+              if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw err;
+              return copyFile(input.path, path, constants.COPYFILE_EXCL);
+            });
+          }
           await chmod(path, 0o644);
         }
+        ownVolumes.add(volume);
         try {
-          container = await docker.createContainer({
-            Image: ensured.image_id,
-            name: `rgrid-run-${runId}`,
-            User: '65534:65534',
-            AttachStdout: true,
-            AttachStderr: true,
-            Tty: false,
-            Labels: {
-              'io.rgrid.role': 'run',
-              'io.rgrid.agent': deps.agentId,
-              'io.rgrid.account': ensured.account,
-              'io.rgrid.image-key': ensured.image_key,
-            },
-            HostConfig: {
-              Binds: [`${inputsDir}:/work/inputs:ro`],
-              NetworkMode: config.run_network,
-              Memory: p.memoryBytes,
-              MemorySwap: p.memoryBytes,
-              NanoCpus: p.nanoCpus,
-              PidsLimit: config.run_pids_limit,
-              CapDrop: ['ALL'],
-              SecurityOpt: ['no-new-privileges'],
-            },
-          });
+          await docker.createVolume(outputsVolumeSpec(volume, p.limits.output, labels));
+          volumeCreated = true;
+          // The holder must run before the run starts (and so before it can exit): see sandbox.ts.
+          const [h, c] = await Promise.all([
+            docker.createContainer(holderContainerSpec({ imageId: ensured.image_id, name: `rgrid-hold-${runId}`, volume, limits: p.limits, labels })).then((made) => {
+              holder = made;
+              return made.start().then(() => made);
+            }),
+            docker.createContainer(runContainerSpec({
+              imageId: ensured.image_id, name: `rgrid-run-${runId}`, inputsDir, volume, network: config.run_network,
+              pidsLimit: config.run_pids_limit, limits: p.limits, labels,
+            })).then((made) => (container = made)),
+          ]);
+          holder = h;
+          container = c;
         } catch (err) {
           throw engineError('creating the run container failed', err);
         }
@@ -166,10 +183,12 @@ export function createRunner(deps: RunnerDeps): Runner {
         const streamed = attachOutput(await c.attach({ stream: true, stdout: true, stderr: true }), docker, onEvent);
         let timedOut = false;
         const kill = (): void => void c.kill({ signal: 'SIGKILL' }).catch(() => undefined);
+        // Cancelled while the image was being ensured or the container created: it never starts.
+        if (signal?.aborted) throw new RgridError('shutting_down', 'the run was cancelled before it started');
         const timer = setTimeout(() => {
           timedOut = true;
           kill();
-        }, p.timeoutMs);
+        }, p.limits.timeoutMs);
         signal?.addEventListener('abort', kill, { once: true });
         const runStart = now();
         let runMs: number;
@@ -184,8 +203,13 @@ export function createRunner(deps: RunnerDeps): Runner {
         // The attach stream normally ends with the container; never hang on one that does not.
         await Promise.race([streamed, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
         const state = (await c.inspect()).State;
-        const outputs = await copyOutputs(c, p.collectOutputs ? (chunk) => onEvent({ type: 'output', ...chunk }) : undefined);
-        if (outputs.skipped.length) logger.info({ skipped: outputs.skipped }, 'outputs that are not regular files were not copied');
+        const sink = outputSink ?? (p.collectOutputs ? chunkEventSink((chunk) => onEvent({ type: 'output', ...chunk })) : undefined);
+        // Read through the holder: it is running, so the volume is mounted for the engine to read.
+        const archive = (await holder.getArchive({ path: '/work/outputs' })) as Readable;
+        const outputs = await copyOutputTar(archive, p.limits.output, sink);
+        // Names the script chose: shown escaped, and not all of them.
+        if (outputs.skipped.length) logger.info({ skipped: outputs.skipped.slice(0, 20).map((n) => shown(n)), count: outputs.skipped.length }, 'outputs that are not regular files, or whose names are not safe, were not copied');
+        if (outputs.exceeded) logger.info({ reason: outputs.exceeded }, 'outputs cut at the output limit');
         return {
           exit_code: state.ExitCode,
           image_id: ensured.image_id,
@@ -198,18 +222,43 @@ export function createRunner(deps: RunnerDeps): Runner {
           build_ms: buildMs,
           run_ms: runMs,
           total_ms: now() - p.ensure.startedAt,
-          outputs: outputs.files,
+          outputs: outputs.files.map((f) => f.name),
+          output_limit: outputs.exceeded,
           timed_out: timedOut,
           oom_killed: state.OOMKilled,
         };
       } finally {
         active--;
-        if (container) await container.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'run container not removed'));
+        const removals = [container, holder].filter((x): x is Docker.Container => x !== undefined).map((x) =>
+          x.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'run container not removed')),
+        );
+        await Promise.all(removals);
+        if (volumeCreated) {
+          await docker.getVolume(volume).remove().catch((err: unknown) => logger.warn({ err, volume }, 'run outputs volume not removed'));
+        }
+        ownVolumes.delete(volume);
         lease?.release();
         await rm(dir, { recursive: true, force: true });
       }
     },
   };
+}
+
+/**
+ * Outputs volumes of this agent's earlier life (a crash between creating and removing one): empty, since
+ * a tmpfs does not outlive its containers, but still records in the engine. Volumes in use are refused
+ * by the engine; those of runs in progress here are skipped.
+ */
+async function removeVolumeLeftovers(docker: Docker, agentId: string, own: ReadonlySet<string>, logger: Logger): Promise<void> {
+  try {
+    const { Volumes } = await docker.listVolumes({ filters: { label: [`io.rgrid.agent=${agentId}`, 'io.rgrid.role=run-outputs'] } });
+    for (const v of Volumes ?? []) {
+      if (own.has(v.Name)) continue;
+      await docker.getVolume(v.Name).remove().catch((err: unknown) => logger.debug({ err, volume: v.Name }, 'leftover outputs volume not removed'));
+    }
+  } catch (err) {
+    logger.debug({ err }, 'listing leftover outputs volumes failed');
+  }
 }
 
 /** Demultiplexes the attach stream into stdout/stderr events (UTF-8, split code points rejoined). */

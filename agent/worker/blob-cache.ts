@@ -1,15 +1,20 @@
 /**
- * The worker's content-addressed blob cache (issue 5): files under `<data_dir>/blobs/<sha[0:2]>/<sha>`,
- * their size and last use in LMDB. A blob already here is not downloaded again (that is the worker side
- * of input_cache_hit); a download is verified against its digest before it becomes visible; concurrent
- * requests for one blob share one download. TTL on last use and a size bound, least recently used first,
- * like images; a blob pinned by a run in progress is never removed.
+ * The worker's content-addressed blob cache: files under `<data_dir>/blobs/<sha[0:2]>/<sha>`, their size
+ * and last use in LMDB. A blob already here is not downloaded again (that is the worker side of
+ * input_cache_hit); a download is verified against its digest and its expected size while it is written,
+ * and becomes visible only once both match; concurrent requests for one blob share one download. TTL on
+ * last use and a size bound, least recently used first, like images; a blob pinned by a run in progress
+ * is never removed.
+ *
+ * At rest the files are 0600 in 0700 directories: only the agent reads them. A run that uses a blob as an
+ * input gets it hard-linked into its inputs directory, and the container's uid must be able to read it,
+ * which widens the shared inode to 0644 while the blob is pinned; the last unpin narrows it again.
  *
  * The LMDB environment is its own (`<data_dir>/blob-index`) rather than a sub-db of the entry index, so
- * this module does not reach into index.ts while the sync outbox is being added there (issue 4).
+ * the blob cache and the entry index evolve independently.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -17,7 +22,11 @@ import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { open, type RootDatabase } from 'lmdb';
 import { RgridError } from '../../common/errors.js';
+import { isSha256, shown } from '../../common/names.js';
 import { SingleFlight } from '../builder/single-flight.js';
+
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
 
 export interface BlobRecord {
   size: number;
@@ -51,12 +60,19 @@ export function planBlobPrune(records: readonly PruneCandidate[], opts: { now: n
   return out;
 }
 
+export interface EnsureLimits {
+  /** The size the blob must have (from a manifest); checked for a cached blob too. */
+  size?: number | undefined;
+  /** When the size is not known: the most bytes accepted before the download is abandoned. */
+  maxBytes: number;
+}
+
 export interface BlobCache {
   pathOf(sha256: string): string;
   /** True when the blob is here (and then counts as used). */
   has(sha256: string): Promise<boolean>;
-  /** The blob's local path; downloads it (verified) when absent. */
-  ensure(sha256: string, download: () => Promise<Readable>): Promise<{ path: string; downloaded: boolean }>;
+  /** The blob's local path; downloads it (verified: digest and size) when absent. */
+  ensure(sha256: string, download: () => Promise<Readable>, limits: EnsureLimits): Promise<{ path: string; downloaded: boolean }>;
   /** Pins blobs for a run; the returned function unpins. */
   pin(sha256s: readonly string[]): () => void;
   prune(): Promise<{ removed: number; bytes: number }>;
@@ -68,10 +84,19 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
   const now = options.now ?? Date.now;
   const dir = join(options.dataDir, 'blobs');
   const tmp = join(dir, 'tmp');
+  // Directories made by an older version may be wider: narrowed once here.
+  mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+  chmodSync(dir, DIR_MODE);
   const root: RootDatabase<BlobRecord, string> = open({ path: join(options.dataDir, 'blob-index') });
-  const flights = new SingleFlight<{ path: string }, never>();
+  // LMDB creates its directory with the process umask; the digests in it are the agent's business only.
+  chmodSync(join(options.dataDir, 'blob-index'), DIR_MODE);
+  const flights = new SingleFlight<{ path: string; size: number }, never>();
   const pins = new Map<string, number>();
-  const pathOf = (sha: string): string => join(dir, sha.slice(0, 2), sha);
+  const pathOf = (sha: string): string => {
+    // The one place a digest becomes a path: nothing else may (`../`, a separator, an absolute path).
+    if (!isSha256(sha)) throw new RgridError('bad_digest', `${shown(sha)} is not a sha256; no blob path for it`);
+    return join(dir, sha.slice(0, 2), sha);
+  };
 
   async function present(sha: string): Promise<boolean> {
     const record = root.get(sha);
@@ -83,31 +108,49 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
     return false;
   }
 
-  async function download(sha: string, source: () => Promise<Readable>): Promise<{ path: string }> {
-    await mkdir(tmp, { recursive: true });
+  async function download(sha: string, source: () => Promise<Readable>, limits: EnsureLimits): Promise<{ path: string; size: number }> {
+    await mkdir(tmp, { recursive: true, mode: DIR_MODE });
     const staging = join(tmp, `${sha}.${randomUUID()}`);
     const hash = createHash('sha256');
+    const limit = limits.size ?? limits.maxBytes;
     let size = 0;
     const meter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
         size += chunk.length;
+        // Cut as soon as it is too long: a control plane sending endless bytes must not fill the disk.
+        if (size > limit) {
+          cb(new RgridError('digest_mismatch', `blob ${sha} is longer than ${limits.size === undefined ? `the ${limit} bytes accepted` : `its ${limit} bytes`}; discarded`));
+          return;
+        }
+        hash.update(chunk);
         cb(null, chunk);
       },
     });
     try {
-      await pipeline(await source(), meter, createWriteStream(staging, { mode: 0o644 }));
+      await pipeline(await source(), meter, createWriteStream(staging, { mode: FILE_MODE, flags: 'wx' }));
+      if (limits.size !== undefined && size !== limits.size) {
+        throw new RgridError('digest_mismatch', `blob ${sha} arrived with ${size} bytes instead of ${limits.size}; discarded`);
+      }
       const got = hash.digest('hex');
       if (got !== sha) throw new RgridError('digest_mismatch', `blob ${sha} arrived with digest ${got}; discarded`);
       const final = pathOf(sha);
-      await mkdir(join(dir, sha.slice(0, 2)), { recursive: true });
+      await mkdir(join(dir, sha.slice(0, 2)), { recursive: true, mode: DIR_MODE });
       await rename(staging, final);
       const at = now();
       await root.put(sha, { size, created_at: at, last_used_at: at });
-      return { path: final };
+      return { path: final, size };
     } catch (err) {
       await rm(staging, { force: true });
       throw err;
+    }
+  }
+
+  /** Back to 0600 once no run uses the blob (see the module comment). Synchronous: no run can pin in between. */
+  function narrow(sha: string): void {
+    try {
+      chmodSync(pathOf(sha), FILE_MODE);
+    } catch {
+      // Already removed, or never downloaded: nothing to narrow.
     }
   }
 
@@ -119,10 +162,21 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
       if (record) await root.put(sha, { ...record, last_used_at: now() });
       return true;
     },
-    async ensure(sha, source) {
-      if (await this.has(sha)) return { path: pathOf(sha), downloaded: false };
-      const flight = flights.run(sha, () => download(sha, source));
-      const { path } = await flight.promise;
+    async ensure(sha, source, limits) {
+      const path = pathOf(sha);
+      if (await this.has(sha)) {
+        const size = root.get(sha)?.size;
+        if (limits.size !== undefined && size !== limits.size) {
+          throw new RgridError('digest_mismatch', `blob ${sha} has ${size} bytes, not the ${limits.size} its manifest says`);
+        }
+        return { path, downloaded: false };
+      }
+      const flight = flights.run(sha, () => download(sha, source, limits));
+      const got = await flight.promise;
+      // A follower's expectation is checked too: the leader's download was checked against the leader's.
+      if (limits.size !== undefined && got.size !== limits.size) {
+        throw new RgridError('digest_mismatch', `blob ${sha} has ${got.size} bytes, not the ${limits.size} its manifest says`);
+      }
       // Only the leader moved bytes; followers of the same flight found nothing to download themselves.
       return { path, downloaded: flight.leader };
     },
@@ -134,8 +188,10 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
         released = true;
         for (const s of shas) {
           const n = (pins.get(s) ?? 1) - 1;
-          if (n <= 0) pins.delete(s);
-          else pins.set(s, n);
+          if (n <= 0) {
+            pins.delete(s);
+            narrow(s);
+          } else pins.set(s, n);
         }
       };
     },

@@ -1,18 +1,26 @@
 /**
- * The agent's claim loop (issue 5), enabled when a control URL and a worker token are configured:
- * register and report entries, then long-poll for work with as many free run slots as there are, run
- * each claim (agent/worker/execute.ts), and back off with jitter while the control plane is unreachable.
- * Stopping ends the long poll at once and lets running executions finish (the daemon's drain);
- * abandoning kills their containers, and their claims run out and are re-queued by the control plane.
+ * The agent's claim loop, enabled when a control URL and a worker token are configured: register and
+ * report entries, then long-poll for work with as many free run slots as there are, check each claim
+ * (claim-check.ts) and run it (execute.ts), and back off with jitter while the control plane is
+ * unreachable. A claim that fails the checks touches nothing: it is reported as failed when its ids
+ * allow, dropped otherwise, and counted either way. Stopping ends the long poll at once and lets running
+ * executions finish (the daemon's drain); abandoning kills their containers, and their claims run out and
+ * are re-queued by the control plane.
  */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
 import { isRgridError } from '../../common/errors.js';
+import { retryTransient } from '../../common/retry.js';
 import type { ClaimedExecution } from '../../common/wire/dispatch-api.js';
 import type { Runner } from '../runner/run.js';
 import { createBlobCache, type BlobCache } from './blob-cache.js';
+import { checkClaim, type ClaimVerdict } from './claim-check.js';
 import { ControlClient } from './control-client.js';
 import type { EntryReporter } from './entry-reporter.js';
-import { executeClaim } from './execute.js';
+import { DEFAULT_RETRY, executeClaim, type RetryTuning } from './execute.js';
+import { reportError } from './report.js';
 
 export interface WorkerLoopOptions {
   controlUrl: string;
@@ -24,6 +32,8 @@ export interface WorkerLoopOptions {
   blobMaxBytes: number;
   /** How long one claim request may be held by the control plane. */
   claimWaitMs?: number;
+  /** Retries of output uploads and reports (defaults: DEFAULT_RETRY in execute.ts). */
+  retry?: Partial<RetryTuning>;
 }
 
 export interface WorkerLoopDeps {
@@ -33,6 +43,8 @@ export interface WorkerLoopDeps {
   dataDir: string;
   /** Registration and entry reports go through the outbox sync (see entry-reporter.ts). */
   reporter: EntryReporter;
+  /** The agent's metrics registry, for the refused-claims counter. */
+  registry?: Registry;
 }
 
 export interface WorkerLoop {
@@ -55,6 +67,13 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
   const log = logger.child({ component: 'worker', worker_id: options.workerId });
   const client = new ControlClient(options);
   const blobs: BlobCache = createBlobCache({ dataDir: deps.dataDir, ttlMs: options.blobTtlMs, maxBytes: options.blobMaxBytes });
+  const refused = new Counter({
+    name: 'rgrid_agent_claims_refused_total',
+    help: 'Claims from the control plane that failed the checks, by what was done (reported: completed as failed; dropped: ids unusable)',
+    labelNames: ['action'],
+    registers: deps.registry ? [deps.registry] : [],
+  });
+  const retry = { ...DEFAULT_RETRY, ...options.retry };
   const { reporter } = deps;
   const runs = new Set<Promise<unknown>>();
   const claimAbort = new AbortController();
@@ -72,21 +91,45 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
       }, { once: true });
     });
 
+  function track(work: Promise<unknown>): void {
+    const tracked = work.finally(() => {
+      runs.delete(tracked);
+      slotFreed();
+    });
+    runs.add(tracked);
+  }
+
+  /** A claim that failed the checks: nothing of it reaches a file or a run (see the module comment). */
+  function refuse(verdict: Extract<ClaimVerdict, { ok: false }>): void {
+    const { report } = verdict;
+    refused.inc({ action: report ? 'reported' : 'dropped' });
+    log.warn({ reason: verdict.reason, execution_id: report?.execution_id ?? null }, report ? 'refused a claim; reporting it as failed' : 'refused a claim; dropped');
+    if (!report) return;
+    const body = { claim_id: report.claim_id, outcome: 'done' as const, failure: 'error' as const, error: reportError(`worker ${options.workerId}: ${verdict.reason}`) };
+    track(
+      retryTransient((signal) => client.complete(report.execution_id, body, signal), {
+        budgetMs: retry.completeBudgetMs, initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs, signal: runAbort.signal,
+      }).catch((err: unknown) => log.warn({ msg: (err as Error).message, execution_id: report.execution_id }, 'reporting a refused claim failed')),
+    );
+  }
+
   function launch(claim: ClaimedExecution): void {
     log.info({ execution_id: claim.execution_id, attempt: claim.attempt, queue_ms: claim.queue_ms }, 'claimed');
-    const run = executeClaim({ client, blobs, runner: deps.runner, logger: log, dataDir: deps.dataDir, onBuilt: () => reporter.entriesChanged() }, claim, runAbort.signal)
+    const executeDeps = {
+      client, blobs, runner: deps.runner, logger: log, dataDir: deps.dataDir, blobMaxBytes: options.blobMaxBytes, retry,
+      onBuilt: () => reporter.entriesChanged(),
+    };
+    const run = executeClaim(executeDeps, claim, runAbort.signal)
       .catch((err: unknown) => log.error({ err, execution_id: claim.execution_id }, 'execution ended without a report; its claim will expire'))
       .then(() => blobs.prune())
       .then((p) => p && p.removed > 0 && log.info(p, 'blob cache pruned'))
-      .catch((err: unknown) => log.warn({ err }, 'blob cache prune failed'))
-      .finally(() => {
-        runs.delete(run);
-        slotFreed();
-      });
-    runs.add(run);
+      .catch((err: unknown) => log.warn({ err }, 'blob cache prune failed'));
+    track(run);
   }
 
   async function loop(): Promise<void> {
+    // Output staging of executions of an earlier life of this agent: they cannot be reported any more.
+    await rm(join(deps.dataDir, 'worker-outputs'), { recursive: true, force: true }).catch(() => undefined);
     let failures = 0;
     while (!stopping) {
       try {
@@ -102,7 +145,11 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
         }
         const { claims } = await client.claim(free, options.claimWaitMs ?? 25_000, claimAbort.signal);
         failures = 0;
-        for (const claim of claims) launch(claim);
+        for (const raw of claims) {
+          const verdict = checkClaim(raw);
+          if (verdict.ok) launch(verdict.claim);
+          else refuse(verdict);
+        }
       } catch (err) {
         if (stopping) break;
         failures++;

@@ -70,6 +70,9 @@ export function useGrid(overrides: Partial<ControlConfig> = {}): Grid {
 export async function removeAccountContainersAndImages(account: string): Promise<void> {
   const containers = await docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`] } });
   for (const c of containers) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  // Outputs volumes of runs cut off by a killed agent (a live agent removes its own).
+  const { Volumes } = await docker.listVolumes({ filters: { label: [`io.rgrid.account=${account}`] } });
+  for (const v of Volumes ?? []) await docker.getVolume(v.Name).remove().catch(() => undefined);
   await removeAccountImages(account);
 }
 

@@ -1,0 +1,164 @@
+/**
+ * A fake control plane for testing the agent's side of the trust boundary: a node:http server on
+ * 127.0.0.1 that answers the worker endpoints the agent calls (register, snapshot, heartbeat, ops, claim,
+ * renew, complete, blobs, manifests) with whatever the test queues — including claims no real control
+ * plane would hand out — and records every request. Faults: a route can answer 503 (or any status) for
+ * its next N calls.
+ */
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  body: unknown;
+}
+
+export type Route = 'register' | 'claim' | 'renew' | 'complete' | 'blob_get' | 'blob_put' | 'manifest' | 'sync';
+
+export interface FakeControl {
+  url: string;
+  requests: RecordedRequest[];
+  /** Completion bodies by execution id (the last one received). */
+  completions: Map<string, Record<string, unknown>>;
+  /** Blobs: what GET serves, and what PUT stored. */
+  blobs: Map<string, Buffer>;
+  /** Claims handed out with the next claim answer (as given: the agent must check them). */
+  queueClaims(claims: unknown[]): void;
+  /** The next `count` calls of `route` (Infinity: all, until `fail(route, 0)`) answer `status` with an error body. */
+  fail(route: Route, count: number, status?: number): void;
+  /** Calls of `route` answer `status` for as long as `condition()` holds. */
+  failWhile(route: Route, condition: () => boolean, status?: number): void;
+  /** Calls of a route, answered or not. */
+  calls(route: Route): number;
+  close(): Promise<void>;
+}
+
+export const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
+
+function routeOf(method: string, path: string): Route | undefined {
+  if (/^\/v1\/workers\/[^/]+\/register$/.test(path)) return 'register';
+  if (/^\/v1\/workers\/[^/]+\/(snapshot|heartbeat|ops)$/.test(path)) return 'sync';
+  if (/^\/v1\/workers\/[^/]+\/claim$/.test(path)) return 'claim';
+  if (/^\/v1\/workers\/[^/]+\/claims\/[^/]+\/renew$/.test(path)) return 'renew';
+  if (/^\/v1\/workers\/[^/]+\/claims\/[^/]+\/complete$/.test(path)) return 'complete';
+  if (path.startsWith('/v1/blobs/')) return method === 'PUT' ? 'blob_put' : 'blob_get';
+  if (path === '/v1/manifests') return 'manifest';
+  return undefined;
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export async function startFakeControl(account: string): Promise<FakeControl> {
+  const requests: RecordedRequest[] = [];
+  const completions = new Map<string, Record<string, unknown>>();
+  const blobs = new Map<string, Buffer>();
+  let pending: unknown[] = [];
+  const faults = new Map<Route, { count: number; status: number; while?: () => boolean }>();
+  const counts = new Map<Route, number>();
+  const now = (): string => new Date().toISOString();
+
+  const send = (res: ServerResponse, status: number, body: unknown): void => {
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? 'GET';
+    const url = req.url ?? '/';
+    const path = url.split('?')[0]!;
+    const raw = await readBody(req);
+    const route = routeOf(method, path);
+    let body: unknown = raw.length > 0 && route !== 'blob_put' ? JSON.parse(raw.toString('utf8')) : undefined;
+    if (route === 'blob_put') body = { bytes: raw.length };
+    requests.push({ method, url, body });
+    if (!route) return send(res, 404, { error: 'not_found', message: `no route ${method} ${path}` });
+    counts.set(route, (counts.get(route) ?? 0) + 1);
+    const fault = faults.get(route);
+    if (fault && (fault.while ? fault.while() : fault.count > 0)) {
+      fault.count--;
+      return send(res, fault.status, { error: fault.status === 409 ? 'conflict' : 'unavailable', message: `injected ${fault.status}` });
+    }
+    switch (route) {
+      case 'register':
+        return send(res, 200, {
+          worker_id: path.split('/')[3], known: true, snapshot_required: true, accounts: [account], heartbeat_interval_ms: 60_000, dead_after_ms: 120_000, server_time: now(),
+        });
+      case 'sync':
+        if (path.endsWith('/snapshot')) return send(res, 200, { accounts: [account], entries: 0, removed: 0, server_time: now() });
+        if (path.endsWith('/ops')) return send(res, 200, { applied: ((body as { ops?: unknown[] }).ops ?? []).length, duplicates: 0, server_time: now() });
+        return send(res, 200, { known: true, resync_required: false, server_time: now() });
+      case 'claim': {
+        // At most `max`, as the real control plane: the agent refuses a longer answer as a whole.
+        const max = (body as { max: number }).max;
+        const claims = pending.slice(0, max);
+        pending = pending.slice(max);
+        // A short hold when there is nothing, so the agent does not spin.
+        if (claims.length === 0) await new Promise((r) => setTimeout(r, 200));
+        return send(res, 200, { claims });
+      }
+      case 'renew':
+        return send(res, 200, { lease_expires_at: new Date(Date.now() + 30_000).toISOString() });
+      case 'complete': {
+        const executionId = path.split('/')[5]!;
+        completions.set(executionId, body as Record<string, unknown>);
+        return send(res, 200, { id: executionId, status: 'succeeded' });
+      }
+      case 'blob_get': {
+        const data = blobs.get(path.split('/')[3]!);
+        if (!data) return send(res, 404, { error: 'not_found', message: 'no such blob' });
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(data.length) });
+        res.end(data);
+        return;
+      }
+      case 'blob_put': {
+        const digest = sha256(raw);
+        blobs.set(digest, raw);
+        return send(res, 201, { sha256: digest, size_bytes: raw.length, created: true });
+      }
+      case 'manifest': {
+        const files = (body as { files: unknown[] }).files;
+        return send(res, 201, { input_sha256: sha256(JSON.stringify(files)), files, total_size: 0, missing: [], created: true });
+      }
+    }
+  }
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => send(res, 500, { error: 'internal', message: String(err) }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    completions,
+    blobs,
+    queueClaims: (claims) => {
+      pending = [...pending, ...claims];
+    },
+    fail: (route, count, status = 503) => faults.set(route, { count, status }),
+    failWhile: (route, condition, status = 503) => faults.set(route, { count: 0, status, while: condition }),
+    calls: (route) => counts.get(route) ?? 0,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Polls until `check` returns a value (not a timing assertion: the deadline only bounds a hang). */
+export async function eventually<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
