@@ -5,6 +5,7 @@
  * blobs like the inputs: a re-run uploads nothing, and a worker that has them cached downloads nothing.
  */
 import { readFile } from 'node:fs/promises';
+import { exitStatusOf, isTerminal } from '../common/executions.js';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { canonicalManifest, inputSha256, requirementsDigest } from '../common/cache-keys.js';
@@ -43,7 +44,6 @@ export interface RunSummary {
   outputs_error?: string;
 }
 
-const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 export interface RunResult {
   summary: RunSummary;
@@ -103,7 +103,7 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<RunResu
   // The wait brings the logs along with the finished execution; a control plane without that answers
   // without `logs`, and they are asked for separately.
   let logs: LogsResponse | undefined;
-  while (!TERMINAL.has(execution.status)) ({ logs, ...execution } = await api.wait(execution.id, undefined, true));
+  while (!isTerminal(execution.status)) ({ logs, ...execution } = await api.wait(execution.id, undefined, true));
   const waitMs = Date.now() - tWait;
   logs ??= await api.logs(execution.id);
 
@@ -141,11 +141,5 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<RunResu
 }
 
 /** The process exit status for a finished execution: the script's own, like `docker run`. */
-export function exitStatus(e: Pick<Execution, 'exit_code' | 'failure'>): number {
-  if (e.failure === 'timeout') return 124;
-  if (e.failure === 'memory_limit') return 137;
-  if (e.exit_code !== null && e.failure !== 'build_failed' && e.failure !== 'lost' && e.failure !== 'error' && e.failure !== 'input_unavailable') {
-    return Math.min(Math.max(e.exit_code, 0), 255);
-  }
-  return e.failure === null ? 0 : 1;
-}
+/** The exit status of `rgrid run` for a finished execution (common/executions.ts). */
+export const exitStatus = exitStatusOf;

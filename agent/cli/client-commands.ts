@@ -1,6 +1,7 @@
 import { mkdir, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { assertInputFileName } from '../../common/names.js';
+import { exitStatusOf } from '../../common/executions.js';
+import { assertInputFileName, shown } from '../../common/names.js';
 import { openInside } from '../../common/safe-write.js';
 import { RgridError } from '../../common/errors.js';
 import { AgentClient, type AgentEvent } from '../client/agent-client.js';
@@ -129,15 +130,21 @@ export async function runCommand(flags: RunFlags, env: { socket?: string | undef
     if (flags.json) {
       process.stdout.write(`${JSON.stringify({ ...result, ...captured })}\n`);
     } else {
-      const status = result.timed_out ? 'timed out' : result.oom_killed ? 'killed: out of memory' : `exit ${String(result.exit_code)}`;
+      const status = result.timed_out
+        ? 'timed out'
+        : result.output_limit
+          ? `outputs over the limit (${shown(result.output_limit, 200)}), exit ${String(result.exit_code)}`
+          : result.oom_killed ? 'killed: out of memory' : `exit ${String(result.exit_code)}`;
       process.stdout.write(
         `${status} (build ${String(result.build_ms)} ms, run ${String(result.run_ms)} ms, total ${String(result.total_ms)} ms${result.script_cache_hit ? ', cached image' : ''})\n`,
       );
     }
-    // Like `docker run` and timeout(1): the script's status is the command's status.
-    if (result.timed_out) return 124;
+    // Like `docker run` and timeout(1): the script's status is the command's status (common/executions.ts).
     const code = Number(result.exit_code);
-    return Number.isInteger(code) && code >= 0 && code <= 255 ? code : 1;
+    return exitStatusOf({
+      exit_code: Number.isInteger(code) ? code : null,
+      failure: result.timed_out ? 'timeout' : result.output_limit ? 'output_limit' : result.oom_killed ? 'memory_limit' : code === 0 ? null : 'nonzero_exit',
+    });
   } finally {
     await writes.catch(() => undefined);
     for (const handle of files.values()) await handle.close().catch(() => undefined);

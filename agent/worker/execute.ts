@@ -148,7 +148,10 @@ async function produce(
       account: claim.account, runtime: claim.runtime, script, requirements, inputs,
       timeout_s: claim.timeout_s ?? undefined, memory_mb: claim.memory_mb ?? undefined,
     }).catch((err: unknown) => {
-      throw new Failure(transientOr(err, 'error'), (err as Error).message);
+      // A requirements file the build policy refuses is the submission's own fault, like a failing pip
+      // install: the execution fails as build_failed with the line named, and is not retried.
+      const refused = isRgridError(err) && (err.code === 'bad_requirements' || err.code === 'build_failed');
+      throw new Failure(refused ? 'build_failed' : transientOr(err, 'error'), (err as Error).message);
     });
     await mkdir(outDir, { recursive: true, mode: 0o700 });
     // Output names were checked against the naming contract by the copy; openInside checks them again

@@ -10,6 +10,7 @@
  * can sit in queued/assigned/running with nothing that would ever end it.
  */
 import type { FastifyBaseLogger } from 'fastify';
+import { TERMINAL_STATUSES } from '../../common/executions.js';
 import type pg from 'pg';
 import { RgridError } from '../../common/errors.js';
 import type { CreateExecutionRequest, Execution, ExecutionFailure } from '../../common/wire/control-api.js';
@@ -27,7 +28,7 @@ import { ceilingsOf, checkRunRequest, readOverrides } from './run-limits.js';
 
 /** Submissions of one account are placed one at a time, so a burst sees its own assignments. */
 const PLACEMENT_LOCK_NAMESPACE = 0x5247_4450; // "RGDP"
-const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
+const FINISHED = new Set<string>(TERMINAL_STATUSES);
 /**
  * Failures that are the script's own result: final whatever the worker asks. A script that fills the
  * output limit would fill it again on the next worker, so retrying it would only loop.

@@ -1,7 +1,8 @@
 import type { Db, Queryable } from '../db/pool.js';
 import type { CreateExecutionRequest, Execution } from '../../common/wire/control-api.js';
+import { TERMINAL_STATUSES } from '../../common/executions.js';
 
-const TERMINAL = ['succeeded', 'failed', 'cancelled'];
+const TERMINAL = TERMINAL_STATUSES;
 
 export const COLUMNS = `execution_id AS id, account_id AS account, status, runtime, script_sha256, requirements_sha256,
   input_sha256, worker_id, exit_code, script_cache_hit, dependency_cache_hit, input_cache_hit, timings, error,

@@ -61,6 +61,8 @@ describe('result status and logs', () => {
     expect(exitStatus({ exit_code: 137, failure: 'memory_limit' })).toBe(137);
     expect(exitStatus({ exit_code: null, failure: 'build_failed' })).toBe(1);
     expect(exitStatus({ exit_code: null, failure: 'lost' })).toBe(1);
+    // The script exited 0 but wrote more than the output limit: not a success.
+    expect(exitStatus({ exit_code: 0, failure: 'output_limit' })).toBe(1);
   });
 });
 
