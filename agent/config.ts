@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { parseJsonFile } from '../common/json-file.js';
 import Type from 'typebox';
 import Value from 'typebox/value';
 import { RgridError } from '../common/errors.js';
@@ -172,12 +173,8 @@ export async function readConfigFile(path: string): Promise<AgentConfigInput> {
   } catch (err) {
     throw new RgridError('bad_request', `cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new RgridError('bad_request', `config file ${path} is not valid JSON: ${(err as Error).message}`);
-  }
+  // The file may hold a worker token: a parse error says where, never what (common/json-file.ts).
+  const parsed = parseJsonFile(`config file ${path}`, text);
   if (!isPlainObject(parsed)) throw new RgridError('bad_request', `config file ${path} must hold a JSON object`);
   return parsed;
 }

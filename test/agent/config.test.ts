@@ -64,6 +64,11 @@ describe('agent config', () => {
       expect(resolveConfig(await readConfigFile(join(dir, 'ok.json')), {}).runtimes).toEqual({ py: 'img' });
       await expect(readConfigFile(join(dir, 'bad.json'))).rejects.toThrow(/not valid JSON/);
       await expect(readConfigFile(join(dir, 'missing.json'))).rejects.toThrow(/ENOENT/);
+      // A broken file that holds a token: the error says where, and never shows the token.
+      writeFileSync(join(dir, 'secret.json'), '{\n  "worker_token": "tok-SECRET-0123456789" oops\n}');
+      const err = await readConfigFile(join(dir, 'secret.json')).catch((e: unknown) => e as Error);
+      expect((err as Error).message).toMatch(/not valid JSON at line 2, column \d+/);
+      expect((err as Error).message).not.toContain('SECRET');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configFromFlags, readAdminToken, readDatabaseUrl, urlHasPassword } from '../../control/cli/options.js';
 import { loadControlConfig } from '../../control/config.js';
-import { parseJsonFile } from '../../control/db/connect.js';
+import { parseJsonFile } from '../../common/json-file.js';
 import { createFailureThrottle } from '../../control/plugins/auth-throttle.js';
 
 const MiB = 1024 * 1024;
