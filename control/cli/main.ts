@@ -10,6 +10,7 @@ import { Command, Option } from 'commander';
 import pino from 'pino';
 import { isRgridError } from '../../common/errors.js';
 import { parseDuration } from '../../common/duration.js';
+import { assertUuid } from '../../common/names.js';
 import { buildControlApp } from '../app.js';
 import { runCleanup } from '../cleanup.js';
 import { loadControlConfig } from '../config.js';
@@ -218,6 +219,7 @@ export function buildProgram(): Command {
   common(token.command('revoke').description('revoke a token by id').argument('<id>'))
     .option('--json', 'print JSON')
     .action(async (id: string, flags: CommonFlags & { json?: boolean }) => {
+      assertUuid(id, 'token id');
       await withDatabase(flags, async (url) => {
         const pool = createPool(url, 1);
         try {
