@@ -23,6 +23,11 @@ export const FleetConfigProperties = {
   sync_interval_s: Type.Number({ minimum: 0.01, maximum: 3600, default: 1 }),
   /** Ops per request (the control plane accepts up to 10,000). */
   sync_batch_size: Type.Integer({ minimum: 1, maximum: 10_000, default: 500 }),
+  /**
+   * Largest snapshot request body: a snapshot larger than this is sent in parts of at most this many
+   * bytes (serialized). Well under the control plane's snapshot body limit (8 MiB by default).
+   */
+  sync_snapshot_part_bytes: Type.Integer({ minimum: 4096, maximum: 1024 * 1024 * 1024, default: 2 * 1024 * 1024 }),
   /** Timeout of one control-plane request. */
   sync_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 15 }),
   /** First retry delay after a failure; doubles per failure (with jitter) up to sync_backoff_max_s. */
@@ -70,7 +75,7 @@ export const FleetConfigProperties = {
 export const LIVE_KEYS = [
   'runtimes', 'default_runtime', 'build_concurrency', 'base_image_ttl_s', 'log_level',
   'control_url', 'worker_token', 'worker_token_file', 'worker_id', 'worker_capacity',
-  'sync_interval_s', 'sync_batch_size', 'sync_timeout_s', 'sync_backoff_initial_s', 'sync_backoff_max_s',
+  'sync_interval_s', 'sync_batch_size', 'sync_snapshot_part_bytes', 'sync_timeout_s', 'sync_backoff_initial_s', 'sync_backoff_max_s',
   'sync_breaker_threshold', 'sync_breaker_reset_s',
   'prune_ttl_s', 'prune_min_age_s', 'prune_interval_s', 'disk_high_percent', 'disk_low_percent',
   'disk_usage_path', 'disk_usage_file', 'reconcile_interval_s', 'warm_account',

@@ -1,22 +1,25 @@
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { RegisterWorkerRequest } from '../../common/wire/control-api.js';
+import type { RegisterWorkerRequest, SnapshotResponse } from '../../common/wire/control-api.js';
 import type { AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import { CircuitBreaker, type SyncState } from './breaker.js';
 import { ControlError, createControlClient, type ControlClient } from './control-client.js';
+import { PartedSnapshot } from './snapshot-parts.js';
 import { toCacheEntry, toSyncOp } from './wire-ops.js';
 
 /**
- * Sync with the control plane (design.md §6): register → full snapshot → deltas from the durable outbox,
- * heartbeats in between. Runs on its own timer and never on the hit path: a hit only appends to (or
- * increments) an outbox op in its own LMDB transaction, whatever the control plane's state.
+ * Sync with the control plane: register → full snapshot → deltas from the durable outbox, heartbeats in
+ * between. Runs on its own timer and never on the hit path: a hit only appends to (or increments) an
+ * outbox op in its own LMDB transaction, whatever the control plane's state.
  *
  * A snapshot is read in one transaction that also seals every op so far; once the control plane has
- * acknowledged it, those ops are deleted (their effect is in the snapshot). Op batches are deleted only
- * after a 200. A 409 with `resync_required` (the control plane lost or never saw this worker, or has no
- * snapshot since its registration) and every restart of the agent lead to register + snapshot again.
+ * acknowledged it (all its parts, when it is too large for one request: agent/sync/snapshot-parts.ts),
+ * those ops are deleted (their effect is in the snapshot). Op batches are deleted only after a 200. A
+ * 409 with `resync_required` (the control plane lost or never saw this worker, has no snapshot since its
+ * registration, or a newer snapshot superseded ours) and every restart of the agent lead to register +
+ * snapshot again.
  */
 export interface SyncStatus {
   enabled: boolean;
@@ -36,6 +39,8 @@ export interface SyncStatus {
   batches_sent: number;
   ops_sent: number;
   snapshots_sent: number;
+  /** Snapshot requests acknowledged (one per snapshot unless it was sent in parts). */
+  snapshot_parts_sent: number;
 }
 
 export interface SyncLoop {
@@ -61,6 +66,11 @@ const HEARTBEAT_FALLBACK_MS = 15_000;
 /** Batches one background tick sends at most before yielding (the rest follows on the next tick). */
 const BATCHES_PER_TICK = 20;
 
+/** Failures worth resuming a snapshot after: the control plane was unreachable, busy or failing. */
+function resumable(err: ControlError): boolean {
+  return err.status === undefined || err.status >= 500 || err.status === 408 || err.status === 429;
+}
+
 export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
   const { index, settings, logger } = deps;
   const log = logger.child({ component: 'sync' });
@@ -73,12 +83,14 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
   let served: string[] = [];
   let registered = false;
   let snapshotted = false;
+  /** The snapshot being sent, kept across failed attempts until its final part is acknowledged. */
+  let pending: PartedSnapshot | undefined;
   let heartbeatMs = HEARTBEAT_FALLBACK_MS;
   let lastHeartbeat = 0;
   let lastSuccessAt: number | undefined;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  const sent = { taken: 0, batches: 0, ops: 0, snapshots: 0 };
+  const sent = { taken: 0, batches: 0, ops: 0, snapshots: 0, snapshotParts: 0 };
   let chain: Promise<unknown> = Promise.resolve();
 
   const workerId = (c: AgentConfig): string => c.worker_id ?? hostname().replace(/[^A-Za-z0-9._:-]/g, '-').slice(0, 128);
@@ -111,18 +123,48 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
     lastHeartbeat = now();
     registered = true;
     snapshotted = false;
+    // A new registration supersedes any snapshot begun before it: the next one is read afresh.
+    pending = undefined;
     log.info({ worker_id: res.worker_id, known: res.known, accounts: served }, 'registered with the control plane');
   }
 
   async function snapshot(api: ControlClient): Promise<void> {
-    const { entries, through } = index.syncSnapshot();
-    const mine = entries.filter((e) => served.includes(e.account));
-    const res = await api.snapshot({ accounts: served, entries: mine.map(toCacheEntry) });
-    await index.outbox.ackThrough(through);
+    if (!pending) {
+      const { entries, through } = index.syncSnapshot();
+      const mine = entries.filter((e) => served.includes(e.account));
+      pending = new PartedSnapshot(served, mine.map(toCacheEntry), through);
+      const skipped = entries.length - mine.length;
+      if (skipped) log.info({ not_served: skipped }, 'snapshot leaves out entries of accounts this worker does not serve');
+    }
+    const snap = pending;
+    for (;;) {
+      const part = snap.next(settings().sync_snapshot_part_bytes);
+      let res: SnapshotResponse;
+      try {
+        res = await api.snapshot(part.body);
+      } catch (err) {
+        if (err instanceof ControlError && err.status === 413 && snap.tooLarge(part.bytes, part.count)) {
+          log.warn({ bytes: part.bytes }, 'control plane refused a snapshot part as too large; sending smaller parts');
+          continue;
+        }
+        // Kept only for a failure a retry can outlast (the next attempt resumes at this part); anything
+        // else starts over with a fresh read (a resync registers first, which drops it anyway).
+        if (!(err instanceof ControlError) || !resumable(err)) pending = undefined;
+        throw err;
+      }
+      snap.acknowledged(part.count);
+      sent.snapshotParts++;
+      if (part.final) {
+        log.info({ entries: res.entries, removed: res.removed, parts: snap.partsSent }, 'snapshot sent');
+        break;
+      }
+      log.debug({ part: snap.partsSent - 1, entries: res.entries }, 'snapshot part sent');
+    }
+    // The ops sealed with the snapshot are in it: acknowledged only now that its final part is.
+    await index.outbox.ackThrough(snap.through);
+    pending = undefined;
     snapshotted = true;
     sent.snapshots++;
-    const skipped = entries.length - mine.length;
-    log.info({ entries: res.entries, removed: res.removed, ...(skipped ? { not_served: skipped } : {}) }, 'snapshot sent');
   }
 
   async function sendBatch(api: ControlClient, limit: number): Promise<number> {
@@ -239,6 +281,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
       batches_sent: sent.batches,
       ops_sent: sent.ops,
       snapshots_sent: sent.snapshots,
+      snapshot_parts_sent: sent.snapshotParts,
     };
   }
 

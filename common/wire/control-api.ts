@@ -171,6 +171,23 @@ export const EntryFields = {
 export const CacheEntry = Type.Object(EntryFields, { additionalProperties: false });
 export type CacheEntry = Type.Static<typeof CacheEntry>;
 
+/**
+ * Which part of a snapshot a request carries, when the snapshot is sent in several requests (one that
+ * would not fit in the snapshot body limit). Parts are numbered from 0 and sent in order; the last one
+ * says `final`. Every part names the same `accounts`.
+ */
+export const SnapshotPartInfo = Type.Object(
+  {
+    /** Chosen by the agent, new for every snapshot; a new id supersedes an unfinished snapshot. */
+    id: Uuid,
+    part: Count32,
+    /** The worker's other entries of the snapshot's accounts are removed when this part arrives. */
+    final: Type.Boolean(),
+  },
+  { additionalProperties: false },
+);
+export type SnapshotPartInfo = Type.Static<typeof SnapshotPartInfo>;
+
 export const SnapshotRequest = Type.Object(
   {
     /**
@@ -179,6 +196,8 @@ export const SnapshotRequest = Type.Object(
      */
     accounts: Type.Optional(Type.Array(AccountId, { maxItems: 10_000 })),
     entries: Type.Array(CacheEntry),
+    /** Omitted: this request is the whole snapshot. */
+    snapshot: Type.Optional(SnapshotPartInfo),
   },
   { additionalProperties: false },
 );
@@ -186,7 +205,9 @@ export type SnapshotRequest = Type.Static<typeof SnapshotRequest>;
 
 export const SnapshotResponse = Type.Object({
   accounts: Type.Array(AccountId),
+  /** Entries written by the snapshot so far (all its parts up to this one). */
   entries: Type.Integer(),
+  /** Entries the snapshot removed: 0 until its final part. */
   removed: Type.Integer(),
   server_time: Timestamp,
 });

@@ -10,6 +10,7 @@ import { Command, Option } from 'commander';
 import pino from 'pino';
 import { isRgridError } from '../../common/errors.js';
 import { parseDuration } from '../../common/duration.js';
+import { assertUuid } from '../../common/names.js';
 import { buildControlApp } from '../app.js';
 import { runCleanup } from '../cleanup.js';
 import { loadControlConfig } from '../config.js';
@@ -165,6 +166,14 @@ export function buildProgram(): Command {
     .option('--connection-timeout <duration>', 'close a connection silent this long; must exceed the long-poll limit (default 90s)')
     .option('--keep-alive-timeout <duration>', 'close an idle keep-alive connection after this long (default 10s)')
     .option('--body-idle-timeout <duration>', 'refuse a request body that stops arriving for this long (default 30s)')
+    // Dispatch and run limits (docs/dispatch.md; docs/operations.md, Tenancy and run limits).
+    .option('--claim-lease <duration>', 'a claimed execution is queued again when its worker has not renewed it for this long (default 30s)')
+    .option('--claim-wait-max <duration>', 'longest claim or wait long poll, at most 60s; 0 = answer at once (default 25s)')
+    .option('--max-attempts <n>', 'attempts of an execution whose submission names none, 1-20 (default 3)')
+    .option('--log-max-bytes <bytes>', 'stdout and stderr of an execution are each kept up to this many bytes (default 1 MiB)')
+    .option('--run-max-memory-mb <mb>', 'largest memory_mb a submission may ask for, unless its account has its own ceiling (default 4096)')
+    .option('--run-max-timeout <duration>', 'longest timeout_s a submission may ask for, unless its account has its own ceiling (default 1d)')
+    .option('--run-max-attempts <n>', 'most max_attempts a submission may ask for, unless its account has its own ceiling, 1-20 (default 5)')
     .action(async (flags: ServeFlags) => serve(flags));
 
   common(program.command('migrate').description('apply pending migrations and exit'))
@@ -218,6 +227,7 @@ export function buildProgram(): Command {
   common(token.command('revoke').description('revoke a token by id').argument('<id>'))
     .option('--json', 'print JSON')
     .action(async (id: string, flags: CommonFlags & { json?: boolean }) => {
+      assertUuid(id, 'token id');
       await withDatabase(flags, async (url) => {
         const pool = createPool(url, 1);
         try {

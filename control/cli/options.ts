@@ -41,6 +41,14 @@ export interface ServeFlags extends CommonFlags {
   connectionTimeout?: string;
   keepAliveTimeout?: string;
   bodyIdleTimeout?: string;
+  // Dispatch and run limits (docs/dispatch.md; docs/operations.md, Tenancy and run limits).
+  claimLease?: string;
+  claimWaitMax?: string;
+  maxAttempts?: string;
+  logMaxBytes?: string;
+  runMaxMemoryMb?: string;
+  runMaxTimeout?: string;
+  runMaxAttempts?: string;
 }
 
 function integer(text: string | undefined, flag: string): number | undefined {
@@ -151,6 +159,15 @@ export function configFromFlags(flags: ServeFlags, env: NodeJS.ProcessEnv): Cont
   set('connectionTimeoutMs', duration(flags.connectionTimeout, '--connection-timeout'));
   set('keepAliveTimeoutMs', duration(flags.keepAliveTimeout, '--keep-alive-timeout'));
   set('bodyIdleTimeoutMs', duration(flags.bodyIdleTimeout, '--body-idle-timeout'));
+  set('claimLeaseMs', duration(flags.claimLease, '--claim-lease'));
+  set('claimWaitMaxMs', duration(flags.claimWaitMax, '--claim-wait-max'));
+  set('maxAttempts', integer(flags.maxAttempts, '--max-attempts'));
+  set('logMaxBytes', integer(flags.logMaxBytes, '--log-max-bytes'));
+  set('runMaxMemoryMb', integer(flags.runMaxMemoryMb, '--run-max-memory-mb'));
+  // The ceiling is kept in seconds (as submissions give `timeout_s`); the flag takes any duration.
+  const runMaxTimeoutMs = duration(flags.runMaxTimeout, '--run-max-timeout');
+  set('runMaxTimeoutS', runMaxTimeoutMs === undefined ? undefined : runMaxTimeoutMs / 1000);
+  set('runMaxAttempts', integer(flags.runMaxAttempts, '--run-max-attempts'));
   if (flags.migrate === false) input.migrateOnStart = false;
   return loadControlConfig(input);
 }

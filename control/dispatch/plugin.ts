@@ -15,8 +15,8 @@ import { CHANNEL } from './notify.js';
 export const POLL_MS = 1000;
 
 export interface Dispatch {
-  /** Resolves on a notification for one of `keys`, after `ms`, or when the app closes. */
-  wait(keys: readonly string[], ms: number): Promise<void>;
+  /** Resolves on a notification for one of `keys`, after `ms`, when the app closes or when `signal` aborts. */
+  wait(keys: readonly string[], ms: number, signal?: AbortSignal): Promise<void>;
   readonly closing: boolean;
   readonly executions: ExecutionService;
 }
@@ -83,15 +83,17 @@ export default fp(
       get closing() {
         return closing;
       },
-      wait(keys, ms) {
-        if (closing || ms <= 0) return Promise.resolve();
+      wait(keys, ms, signal) {
+        if (closing || ms <= 0 || signal?.aborted) return Promise.resolve();
         return new Promise<void>((resolve) => {
           const finish = (): void => {
             clearTimeout(t);
+            signal?.removeEventListener('abort', finish);
             for (const key of keys) waiters.get(key)?.delete(finish);
             resolve();
           };
           const t = setTimeout(finish, ms);
+          signal?.addEventListener('abort', finish, { once: true });
           for (const key of keys) {
             let set = waiters.get(key);
             if (!set) waiters.set(key, (set = new Set()));

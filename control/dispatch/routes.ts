@@ -4,6 +4,7 @@
  * Every change of state goes through the execution service (app.dispatch.executions).
  */
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply } from 'fastify';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import { Execution, Uuid, WorkerId } from '../../common/wire/control-api.js';
@@ -16,6 +17,22 @@ import { logs } from './repository.js';
 const IdParams = Type.Object({ id: Uuid });
 const WorkerParams = Type.Object({ worker_id: WorkerId });
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+
+/**
+ * Aborts when the connection closes before the answer was written (the client left). A long poll then
+ * stops at once: the admission plugin has already given the token's concurrency slot back, so a loop
+ * that kept querying until its deadline would be database work nobody accounts for or reads.
+ */
+function clientLeft(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  const check = (): void => {
+    if (!reply.raw.writableFinished) controller.abort();
+  };
+  // The connection may have closed already (while the token was looked up): 'close' will not come again.
+  if (reply.raw.destroyed) check();
+  else reply.raw.once('close', check);
+  return controller.signal;
+}
 
 const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   const tags = ['dispatch'];
@@ -30,9 +47,10 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   app.get(
     '/executions/:id/wait',
     { config: { roles: ['client', 'scheduler'] }, schema: { tags, params: IdParams, querystring: WaitQuery, response: { 200: WaitResponse } } },
-    async (request) => {
+    async (request, reply) => {
       const account = accountOf(request);
       const deadline = Date.now() + Math.min(request.query.timeout_ms ?? app.config.claimWaitMaxMs, app.config.claimWaitMaxMs);
+      const gone = clientLeft(reply);
       for (;;) {
         const execution = await app.repos.executions.get(account, request.params.id);
         if (!execution) throw new RgridError('not_found', `no execution ${request.params.id}`);
@@ -43,7 +61,11 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
           if (row) return { ...execution, logs: { execution_id: execution.id, status: row.status, stdout: row.stdout ?? '', stderr: row.stderr ?? '', truncated: row.truncated } };
         }
         if (TERMINAL.has(execution.status) || left <= 0 || app.dispatch.closing) return execution;
-        await app.dispatch.wait([`x:${execution.id}`], Math.min(left, 1000));
+        await app.dispatch.wait([`x:${execution.id}`], Math.min(left, 1000), gone);
+        if (gone.aborted) {
+          request.log.debug({ execution_id: execution.id }, 'client left; wait long poll ended');
+          return execution;
+        }
       }
     },
   );
@@ -62,11 +84,17 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   app.post(
     '/workers/:worker_id/claim',
     { config: { roles: ['worker'] }, schema: { tags, params: WorkerParams, body: ClaimRequest, response: { 200: ClaimResponse } } },
-    async (request) => {
+    async (request, reply) => {
       const worker = ownWorker(request, request.params.worker_id);
       await executions.assertRegistered(worker);
       const deadline = Date.now() + Math.min(request.body.wait_ms ?? app.config.claimWaitMaxMs, app.config.claimWaitMaxMs);
+      const gone = clientLeft(reply);
       for (;;) {
+        if (gone.aborted) {
+          // Nothing is claimed for a client that cannot receive it: the claim would sit until its lease ran out.
+          request.log.debug({ worker_id: worker.workerId }, 'client left; claim long poll ended');
+          return { claims: [] };
+        }
         const claims = await executions.claim(worker, request.body.max);
         if (claims.length > 0) {
           request.log.info({ worker_id: worker.workerId, executions: claims.map((c) => c.execution_id) }, 'claimed');
@@ -74,9 +102,9 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
         }
         const left = deadline - Date.now();
         if (left <= 0 || app.dispatch.closing) return { claims: [] };
-        await app.dispatch.wait([`w:${worker.workerId}`, '*'], Math.min(left, 1000));
-        // A worker holding a long poll is alive: keep it placeable.
-        await executions.touch(worker);
+        await app.dispatch.wait([`w:${worker.workerId}`, '*'], Math.min(left, 1000), gone);
+        // A worker holding a long poll is alive: keep it placeable (one that left is not holding it).
+        if (!gone.aborted) await executions.touch(worker);
       }
     },
   );

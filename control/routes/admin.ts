@@ -1,7 +1,7 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
-import { AccountId, CreateTokenRequest, CreateTokenResponse, TokenInfo } from '../../common/wire/control-api.js';
+import { AccountId, CreateTokenRequest, CreateTokenResponse, TokenInfo, Uuid } from '../../common/wire/control-api.js';
 import {
   AccountParams, RevokeShareQuery, RunLimitsResponse, SetRunLimitsRequest, ShareWorkerRequest, WorkerParams, WorkerShareInfo, WorkerShareParams,
   WorkerTenancyResponse,
@@ -65,7 +65,7 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.delete(
     '/admin/tokens/:id',
-    { config: { roles }, schema: { tags: ['admin'], params: Type.Object({ id: Type.String({ format: 'uuid' }) }), response: { 200: TokenInfo } } },
+    { config: { roles }, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 200: TokenInfo } } },
     async (request) => {
       const row = await app.repos.tokens.revoke(request.params.id);
       // This process stops accepting it at once; other replicas within tokenCacheMs.

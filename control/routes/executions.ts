@@ -1,6 +1,7 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
+import { isUuid } from '../../common/names.js';
 import { AccountQuery, CreateExecutionRequest, Execution, ListExecutionsQuery, ListExecutionsResponse, Uuid } from '../../common/wire/control-api.js';
 import { accountOf } from '../plugins/auth.js';
 import { decodeCursor, encodeCursor } from '../repositories/executions.js';
@@ -41,7 +42,8 @@ const executionRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       const account = accountOf(request);
       const limit = request.query.limit ?? 50;
       const after = request.query.cursor === undefined ? undefined : decodeCursor(request.query.cursor);
-      if (request.query.cursor !== undefined && !after) throw new RgridError('bad_request', 'malformed cursor');
+      // The cursor carries an execution id: held to the contract here like any id in a path or query.
+      if (request.query.cursor !== undefined && (!after || !isUuid(after[1]))) throw new RgridError('bad_request', 'malformed cursor');
       const executions = await app.repos.executions.list(account, { limit, after, status: request.query.status });
       const last = executions[executions.length - 1];
       return { executions, next_cursor: executions.length === limit && last ? encodeCursor(last) : null };

@@ -1,8 +1,9 @@
 /**
- * Agent endpoints (design.md §6): register, heartbeat, full snapshot, op batches. A worker token acts
- * for its own worker id only and writes entries of the accounts it serves only; any op naming another
- * account rejects the whole batch before anything is written.
+ * Agent endpoints: register, heartbeat, full snapshot (in one request or in parts), op batches. A worker
+ * token acts for its own worker id only and writes entries of the accounts it serves only; any op naming
+ * another account rejects the whole batch before anything is written.
  */
+import { randomUUID } from 'node:crypto';
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
@@ -78,14 +79,20 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
         if (seen.has(id)) throw new RgridError('bad_request', `entry ${e.kind} ${e.key} of account ${e.account} appears twice`);
         seen.add(id);
       }
+      // Without `snapshot` the body is a whole snapshot on its own: part 0 and final, under a fresh id.
+      const part = request.body.snapshot ?? { id: randomUUID(), part: 0, final: true };
       const result = await withTransaction(app.db, async (tx) => {
         if (!(await app.repos.workers.lockForSync(auth.workerId, tx))) throw resyncError(auth.workerId, 'not registered');
-        const { removed } = await app.repos.entries.replaceSnapshot(auth.workerId, accounts, entries, tx);
-        await app.repos.workers.markSnapshot(auth.workerId, tx);
-        return { removed };
+        const applied = await app.repos.entries.applySnapshotPart(auth.workerId, { snapshotId: part.id, part: part.part, final: part.final, accounts, entries }, tx);
+        if (!applied.applied) throw resyncError(auth.workerId, applied.reason);
+        if (applied.complete && !applied.finishedBefore) await app.repos.workers.markSnapshot(auth.workerId, tx);
+        return applied;
       });
-      app.metrics.snapshots.inc();
-      return { accounts, entries: entries.length, removed: result.removed, server_time: new Date().toISOString() };
+      if (result.complete && !result.finishedBefore) app.metrics.snapshots.inc();
+      if (request.body.snapshot) {
+        request.log.debug({ worker_id: auth.workerId, snapshot: part, entries: entries.length, complete: result.complete }, 'snapshot part applied');
+      }
+      return { accounts, entries: result.entries, removed: result.removed, server_time: new Date().toISOString() };
     },
   );
 
@@ -102,7 +109,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       const { applied, duplicates } = await withTransaction(app.db, async (tx) => {
         const worker = await app.repos.workers.lockForSync(auth.workerId, tx);
         if (!worker) throw resyncError(auth.workerId, 'not registered');
-        if (worker.snapshotAt === null) throw resyncError(auth.workerId, 'no snapshot since registration');
+        if (worker.snapshotAt === null) throw resyncError(auth.workerId, 'no complete snapshot since registration');
         const fresh = await app.repos.entries.claimOpIds(auth.workerId, ops.map((o) => o.id), tx);
         // claimOpIds returns each new id once; a batch repeating an id applies its first occurrence.
         const toApply = ops.filter((o) => fresh.delete(o.id));

@@ -22,13 +22,13 @@ export function cleanupControlDirs(): void {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 }
 
-/** Starts `rgrid-control serve` on 127.0.0.1:<port> (0: any free port) over databaseUrl. */
-export async function startControl(databaseUrl: string, port = 0): Promise<ControlProcess> {
+/** Starts `rgrid-control serve` on 127.0.0.1:<port> (0: any free port) over databaseUrl, with `extra` serve flags. */
+export async function startControl(databaseUrl: string, port = 0, extra: string[] = []): Promise<ControlProcess> {
   const dataDir = tempDir('fleet-control');
   dirs.push(dataDir);
   const child: ChildProcessWithoutNullStreams = spawn(
     process.execPath,
-    [CONTROL_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'info', '--cleanup-interval', '0'],
+    [CONTROL_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'info', '--cleanup-interval', '0', ...extra],
     { env: { ...process.env, DATABASE_URL: databaseUrl, RGRID_CONTROL_ADMIN_TOKEN: ADMIN } },
   );
   let output = '';
