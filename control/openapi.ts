@@ -162,6 +162,7 @@ export function swaggerOptions(): FastifyDynamicSwaggerOptions {
         title: 'rgrid control plane',
         version: '1',
         description: 'Fleet-wide cache index, inputs and executions (docs/control.md). Every error answer has the `Error` body.',
+        license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
       },
       servers: [
         { url: '/', description: 'The control plane serving this document' },
