@@ -1,12 +1,15 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { AgentIndex } from './index/index.js';
 import type { OutboxOpType } from './index/outbox.js';
 import type { SyncStatus } from './sync/sync-loop.js';
 
 /**
  * The agent's Prometheus metrics (one registry per daemon, so tests can run several). Counters are
- * incremented where things happen (the cache, the pruner); gauges are computed when scraped from the
- * index, the outbox and the sync loop, so they can never drift from the source.
+ * incremented where things happen (the cache, the pruner), or copied at scrape time from a count the
+ * outbox or the sync loop keeps since start; gauges are computed when scraped from the index, the
+ * outbox and the sync loop, so they can never drift from the source. Names follow Prometheus's rules
+ * (counters end in `_total`, units are in the name) and the scrape passes `promtool check metrics`.
  */
 export type CacheKindLabel = 'image' | 'deps';
 
@@ -31,9 +34,15 @@ export interface MetricSources {
 
 const SYNC_STATES = ['ok', 'retrying', 'open', 'disabled'] as const;
 
+/** Sets a counter to counts kept elsewhere since start (they only grow, so the counter does too). */
+function mirror<L extends string>(counter: Counter<L>, values: Array<[Partial<Record<L, string>>, number]>): void {
+  counter.reset();
+  for (const [labels, n] of values) counter.inc(labels, n);
+}
+
 export function createAgentMetrics(): AgentMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'rgrid_agent_' });
+  collectProcessMetrics(registry, 'rgrid_agent_');
   const r = [registry];
   let sources: MetricSources | undefined;
 
@@ -87,14 +96,14 @@ export function createAgentMetrics(): AgentMetrics {
       this.set(oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
     },
   });
-  new Gauge({
-    name: 'rgrid_agent_outbox_ops_enqueued',
+  new Counter({
+    name: 'rgrid_agent_outbox_ops_enqueued_total',
     help: 'Outbox ops created since start, by type (touches are coalesced per key: far fewer than hits)',
     labelNames: ['type'],
     registers: r,
     collect() {
       if (!sources) return;
-      for (const [type, n] of Object.entries(sources.index.outbox.enqueued) as Array<[OutboxOpType, number]>) this.set({ type }, n);
+      mirror(this, Object.entries(sources.index.outbox.enqueued).map(([type, n]: [string, number]) => [{ type: type as OutboxOpType }, n]));
     },
   });
   new Gauge({
@@ -116,19 +125,17 @@ export function createAgentMetrics(): AgentMetrics {
       this.set(at ? Date.parse(at) / 1000 : 0);
     },
   });
-  new Gauge({
-    name: 'rgrid_agent_sync_sent',
-    help: 'Since start: op batches, ops and snapshots acknowledged by the control plane',
-    labelNames: ['what'],
-    registers: r,
-    collect() {
-      const s = sources?.sync?.();
-      if (!s) return;
-      this.set({ what: 'batches' }, s.batches_sent);
-      this.set({ what: 'ops' }, s.ops_sent);
-      this.set({ what: 'snapshots' }, s.snapshots_sent);
-    },
-  });
+  for (const [what, field] of [['batches', 'batches_sent'], ['ops', 'ops_sent'], ['snapshots', 'snapshots_sent']] as const) {
+    new Counter({
+      name: `rgrid_agent_sync_${what}_sent_total`,
+      help: `Sync ${what === 'batches' ? 'op batches' : what} acknowledged by the control plane since start`,
+      registers: r,
+      collect() {
+        const s = sources?.sync?.();
+        if (s) mirror(this, [[{}, s[field]]]);
+      },
+    });
+  }
   new Gauge({
     name: 'rgrid_agent_build_queue',
     help: 'Builds waiting (queued) and running (building)',

@@ -17,6 +17,7 @@ import cleanupJob from './plugins/cleanup-job.js';
 import { clientErrorHandler, frameworkErrors, installErrorHandling } from './plugins/errors.js';
 import admissionPlugin, { installBodyIdleTimeout } from './plugins/admission.js';
 import { LONGEST_PATH_ID } from '../common/names.js';
+import { declareV1Errors, swaggerOptions } from './openapi.js';
 import healthRoutes from './routes/health.js';
 import adminRoutes from './routes/admin.js';
 import workerRoutes from './routes/workers.js';
@@ -64,13 +65,11 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
   app.decorate('config', config);
   installErrorHandling(app);
   installBodyIdleTimeout(app, config.bodyIdleTimeoutMs);
-  await app.register(swagger, {
-    openapi: {
-      info: { title: 'rgrid control plane', version: '1', description: 'Fleet-wide cache index, inputs and executions (docs/control.md)' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
-      security: [{ bearer: [] }],
-    },
-  });
+  // Before the document's own hook (it copies HEAD routes): every /v1 operation declares the errors that
+  // auth, admission and parsing can answer.
+  app.addHook('onRoute', declareV1Errors);
+  // The OpenAPI 3.1 document of every route (control/openapi.ts), served below at /docs/json.
+  await app.register(swagger, swaggerOptions());
   await app.register(databasePlugin, {
     databaseUrl: config.databaseUrl ?? '',
     poolMax: config.poolMax,
@@ -85,7 +84,19 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
   await app.register(dispatchPlugin);
 
   await app.register(healthRoutes);
-  app.get('/docs/json', { schema: { hide: true } }, () => app.swagger());
+  app.get(
+    '/docs/json',
+    {
+      schema: {
+        operationId: 'getOpenApiDocument',
+        tags: ['health'],
+        summary: 'This OpenAPI 3.1 document',
+        security: [],
+        response: { 200: { description: 'The OpenAPI document', type: 'object', additionalProperties: true } },
+      },
+    },
+    () => app.swagger() as unknown as Record<string, unknown>,
+  );
 
   await app.register(
     async (v1) => {

@@ -21,6 +21,7 @@ fi
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v promtool >/dev/null || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null || [ ! -f /etc/debian_version ]; then

@@ -49,11 +49,16 @@ export type Role = Type.Static<typeof Role>;
 export const CacheKind = Type.Union([Type.Literal('image'), Type.Literal('deps')]);
 export type CacheKind = Type.Static<typeof CacheKind>;
 
+/**
+ * The body of every error answer (the OpenAPI document's `Error` component): a stable machine-readable
+ * code (common/errors.ts), a one-line message, and sometimes structured detail safe to show.
+ */
 export const ErrorResponse = Type.Object({
   error: Type.String(),
   message: Type.String(),
   detail: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
 });
+export type ErrorResponse = Type.Static<typeof ErrorResponse>;
 
 // ---- admin ---------------------------------------------------------------------------------------
 
@@ -83,6 +88,9 @@ export type TokenInfo = Type.Static<typeof TokenInfo>;
 /** The secret appears in this response only; the control plane keeps its sha256. */
 export const CreateTokenResponse = Type.Intersect([Type.Object({ token: Type.String() }), TokenInfo]);
 export type CreateTokenResponse = Type.Static<typeof CreateTokenResponse>;
+
+export const TokenListResponse = Type.Object({ tokens: Type.Array(TokenInfo) });
+export type TokenListResponse = Type.Static<typeof TokenListResponse>;
 
 // ---- workers: register, heartbeat, sync ------------------------------------------------------------
 
@@ -187,6 +195,10 @@ export const SnapshotPartInfo = Type.Object(
   { additionalProperties: false },
 );
 export type SnapshotPartInfo = Type.Static<typeof SnapshotPartInfo>;
+
+/** What the control plane holds for one worker (GET /v1/workers/{worker_id}/entries). */
+export const WorkerEntriesResponse = Type.Object({ entries: Type.Array(CacheEntry) });
+export type WorkerEntriesResponse = Type.Static<typeof WorkerEntriesResponse>;
 
 export const SnapshotRequest = Type.Object(
   {

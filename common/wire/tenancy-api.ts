@@ -4,7 +4,7 @@
  * limits"). Kept apart from control-api.ts and dispatch-api.ts; the scalars come from there.
  */
 import Type from 'typebox';
-import { AccountId, Text, Timestamp, Uuid, WorkerId } from './control-api.js';
+import { AccountId, Count32, Size, Text, Timestamp, Uuid, WorkerId } from './control-api.js';
 
 const Reason = Type.Intersect([Text(200), Type.String({ minLength: 1 })], { description: 'why, recorded with the change' });
 /** Who acts: the admin token is one shared secret, so the operator names themself for the record. */
@@ -42,6 +42,32 @@ export const WorkerTenancyResponse = Type.Object({
   shares: Type.Array(WorkerShareInfo),
 });
 export type WorkerTenancyResponse = Type.Static<typeof WorkerTenancyResponse>;
+
+// ---- the registered workers ----------------------------------------------------------------------------
+
+/** One registered worker as the admin sees it (GET /v1/admin/workers): what it last reported. */
+export const WorkerInfo = Type.Object({
+  worker_id: WorkerId,
+  host: Type.String(),
+  capacity: Count32,
+  labels: Type.Record(Type.String(), Type.String()),
+  engine: Type.Record(Type.String(), Type.Unknown()),
+  disk_total_bytes: Type.Union([Size, Type.Null()]),
+  disk_used_bytes: Type.Union([Size, Type.Null()]),
+  running: Count32,
+  load1: Type.Union([Type.Number(), Type.Null()]),
+  agent_version: Type.Union([Type.String(), Type.Null()]),
+  registered_at: Timestamp,
+  last_seen_at: Timestamp,
+  /** null until a full snapshot arrived after the last registration. */
+  snapshot_at: Type.Union([Timestamp, Type.Null()]),
+  /** The token its agent last authenticated with (null: not reported yet). */
+  token_id: Type.Union([Uuid, Type.Null()]),
+});
+export type WorkerInfo = Type.Static<typeof WorkerInfo>;
+
+export const WorkerListResponse = Type.Object({ workers: Type.Array(WorkerInfo) });
+export type WorkerListResponse = Type.Static<typeof WorkerListResponse>;
 
 // ---- run limits ---------------------------------------------------------------------------------------
 

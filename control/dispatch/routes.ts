@@ -11,6 +11,7 @@ import { Execution, Uuid, WorkerId } from '../../common/wire/control-api.js';
 import {
   ClaimParams, ClaimRequest, ClaimResponse, CompleteRequest, LogsResponse, RenewRequest, RenewResponse, SubmitExecutionRequest, WaitQuery, WaitResponse,
 } from '../../common/wire/dispatch-api.js';
+import { errors } from '../openapi.js';
 import { accountOf, ownWorker } from '../plugins/auth.js';
 import { logs } from './repository.js';
 
@@ -40,13 +41,13 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/executions/submit',
-    { config: { roles: ['client', 'scheduler'] }, schema: { tags, body: SubmitExecutionRequest, response: { 201: Execution } } },
+    { config: { roles: ['client', 'scheduler'] }, schema: { operationId: 'submitExecution', summary: 'Queues an execution for a worker of this account', tags, body: SubmitExecutionRequest, response: { 201: Execution } } },
     async (request, reply) => reply.code(201).send(await executions.submit(accountOf(request), request.body)),
   );
 
   app.get(
     '/executions/:id/wait',
-    { config: { roles: ['client', 'scheduler'] }, schema: { tags, params: IdParams, querystring: WaitQuery, response: { 200: WaitResponse } } },
+    { config: { roles: ['client', 'scheduler'] }, schema: { operationId: 'waitExecution', summary: 'The execution once finished, or as it is when the wait ends', tags, params: IdParams, querystring: WaitQuery, response: { 200: WaitResponse, ...errors([404]) } } },
     async (request, reply) => {
       const account = accountOf(request);
       const deadline = Date.now() + Math.min(request.query.timeout_ms ?? app.config.claimWaitMaxMs, app.config.claimWaitMaxMs);
@@ -72,7 +73,7 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/executions/:id/logs',
-    { config: { roles: ['client', 'scheduler'] }, schema: { tags, params: IdParams, response: { 200: LogsResponse } } },
+    { config: { roles: ['client', 'scheduler'] }, schema: { operationId: 'getExecutionLogs', tags, params: IdParams, response: { 200: LogsResponse, ...errors([404]) } } },
     async (request) => {
       const account = accountOf(request);
       const row = await logs(app.db, account, request.params.id);
@@ -83,7 +84,7 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/workers/:worker_id/claim',
-    { config: { roles: ['worker'] }, schema: { tags, params: WorkerParams, body: ClaimRequest, response: { 200: ClaimResponse } } },
+    { config: { roles: ['worker'] }, schema: { operationId: 'claimExecutions', summary: 'Up to `max` executions for this worker (long poll)', tags, params: WorkerParams, body: ClaimRequest, response: { 200: ClaimResponse } } },
     async (request, reply) => {
       const worker = ownWorker(request, request.params.worker_id);
       await executions.assertRegistered(worker);
@@ -111,7 +112,7 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/workers/:worker_id/claims/:execution_id/renew',
-    { config: { roles: ['worker'] }, schema: { tags, params: ClaimParams, body: RenewRequest, response: { 200: RenewResponse } } },
+    { config: { roles: ['worker'] }, schema: { operationId: 'renewClaim', tags, params: ClaimParams, body: RenewRequest, response: { 200: RenewResponse } } },
     async (request) => {
       const worker = ownWorker(request, request.params.worker_id);
       const expires = await executions.renew(worker, request.params.execution_id, request.body.claim_id);
@@ -125,7 +126,7 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       config: { roles: ['worker'] },
       // Two capped logs plus the rest of the result.
       bodyLimit: 2 * app.config.logMaxBytes * 4 + 1024 * 1024,
-      schema: { tags, params: ClaimParams, body: CompleteRequest, response: { 200: Execution } },
+      schema: { operationId: 'completeClaim', summary: "Reports a claimed execution's result, or hands it back", tags, params: ClaimParams, body: CompleteRequest, response: { 200: Execution, ...errors([404]) } },
     },
     async (request) => {
       const worker = ownWorker(request, request.params.worker_id);

@@ -4,7 +4,8 @@
  * values whichever one recorded the execution.
  */
 import fp from 'fastify-plugin';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../../common/process-metrics.js';
 
 /** Window of the hit-rate gauges. */
 export const HIT_WINDOW_MS = 24 * 3_600_000;
@@ -27,7 +28,7 @@ declare module 'fastify' {
 export default fp<{ workerDeadAfterMs: number }>(
   (app, opts, done) => {
     const registry = new Registry();
-    collectDefaultMetrics({ register: registry });
+    collectProcessMetrics(registry);
     const metrics: ControlMetrics = {
       registry,
       syncOps: new Counter({ name: 'rgrid_control_sync_ops_total', help: 'Sync ops received, by result (applied, duplicate)', labelNames: ['result'], registers: [registry] }),

@@ -1,15 +1,16 @@
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
-import { AccountId, CreateTokenRequest, CreateTokenResponse, TokenInfo, Uuid } from '../../common/wire/control-api.js';
+import { AccountId, CreateTokenRequest, CreateTokenResponse, TokenInfo, TokenListResponse, Uuid } from '../../common/wire/control-api.js';
 import {
-  AccountParams, RevokeShareQuery, RunLimitsResponse, SetRunLimitsRequest, ShareWorkerRequest, WorkerParams, WorkerShareInfo, WorkerShareParams,
-  WorkerTenancyResponse,
+  AccountParams, RevokeShareQuery, RunLimitsResponse, SetRunLimitsRequest, ShareWorkerRequest, WorkerListResponse, WorkerParams, WorkerShareInfo,
+  WorkerShareParams, WorkerTenancyResponse, type WorkerInfo,
 } from '../../common/wire/tenancy-api.js';
 import { withTransaction } from '../db/pool.js';
 import { clearOverrides, describeLimits, writeOverrides } from '../dispatch/run-limits.js';
+import { errors } from '../openapi.js';
 import type { TokenRow } from '../repositories/tokens.js';
-import type { WorkerShare } from '../repositories/workers.js';
+import type { WorkerRow, WorkerShare } from '../repositories/workers.js';
 
 export function tokenInfo(row: TokenRow): TokenInfo {
   return {
@@ -31,6 +32,25 @@ export function shareInfo(row: WorkerShare): WorkerShareInfo {
   };
 }
 
+export function workerInfo(row: WorkerRow): WorkerInfo {
+  return {
+    worker_id: row.worker_id,
+    host: row.host,
+    capacity: row.capacity,
+    labels: row.labels,
+    engine: row.engine,
+    disk_total_bytes: row.disk_total_bytes,
+    disk_used_bytes: row.disk_used_bytes,
+    running: row.running,
+    load1: row.load1,
+    agent_version: row.agent_version,
+    registered_at: row.registered_at.toISOString(),
+    last_seen_at: row.last_seen_at.toISOString(),
+    snapshot_at: row.snapshot_at?.toISOString() ?? null,
+    token_id: row.token_id ?? null,
+  };
+}
+
 /**
  * The admin token is one shared secret, so "who" is the admin principal plus the name the operator gives
  * (`by`), recorded with every tenancy and limit change.
@@ -39,10 +59,11 @@ const actor = (by: string | undefined): string => (by ? `admin:${by}` : 'admin')
 
 const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   const roles = ['admin'] as const;
+  const tags = ['admin'];
 
   app.post(
     '/admin/tokens',
-    { config: { roles }, schema: { tags: ['admin'], body: CreateTokenRequest, response: { 201: CreateTokenResponse } } },
+    { config: { roles }, schema: { operationId: 'createToken', summary: 'Creates a token; the secret is in this answer only', tags, body: CreateTokenRequest, response: { 201: CreateTokenResponse } } },
     async (request, reply) => {
       const body = request.body;
       if (body.role === 'worker' && !body.worker_id) throw new RgridError('bad_request', 'a worker token needs worker_id');
@@ -59,13 +80,13 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/admin/tokens',
-    { config: { roles }, schema: { tags: ['admin'], querystring: Type.Object({ account: Type.Optional(AccountId) }), response: { 200: Type.Object({ tokens: Type.Array(TokenInfo) }) } } },
+    { config: { roles }, schema: { operationId: 'listTokens', tags, querystring: Type.Object({ account: Type.Optional(AccountId) }), response: { 200: TokenListResponse } } },
     async (request) => ({ tokens: (await app.repos.tokens.list({ account: request.query.account })).map(tokenInfo) }),
   );
 
   app.delete(
     '/admin/tokens/:id',
-    { config: { roles }, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 200: TokenInfo } } },
+    { config: { roles }, schema: { operationId: 'revokeToken', tags, params: Type.Object({ id: Uuid }), response: { 200: TokenInfo, ...errors([404]) } } },
     async (request) => {
       const row = await app.repos.tokens.revoke(request.params.id);
       // This process stops accepting it at once; other replicas within tokenCacheMs.
@@ -79,7 +100,7 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/admin/workers/:worker_id/shares',
-    { config: { roles }, schema: { tags: ['admin'], params: WorkerParams, response: { 200: WorkerTenancyResponse } } },
+    { config: { roles }, schema: { operationId: 'getWorkerTenancy', summary: "A worker id's owner and its shares", tags, params: WorkerParams, response: { 200: WorkerTenancyResponse } } },
     async (request) => {
       const workerId = request.params.worker_id;
       const [binding, shares] = await Promise.all([app.repos.workers.binding(workerId), app.repos.workers.shares(workerId)]);
@@ -93,7 +114,15 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/admin/workers/:worker_id/shares',
-    { config: { roles }, schema: { tags: ['admin'], params: WorkerParams, body: ShareWorkerRequest, response: { 200: WorkerShareInfo, 201: WorkerShareInfo } } },
+    {
+      config: { roles },
+      schema: {
+        operationId: 'shareWorker',
+        summary: 'Lets another account use a worker',
+        tags, params: WorkerParams, body: ShareWorkerRequest,
+        response: { 200: WorkerShareInfo, 201: WorkerShareInfo, ...errors([404]) },
+      },
+    },
     async (request, reply) => {
       const workerId = request.params.worker_id;
       const { account, reason, by } = request.body;
@@ -108,7 +137,7 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.delete(
     '/admin/workers/:worker_id/shares/:account',
-    { config: { roles }, schema: { tags: ['admin'], params: WorkerShareParams, querystring: RevokeShareQuery, response: { 200: WorkerShareInfo } } },
+    { config: { roles }, schema: { operationId: 'revokeWorkerShare', tags, params: WorkerShareParams, querystring: RevokeShareQuery, response: { 200: WorkerShareInfo, ...errors([404]) } } },
     async (request) => {
       const { worker_id: workerId, account } = request.params;
       const revoked = await withTransaction(app.db, (tx) => app.repos.workers.revokeShare(workerId, account, actor(request.query.by), request.query.reason ?? null, tx));
@@ -126,13 +155,13 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/admin/accounts/:account/run-limits',
-    { config: { roles }, schema: { tags: ['admin'], params: AccountParams, response: { 200: RunLimitsResponse } } },
+    { config: { roles }, schema: { operationId: 'getRunLimits', tags, params: AccountParams, response: { 200: RunLimitsResponse } } },
     async (request) => describeLimits(app.db, request.params.account, app.config),
   );
 
   app.put(
     '/admin/accounts/:account/run-limits',
-    { config: { roles }, schema: { tags: ['admin'], params: AccountParams, body: SetRunLimitsRequest, response: { 200: RunLimitsResponse } } },
+    { config: { roles }, schema: { operationId: 'setRunLimits', tags, params: AccountParams, body: SetRunLimitsRequest, response: { 200: RunLimitsResponse } } },
     async (request) => {
       const account = request.params.account;
       await writeOverrides(app.db, account, request.body, actor(request.body.by));
@@ -143,7 +172,7 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.delete(
     '/admin/accounts/:account/run-limits',
-    { config: { roles }, schema: { tags: ['admin'], params: AccountParams, response: { 200: RunLimitsResponse } } },
+    { config: { roles }, schema: { operationId: 'clearRunLimits', tags, params: AccountParams, response: { 200: RunLimitsResponse } } },
     async (request) => {
       await clearOverrides(app.db, request.params.account);
       return describeLimits(app.db, request.params.account, app.config);
@@ -152,11 +181,8 @@ const adminRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/admin/workers',
-    { config: { roles }, schema: { tags: ['admin'] } },
-    async () => {
-      const rows = await app.repos.workers.list();
-      return { workers: rows };
-    },
+    { config: { roles }, schema: { operationId: 'listWorkers', summary: 'Every registered worker, as it last reported', tags, response: { 200: WorkerListResponse } } },
+    async () => ({ workers: (await app.repos.workers.list()).map(workerInfo) }),
   );
   done();
 };

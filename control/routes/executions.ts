@@ -3,6 +3,7 @@ import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import { isUuid } from '../../common/names.js';
 import { AccountQuery, CreateExecutionRequest, Execution, ListExecutionsQuery, ListExecutionsResponse, Uuid } from '../../common/wire/control-api.js';
+import { errors } from '../openapi.js';
 import { accountOf } from '../plugins/auth.js';
 import { decodeCursor, encodeCursor } from '../repositories/executions.js';
 
@@ -20,13 +21,13 @@ const executionRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/executions',
-    { config: { roles: ['client', 'scheduler'] }, schema: { tags, body: CreateExecutionRequest, response: { 201: Execution } } },
+    { config: { roles: ['client', 'scheduler'] }, schema: { operationId: 'recordExecution', summary: 'Records a finished execution run outside dispatch', tags, body: CreateExecutionRequest, response: { 201: Execution } } },
     async (request, reply) => reply.code(201).send(await app.dispatch.executions.record(accountOf(request), request.body)),
   );
 
   app.get(
     '/executions/:id',
-    { config: { roles: ['client', 'scheduler', 'worker'] }, schema: { tags, params: Params, querystring: AccountQuery, response: { 200: Execution } } },
+    { config: { roles: ['client', 'scheduler', 'worker'] }, schema: { operationId: 'getExecution', tags, params: Params, querystring: AccountQuery, response: { 200: Execution, ...errors([404]) } } },
     async (request) => {
       const account = accountOf(request, request.query.account);
       const execution = await app.repos.executions.get(account, request.params.id);
@@ -37,7 +38,7 @@ const executionRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/executions',
-    { config: { roles: ['client', 'scheduler'] }, schema: { tags, querystring: ListExecutionsQuery, response: { 200: ListExecutionsResponse } } },
+    { config: { roles: ['client', 'scheduler'] }, schema: { operationId: 'listExecutions', summary: "This account's executions, newest first", tags, querystring: ListExecutionsQuery, response: { 200: ListExecutionsResponse } } },
     async (request) => {
       const account = accountOf(request);
       const limit = request.query.limit ?? 50;

@@ -27,6 +27,8 @@ async function databaseProblem(db: Db): Promise<string | undefined> {
 
 const Status = Type.Object({ status: Type.String() });
 const Unavailable = Type.Object({ status: Type.String(), reason: Type.String() });
+/** Probes and scrapers carry no token: these operations override the document's bearer security. */
+const PUBLIC = { tags: ['health'], security: [] };
 
 /**
  * Outside the authenticated context: probes and scrapers carry no token. Both probes check the
@@ -41,20 +43,41 @@ const healthRoutes: FastifyPluginCallback = (app, _opts, done) => {
     hookDone();
   });
 
-  app.get('/healthz', { schema: { hide: true, response: { 200: Status, 503: Unavailable } } }, async (_request, reply) => {
+  app.get('/healthz', {
+    schema: {
+      ...PUBLIC,
+      operationId: 'getHealth',
+      summary: 'Liveness: the process answers and its database answers within 2 s',
+      response: { 200: { ...Status, description: 'Alive' }, 503: { ...Unavailable, description: 'The database does not answer (Retry-After)' } },
+    },
+  }, async (_request, reply) => {
     const problem = await databaseProblem(app.db);
     if (problem) return reply.code(503).header('retry-after', '2').send({ status: 'unavailable', reason: `database unreachable: ${problem}` });
     return { status: 'ok' };
   });
 
-  app.get('/readyz', { schema: { response: { 200: Status, 503: Unavailable } } }, async (_request, reply) => {
+  app.get('/readyz', {
+    schema: {
+      ...PUBLIC,
+      operationId: 'getReadiness',
+      summary: 'Readiness: the database answers and the process is not draining',
+      response: { 200: { ...Status, description: 'Ready' }, 503: { ...Unavailable, description: 'The database does not answer, or the process drains' } },
+    },
+  }, async (_request, reply) => {
     if (draining) return reply.code(503).send({ status: 'unavailable', reason: 'shutting down' });
     const problem = await databaseProblem(app.db);
     if (problem) return reply.code(503).send({ status: 'unavailable', reason: `database unreachable: ${problem}` });
     return { status: 'ready' };
   });
 
-  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+  app.get('/metrics', {
+    schema: {
+      ...PUBLIC,
+      operationId: 'getMetrics',
+      summary: 'Prometheus metrics (text exposition format 0.0.4)',
+      response: { 200: { description: 'The scrape', content: { 'text/plain': { schema: { type: 'string' } } } } },
+    },
+  }, async (_request, reply) => {
     const text = await app.metrics.registry.metrics();
     return reply.type(app.metrics.registry.contentType).send(text);
   });

@@ -11,17 +11,24 @@ import { isRgridError, RgridError } from '../../common/errors.js';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
 import { AccountQuery, BlobParams, ManifestRequest, ManifestResponse, PutBlobResponse, Sha256Hex } from '../../common/wire/control-api.js';
 import { withTransaction } from '../db/pool.js';
+import { BINARY, errors } from '../openapi.js';
 import { accountOf } from '../plugins/auth.js';
 import { BLOB_LOCK_NAMESPACE } from '../cleanup.js';
 import type { StagedBlob } from '../storage/blob-storage.js';
 
 const roles = ['client', 'scheduler', 'worker'] as const;
+const tags = ['inputs'];
 /** Advisory-lock namespace of the per-account quota check (two-int form: namespace, hashtext(account)). */
 const QUOTA_LOCK_NAMESPACE = 7244;
 
 function quotaError(account: string, what: 'bytes' | 'count', detail: Record<string, unknown> = {}): RgridError {
   return new RgridError('quota_exceeded', `account ${account} would exceed its blob quota (${what}); nothing was stored: remove unused inputs or ask the operator for more`, { quota: what, ...detail });
 }
+
+// Answers without a JSON body, typed loosely: the handlers send bytes or nothing, not a serialized value.
+const HEAD_STORED: object = { type: 'null', description: 'Stored; Content-Length is its size', headers: { 'content-length': { type: 'integer', minimum: 0 } } };
+const HEAD_MISSING: object = { type: 'null', description: 'This account has not stored the blob' };
+const BLOB_BYTES: object = { description: 'The bytes', content: { 'application/octet-stream': { schema: BINARY } } };
 
 const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   /** Bytes the account may still store with one more blob of `size` (if known); throws when none fit. */
@@ -39,7 +46,15 @@ const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.head(
     '/blobs/:sha256',
-    { config: { roles }, schema: { tags: ['inputs'], params: BlobParams, querystring: AccountQuery } },
+    {
+      config: { roles, swagger: { exposeHeadRoute: true } },
+      schema: {
+        operationId: 'headBlob',
+        summary: 'Whether this account stores the blob, and its size (Content-Length)',
+        tags, params: BlobParams, querystring: AccountQuery,
+        response: { 200: HEAD_STORED, 404: HEAD_MISSING },
+      },
+    },
     async (request, reply) => {
       const account = accountOf(request, request.query.account);
       const blob = await app.repos.inputs.hasBlob(account, request.params.sha256);
@@ -50,7 +65,16 @@ const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/blobs/:sha256',
-    { exposeHeadRoute: false, config: { roles }, schema: { tags: ['inputs'], params: BlobParams, querystring: AccountQuery } },
+    {
+      exposeHeadRoute: false,
+      config: { roles },
+      schema: {
+        operationId: 'getBlob',
+        summary: 'The bytes of a blob this account stores',
+        tags, params: BlobParams, querystring: AccountQuery,
+        response: { 200: BLOB_BYTES, ...errors([404]) },
+      },
+    },
     async (request, reply) => {
       const account = accountOf(request, request.query.account);
       const sha = request.params.sha256;
@@ -69,7 +93,18 @@ const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
     '/blobs/:sha256',
     {
       config: { roles },
-      schema: { tags: ['inputs'], params: BlobParams, querystring: AccountQuery, response: { 200: PutBlobResponse, 201: PutBlobResponse } },
+      schema: {
+        operationId: 'putBlob',
+        summary: 'Stores a blob for this account: the bytes must hash to the digest in the path',
+        tags, params: BlobParams, querystring: AccountQuery,
+        // The body is read as a stream by the handler; the document shows it as bytes (control/openapi.ts).
+        consumes: ['application/octet-stream'],
+        response: {
+          200: { ...PutBlobResponse, description: 'The account already had it (the bytes were verified, nothing changed)' },
+          201: { ...PutBlobResponse, description: 'Stored' },
+          ...errors([422]),
+        },
+      },
       // Refuse a declared oversize body before reading a byte of it.
       onRequest: (request, _reply, next) => {
         const declared = Number(request.headers['content-length'] ?? 0);
@@ -121,7 +156,15 @@ const blobRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 const manifestRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   app.post(
     '/manifests',
-    { config: { roles }, schema: { tags: ['inputs'], querystring: AccountQuery, body: ManifestRequest, response: { 200: ManifestResponse, 201: ManifestResponse } } },
+    {
+      config: { roles },
+      schema: {
+        operationId: 'recordManifest',
+        summary: 'Records an input manifest; the answer lists the blobs still to upload',
+        tags, querystring: AccountQuery, body: ManifestRequest,
+        response: { 200: { ...ManifestResponse, description: 'Recorded before' }, 201: { ...ManifestResponse, description: 'Recorded' } },
+      },
+    },
     async (request, reply) => {
       const account = accountOf(request, request.query.account);
       const files = canonicalManifest(request.body.files); // names, digests, sizes, duplicates → 400
@@ -140,7 +183,14 @@ const manifestRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.get(
     '/manifests/:input_sha256',
-    { config: { roles }, schema: { tags: ['inputs'], params: Type.Object({ input_sha256: Sha256Hex }), querystring: AccountQuery, response: { 200: ManifestResponse } } },
+    {
+      config: { roles },
+      schema: {
+        operationId: 'getManifest',
+        tags, params: Type.Object({ input_sha256: Sha256Hex }), querystring: AccountQuery,
+        response: { 200: ManifestResponse, ...errors([404]) },
+      },
+    },
     async (request) => {
       const account = accountOf(request, request.query.account);
       const files = await app.repos.inputs.getManifest(account, request.params.input_sha256);

@@ -20,7 +20,7 @@ function answer(holders: readonly Holder[], rows: readonly HolderRow[] | undefin
 const resolveRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
   app.post(
     '/resolve',
-    { config: { roles: ['scheduler'] }, schema: { tags: ['scheduler'], body: ResolveRequest, response: { 200: ResolveResponse } } },
+    { config: { roles: ['scheduler'] }, schema: { operationId: 'resolve', summary: 'What is cached where, and a ranked placement', tags: ['scheduler'], body: ResolveRequest, response: { 200: ResolveResponse } } },
     async (request) => {
       const account = accountOf(request);
       const body = request.body;

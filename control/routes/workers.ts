@@ -8,8 +8,8 @@ import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebo
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import {
-  AccountId, CacheEntry, HeartbeatRequest, RegisterWorkerRequest, RegisterWorkerResponse, SnapshotRequest, SnapshotResponse,
-  SyncOpsRequest, SyncOpsResponse, SyncStatusResponse, WorkerId,
+  AccountId, HeartbeatRequest, RegisterWorkerRequest, RegisterWorkerResponse, SnapshotRequest, SnapshotResponse,
+  SyncOpsRequest, SyncOpsResponse, SyncStatusResponse, WorkerEntriesResponse, WorkerId,
 } from '../../common/wire/control-api.js';
 import { withTransaction } from '../db/pool.js';
 import { planSyncOps } from '../sync-plan.js';
@@ -33,7 +33,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/workers/:worker_id/register',
-    { config: { roles }, schema: { tags, params: Params, body: RegisterWorkerRequest, response: { 200: RegisterWorkerResponse } } },
+    { config: { roles }, schema: { operationId: 'registerWorker', tags, params: Params, body: RegisterWorkerRequest, response: { 200: RegisterWorkerResponse } } },
     async (request) => {
       const auth = ownWorker(request, request.params.worker_id);
       const { known } = await app.repos.workers.register(auth.workerId, request.body, auth.tokenId);
@@ -51,7 +51,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/workers/:worker_id/heartbeat',
-    { config: { roles }, schema: { tags, params: Params, body: HeartbeatRequest, response: { 200: SyncStatusResponse } } },
+    { config: { roles }, schema: { operationId: 'heartbeat', tags, params: Params, body: HeartbeatRequest, response: { 200: SyncStatusResponse } } },
     async (request) => {
       const auth = ownWorker(request, request.params.worker_id);
       const row = await app.repos.workers.heartbeat(auth.workerId, request.body, auth.tokenId);
@@ -64,7 +64,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
     {
       config: { roles },
       bodyLimit: app.config.snapshotBodyLimitBytes,
-      schema: { tags, params: Params, body: SnapshotRequest, response: { 200: SnapshotResponse } },
+      schema: { operationId: 'putSnapshot', summary: "Replaces the worker's entries of the accounts named", tags, params: Params, body: SnapshotRequest, response: { 200: SnapshotResponse } },
     },
     async (request) => {
       const auth = ownWorker(request, request.params.worker_id);
@@ -98,7 +98,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
 
   app.post(
     '/workers/:worker_id/ops',
-    { config: { roles }, schema: { tags, params: Params, body: SyncOpsRequest, response: { 200: SyncOpsResponse } } },
+    { config: { roles }, schema: { operationId: 'applySyncOps', summary: 'Applies a batch of cache-index changes, at most once per op id', tags, params: Params, body: SyncOpsRequest, response: { 200: SyncOpsResponse } } },
     async (request) => {
       const auth = ownWorker(request, request.params.worker_id);
       const ops = request.body.ops;
@@ -127,7 +127,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
     '/workers/:worker_id/entries',
     {
       config: { roles: ['worker', 'scheduler'] },
-      schema: { tags, params: Params, querystring: Type.Object({ account: Type.Optional(AccountId) }), response: { 200: Type.Object({ entries: Type.Array(CacheEntry) }) } },
+      schema: { operationId: 'listWorkerEntries', tags, params: Params, querystring: Type.Object({ account: Type.Optional(AccountId) }), response: { 200: WorkerEntriesResponse } },
     },
     async (request) => {
       const auth = request.auth;

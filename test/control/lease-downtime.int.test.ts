@@ -4,7 +4,7 @@
 // app, waiting, and building a new one on the same database; PostgreSQL's clock keeps running meanwhile.
 import { describe, expect, it } from 'vitest';
 import { buildControlApp } from '../../control/app.js';
-import { testConfig, useTestDatabase } from './support.js';
+import { checkContract, testConfig, useTestDatabase } from './support.js';
 import { claim, complete, renew, row, sleep, submitted, world } from './dispatch-support.js';
 
 const db = useTestDatabase();
@@ -12,6 +12,7 @@ const LEASE_MS = 3000;
 
 async function open(overrides: Parameters<typeof testConfig>[1] = {}) {
   const app = await buildControlApp(testConfig(db, { claimLeaseMs: LEASE_MS, dispatchSweepIntervalMs: 0, ...overrides }), { logger: false });
+  checkContract(app);
   await app.ready();
   return app;
 }

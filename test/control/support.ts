@@ -1,7 +1,7 @@
 /**
  * Shared helpers of the control-plane integration tests: a fresh database per test file (CREATE
- * DATABASE on the run's PostgreSQL, migrated, dropped at the end), and a `build()` that readies the app
- * and always closes it.
+ * DATABASE on the run's PostgreSQL, migrated, dropped at the end), and a `build()` that readies the app,
+ * checks every answer it gives against its OpenAPI document (response-check.ts) and always closes it.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,6 +15,7 @@ import { loadControlConfig, type ControlConfig } from '../../control/config.js';
 import { migrate } from '../../control/db/migrate.js';
 import { createPool, type Db } from '../../control/db/pool.js';
 import { sha256Hex } from '../../common/digest.js';
+import { checkResponses } from './response-check.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 const quiet = { info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) };
@@ -63,14 +64,33 @@ export function testConfig(db: TestDatabase, overrides: Partial<ControlConfig> =
   return loadControlConfig({ databaseUrl: db.url, dataDir: db.dataDir, adminToken: ADMIN_TOKEN, cleanupIntervalMs: 0, fleetCacheMs: 0, logLevel: 'silent', ...overrides });
 }
 
-/** Builds and readies the app; it is closed when the calling test finishes, pass or fail. */
-export async function build(db: TestDatabase, overrides: Partial<ControlConfig> = {}): Promise<FastifyInstance> {
+/**
+ * Builds and readies the app; it is closed when the calling test finishes, pass or fail. Every answer is
+ * checked against the OpenAPI document (status declared, body matching the declared schema): the test
+ * fails at its end on any answer that breaks the contract. `prepare` runs before the app is ready.
+ */
+export async function build(db: TestDatabase, overrides: Partial<ControlConfig> = {}, prepare?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
   const app = await buildControlApp(testConfig(db, overrides), { logger: false });
   onTestFinished(async () => {
     await app.close();
   });
+  checkContract(app);
+  prepare?.(app);
   await app.ready();
   return app;
+}
+
+/**
+ * Checks every answer of `app` (not ready yet) against its OpenAPI document; the calling test fails when
+ * it finishes if any answer broke the contract. build() does this; tests that build the app themselves call it.
+ */
+export function checkContract(app: FastifyInstance): void {
+  const violations = checkResponses(app);
+  onTestFinished(() => {
+    if (violations.length > 0) {
+      throw new Error(`${violations.length} answer(s) broke the OpenAPI contract:\n${[...new Set(violations)].slice(0, 20).join('\n')}`);
+    }
+  });
 }
 
 type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';

@@ -126,7 +126,7 @@ describe('sync with the control plane', () => {
         return s.state === 'ok' && s.outbox_depth === 0 ? s : undefined;
       });
       const after = await scrape(agent!.socket);
-      const touchOps = (metricValue(after, 'rgrid_agent_outbox_ops_enqueued{type="touch"}') ?? 0) - (metricValue(before, 'rgrid_agent_outbox_ops_enqueued{type="touch"}') ?? 0);
+      const touchOps = (metricValue(after, 'rgrid_agent_outbox_ops_enqueued_total{type="touch"}') ?? 0) - (metricValue(before, 'rgrid_agent_outbox_ops_enqueued_total{type="touch"}') ?? 0);
       const batches = done.batches_taken - syncBefore.batches_taken;
       // One open touch op per key, sealed when a batch is taken: ≤ batches + 1, far below the hits.
       expect(touchOps).toBeGreaterThan(0);
