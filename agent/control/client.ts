@@ -133,7 +133,8 @@ export class ControlPlaneClient {
     return answer;
   }
 
-  async close(): Promise<void> {
-    await this.http.close();
+  /** Lets requests in flight finish for `graceMs` (default 5 s), then cuts them. */
+  async close(graceMs?: number): Promise<void> {
+    await this.http.close(graceMs);
   }
 }

@@ -70,6 +70,9 @@ export function checkAnswer<T>(schema: TSchema, value: unknown, what: string): T
 export class ControlHttp {
   // Long polls hold a connection for up to ~25 s: timeouts well above that, keep-alive for the rest.
   private readonly dispatcher = new Agent({ headersTimeout: 120_000, bodyTimeout: 300_000, keepAliveTimeout: 30_000 });
+  /** Requests sent whose answer has not been read to its end (or given up): what close() waits for. */
+  private inFlight = 0;
+  private idle: (() => void) | undefined;
 
   constructor(private readonly credentials: () => ControlCredentials) {}
 
@@ -87,12 +90,15 @@ export class ControlHttp {
       body = JSON.stringify(init.json);
     }
     const { signal, timedOut } = this.signal(init.call);
+    this.inFlight++;
     try {
       const res = await request(`${credentials.url}${path(credentials)}`, {
         method, dispatcher: this.dispatcher, headers, ...(body === undefined ? {} : { body }), ...(signal ? { signal } : {}),
       });
+      res.body.once('close', () => this.done());
       return { status: res.statusCode, body: res.body, credentials, timedOut };
     } catch (err) {
+      this.done();
       throw this.failure(err, credentials.url, init.call, timedOut);
     }
   }
@@ -122,14 +128,29 @@ export class ControlHttp {
     }
   }
 
-  async close(): Promise<void> {
-    await this.dispatcher.close().catch(() => this.dispatcher.destroy());
+  /**
+   * Lets requests in flight finish for a few seconds, then cuts them (a shutdown must not hang on a long
+   * poll or a stalled download): they fail with UND_ERR_DESTROYED. (Destroying the pool after closing
+   * it would leave them pending for ever, hence the count instead of close() first.)
+   */
+  async close(graceMs = 5000): Promise<void> {
+    if (this.inFlight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
+    if (this.inFlight > 0) await this.dispatcher.destroy().catch(() => undefined);
+    else await this.dispatcher.close().catch(() => undefined);
   }
 
   private signal(call: CallOptions | undefined): { signal: AbortSignal | undefined; timedOut: () => boolean } {
     const timeout = call?.timeoutMs !== undefined ? AbortSignal.timeout(call.timeoutMs) : undefined;
     const signals = [call?.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
     return { signal: signals.length > 1 ? AbortSignal.any(signals) : signals[0], timedOut: () => timeout?.aborted === true };
+  }
+
+  private done(): void {
+    if (--this.inFlight === 0) this.idle?.();
   }
 
   private failure(err: unknown, url: string, call: CallOptions | undefined, timedOut: () => boolean): unknown {

@@ -132,6 +132,30 @@ describe('no answer', () => {
     expect((aborted as Error).name).toBe('AbortError');
   });
 
+  it('closing does not wait for a request the control plane never answers', async () => {
+    handler = () => undefined;
+    const pending = client.claim(1, 25_000).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    await client.close(100);
+    expect(await pending).toMatchObject({ code: 'unavailable', errno: 'UND_ERR_DESTROYED' });
+  });
+
+  it('closing waits for nothing once every answer was read, whatever it was', async () => {
+    const { Readable } = await import('node:stream');
+    handler = (req, res) => {
+      if (req.url?.startsWith('/v1/blobs/') && req.method === 'GET') res.writeHead(200).end('bytes');
+      else if (req.url?.endsWith('/heartbeat')) json(res, 200, { known: true, resync_required: false, server_time: new Date().toISOString() });
+      else res.writeHead(502).end(PROXY_502);
+    };
+    await client.heartbeat({ load: { running: 0 } });
+    await client.renew(randomUUID(), randomUUID()).catch(() => undefined);
+    const blob = await client.getBlob(ACCOUNT, SHA);
+    for await (const chunk of blob) void chunk;
+    await client.putBlob(ACCOUNT, SHA, 3, Readable.from([Buffer.from('abc')])).catch(() => undefined);
+    // A grace far beyond the test's timeout: only an idle client closes in time.
+    await client.close(60_000);
+  });
+
   it('a refused connection is a transient outage', async () => {
     configure({ worker_token: 'token-a', control_url: 'http://127.0.0.1:9' });
     const err = await client.heartbeat({ load: { running: 0 } }).catch((e: unknown) => e);
