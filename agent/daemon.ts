@@ -1,6 +1,5 @@
 import { chmod, chown, mkdir, readFile, stat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
@@ -18,7 +17,6 @@ import { createIndex, type AgentIndex } from './index/index.js';
 import { createLeaseTable } from './index/leases.js';
 import { createRunner, type Runner } from './runner/run.js';
 import { repairOnStart } from './startup-repair.js';
-import { createSyncReporter } from './worker/entry-reporter.js';
 import { startWorkerLoop, type WorkerLoop } from './worker/worker-loop.js';
 
 /**
@@ -99,18 +97,16 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     }
     state = { phase: 'running', since: startedAt };
     logger.info({ socket: config.socket }, 'agent listening');
-    // Claim executions from the control plane when configured (agent/worker/). Entries reach the
-    // control plane through the outbox sync; the worker loop flushes it after a build so placement knows
-    // the new image before the result is reported.
+    // Claim executions from the control plane when configured (agent/worker/), through the client the
+    // sync uses (agent/control/), which reads address, identity and token from the store for every
+    // request. Entries reach the control plane through the outbox sync; the worker loop flushes it after
+    // a build so placement knows the new image before the result is reported.
     let worker: WorkerLoop | undefined;
-    const workerToken = config.worker_token ?? (config.worker_token_file ? (await readFile(config.worker_token_file, 'utf8')).trim() : undefined);
-    if (config.control_url && workerToken) {
+    const atStart = store.get();
+    if (atStart.control_url && (atStart.worker_token !== undefined || atStart.worker_token_file !== undefined)) {
       worker = startWorkerLoop({
-        options: {
-          controlUrl: config.control_url, workerToken, workerId: fleet.sync.status().worker_id ?? hostname(),
-          capacity: config.run_capacity, blobTtlMs: config.blob_cache_ttl_s * 1000, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024,
-        },
-        runner, logger, dataDir: config.data_dir, reporter: createSyncReporter(fleet.sync), registry: metrics.registry,
+        options: { capacity: config.run_capacity, blobTtlMs: config.blob_cache_ttl_s * 1000, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024 },
+        control: fleet.control, runner, logger, dataDir: config.data_dir, sync: fleet.sync, registry: metrics.registry,
       });
     }
     return makeDaemon(app, index, cache, runner, fleet, worker);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import type { ManagedImageCache } from './builder/image-cache.js';
+import { ControlPlaneClient } from './control/client.js';
 import type { AgentConfigInput } from './config.js';
 import { watchConfigFile, type ConfigWatcher, type MutableConfigStore } from './config-store.js';
 import type { AgentIndex } from './index/index.js';
@@ -17,13 +18,15 @@ import { createSyncLoop, type SyncLoop } from './sync/sync-loop.js';
 import { startWarmer, type Warmer } from './warm/warmer.js';
 
 /**
- * The agent's fleet side, started by the daemon after the cache: config watching, sync,
- * pruning, reconcile, warming and metrics. One place wires them to the config store, so the daemon only
- * starts and closes this.
+ * The agent's fleet side, started by the daemon after the cache: config watching, the control-plane
+ * client (shared with the claim loop), sync, pruning, reconcile, warming and metrics. One place wires them
+ * to the config store, so the daemon only starts and closes this.
  */
 export interface Fleet {
   store: MutableConfigStore;
   metrics: AgentMetrics;
+  /** The agent's one client of the control plane (agent/control/): the sync's and the claim loop's. */
+  control: ControlPlaneClient;
   sync: SyncLoop;
   pruner: Pruner;
   reconciler: Reconciler;
@@ -59,11 +62,13 @@ export async function startFleet(deps: FleetDeps): Promise<Fleet> {
 
   const pruner = createPruner({ docker, index, leases, settings, disk, logger, metrics, serial });
   let engineInfo: Record<string, unknown> | undefined;
+  const control = new ControlPlaneClient(settings);
   const sync = createSyncLoop({
     index,
     settings,
     logger,
     version: deps.version,
+    control,
     async hostInfo() {
       engineInfo ??= await docker.version().then(
         (v) => ({ version: v.Version, api_version: v.ApiVersion, os: v.Os, arch: v.Arch }),
@@ -98,11 +103,12 @@ export async function startFleet(deps: FleetDeps): Promise<Fleet> {
   const metricsServer = settings().metrics_listen ? await listenMetrics(settings().metrics_listen!, metrics, logger) : undefined;
 
   return {
-    store, metrics, sync, pruner, reconciler, warmer, config, disk,
+    store, metrics, control, sync, pruner, reconciler, warmer, config, disk,
     async close() {
       await config.close();
       await warmer.close();
       await Promise.all([sync.stop(), pruner.stop(), reconciler.stop()]);
+      await control.close();
       if (metricsServer) await new Promise((r) => metricsServer.close(r));
     },
   };

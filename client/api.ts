@@ -2,20 +2,21 @@
  * The client's HTTP calls to the control plane (`rgrid run|status|logs`), over Node's own http/https
  * module with a keep-alive agent. Not undici: loading it is about 100 ms of a CLI process's start-up,
  * a large part of a cached `rgrid run`; node:http is already in the binary. https is loaded only for an
- * https URL. Every answer the client acts on is checked (answers.ts) before it is returned; errors come
- * back as RgridError rebuilt from the control plane's error body. Idempotent calls ride out an outage
- * (retry.ts); a submit is repeated only when it cannot have reached the control plane.
+ * https URL. Every answer the client acts on is checked (answers.ts) before it is returned; error answers
+ * are decoded like the agent decodes them (common/http-answer.ts: a proxy's HTML page is an outage or a
+ * bad answer, never a SyntaxError). Idempotent calls ride out an outage (retry.ts); a submit is repeated
+ * only when it cannot have reached the control plane.
  */
 import { createReadStream } from 'node:fs';
 import type { Agent, ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import * as http from 'node:http';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { errorFromBody } from '../common/errors.js';
+import { errorFromAnswer, HttpStatusError, parseJsonAnswer, UnreachableError } from '../common/http-answer.js';
 import type { Execution, ManifestResponse } from '../common/wire/control-api.js';
 import type { LogsResponse, SubmitExecutionRequest } from '../common/wire/dispatch-api.js';
 import { checkExecution, checkLogs, checkManifestAnswer } from './answers.js';
-import { HttpStatusError, isSafeToResubmit, retrying, UnreachableError, type RetryOptions } from './retry.js';
+import { isSafeToResubmit, retrying, type RetryOptions } from './retry.js';
 
 /** How long the control plane may take to start answering (a wait long poll is held up to a minute). */
 const HEADERS_TIMEOUT_MS = 120_000;
@@ -77,22 +78,14 @@ export class ControlApi {
     return text;
   }
 
-  /** An error answer as a typed error; its message is the server's, cut (the CLI escapes it for display). */
+  /** An error answer as a typed error (common/http-answer.ts), whatever its body. */
   private static async fail(res: IncomingMessage): Promise<never> {
-    const status = res.statusCode ?? 500;
-    const text = await ControlApi.text(res);
-    let parsed: unknown;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      parsed = undefined;
-    }
-    const e = errorFromBody(status, parsed);
-    throw new HttpStatusError(status, e.code, e.message.slice(0, 500), e.detail);
+    throw errorFromAnswer(res.statusCode ?? 500, await ControlApi.text(res));
   }
 
   /** One request and its JSON answer; a broken connection before the whole answer is in is `UnreachableError`. */
   private async send(method: string, path: string, body?: unknown): Promise<unknown> {
+    const what = `${method} ${path.split('?')[0]}`;
     let text: string;
     try {
       const json = body === undefined ? undefined : JSON.stringify(body);
@@ -104,11 +97,7 @@ export class ControlApi {
       if (err instanceof HttpStatusError) throw err;
       throw new UnreachableError(this.url, err as Error);
     }
-    try {
-      return text ? (JSON.parse(text) as unknown) : undefined;
-    } catch {
-      return undefined; // refused by the answer's check
-    }
+    return parseJsonAnswer(text, what);
   }
 
   /** Runs `fn` (an idempotent call, or a whole blob download) under the retry policy. */

@@ -3,17 +3,15 @@
  * of the control plane, so neither is trusted with the user's file system: every name is checked before
  * the first file is written (answers.ts), each file is opened through `openInside` (no `..`, no absolute
  * path, no symbolic link followed, in the file's name or in a directory on its way), and the bytes are
- * checked against the announced size while they arrive and against the sha256 when they are all in. A
- * file that fails is removed; files already verified stay.
+ * checked against the announced size while they arrive and against the sha256 when they are all in
+ * (common/content-store.ts: a file appears under its name only once verified). A file that fails is not
+ * kept; files already verified stay.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { RgridError } from '../common/errors.js';
+import { mkdir } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { writeContent } from '../common/content-store.js';
+import { isRgridError, RgridError } from '../common/errors.js';
 import { shown } from '../common/names.js';
-import { openInside } from '../common/safe-write.js';
 import type { OutputFile } from '../common/wire/control-api.js';
 import type { ControlApi } from './api.js';
 import { checkOutputs } from './answers.js';
@@ -44,31 +42,13 @@ export async function writeOutputs(api: ControlApi, dir: string, outputs: readon
 
 async function writeOne(api: ControlApi, dir: string, file: OutputFile): Promise<void> {
   // Modes as a plain create would have them: the user's umask decides.
-  const handle = await openInside(dir, file.name, { mode: 0o666, dirMode: 0o777 });
-  // The stream owns the handle from here on: it closes it when it finishes or is destroyed.
-  const out = handle.createWriteStream();
-  let verified = false;
+  const options = { label: `output ${shown(file.name)}`, mode: 0o666, dirMode: 0o777 };
   try {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    const verify = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        bytes += chunk.length;
-        // Stop at once: a lying size must not fill the disk before the digest is compared.
-        if (bytes > file.size) return callback(mismatch(file, `is longer than its announced ${file.size} bytes`));
-        hash.update(chunk);
-        callback(null, chunk);
-      },
-    });
-    await pipeline(await api.getBlob(file.sha256), verify, out);
-    if (bytes !== file.size) throw mismatch(file, `has ${bytes} bytes, not the announced ${file.size}`);
-    if (hash.digest('hex') !== file.sha256) throw mismatch(file, `does not match its sha256 ${file.sha256}`);
-    verified = true;
-  } finally {
-    if (!out.destroyed) out.destroy();
-    if (!verified) await unlink(join(dir, file.name)).catch(() => undefined);
+    // The download starts once the name is checked (no link, no `..` on its way).
+    const download = async (): Promise<Readable> => (await api.getBlob(file.sha256)) as Readable;
+    await writeContent(download, dir, file.name, { sha256: file.sha256, size: file.size }, options);
+  } catch (err) {
+    if (isRgridError(err) && err.code === 'digest_mismatch') throw new RgridError('digest_mismatch', `${err.message}; the file was not kept`, err.detail);
+    throw err;
   }
 }
-
-const mismatch = (file: OutputFile, what: string): RgridError =>
-  new RgridError('digest_mismatch', `output ${shown(file.name)} ${what}; the file was removed`);

@@ -1,56 +1,26 @@
 /**
  * The client's tolerance of control-plane outages: a restart of the control plane must not end an
  * `rgrid run` whose execution goes on. Calls that are safe to repeat (wait, status, logs, manifests,
- * blob uploads and downloads: all idempotent) are retried through connection errors, 5xx and 429 with
- * exponential backoff and full jitter (cockatiel) for a bounded time per outage. Submitting is not
- * idempotent (the control plane has no request id to deduplicate on), so a submit is repeated only when
- * it provably never reached a handler: the connection was refused, or the rate limiter answered 429.
+ * blob uploads and downloads: all idempotent) are retried through connection errors, 5xx and 429 for a
+ * bounded time per outage, with the policy every rgrid process uses (common/retry.ts: exponential
+ * backoff with full jitter, cockatiel loaded on the first failure only). Submitting is not idempotent
+ * (the control plane has no request id to deduplicate on), so a submit is repeated only when it provably
+ * never reached a handler: the connection was refused, or the rate limiter answered 429.
  *
- * cockatiel is loaded on the first failure only: a run that never meets an outage does not pay for
- * loading it (tens of milliseconds of a CLI whose cached run takes a few hundred).
+ * What this module adds to the shared policy is the user's side of it: one line when an outage starts
+ * and one when it ends, and the time spent in the final error.
  */
-import { RgridError, type RgridErrorCode } from '../common/errors.js';
 import { formatDuration } from '../common/duration.js';
+import { RgridError } from '../common/errors.js';
+import { isTransient, retryTransient } from '../common/retry.js';
+
+// The error classes and predicates the client's callers (and tests) know from here.
+export { HttpStatusError, UnreachableError } from '../common/http-answer.js';
+export { isSafeToResubmit, isTransient } from '../common/retry.js';
 
 export const DEFAULT_RETRY_FOR_MS = 10 * 60_000;
 const INITIAL_DELAY_MS = 200;
 const MAX_DELAY_MS = 10_000;
-
-/** The control plane could not be reached, or the connection broke before a whole answer arrived. */
-export class UnreachableError extends RgridError {
-  /** The socket error code (`ECONNREFUSED`, `ECONNRESET`, …), or `timeout`. */
-  readonly errno: string;
-  constructor(url: string, cause: Error) {
-    const errno = (cause as NodeJS.ErrnoException).code ?? 'timeout';
-    super('unavailable', `control plane at ${url} unreachable: ${errno === 'timeout' ? cause.message : errno}`);
-    this.errno = errno;
-  }
-}
-
-/** An HTTP error answer, rebuilt from the control plane's error body, keeping the status it came with. */
-export class HttpStatusError extends RgridError {
-  constructor(readonly status: number, code: RgridErrorCode, message: string, detail?: Record<string, unknown>) {
-    super(code, message, detail);
-  }
-}
-
-/**
- * Connection failures that a restart or a network blip causes. ENOTFOUND is left out on purpose: a
- * misspelt host name should fail at once, not after ten minutes; EAI_AGAIN is the resolver's "try again".
- */
-const TRANSIENT_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EAI_AGAIN', 'timeout']);
-
-/** Worth repeating an idempotent call for: a connection failure, a 5xx or a 429. */
-export function isTransient(err: unknown): boolean {
-  if (err instanceof UnreachableError) return TRANSIENT_ERRNO.has(err.errno);
-  if (err instanceof HttpStatusError) return err.status >= 500 || err.status === 429;
-  return false;
-}
-
-/** Worth repeating a submit for: nothing reached a handler, so nothing can have been created. */
-export function isSafeToResubmit(err: unknown): boolean {
-  return (err instanceof UnreachableError && err.errno === 'ECONNREFUSED') || (err instanceof HttpStatusError && err.status === 429);
-}
 
 export interface RetryOptions {
   /** How long one outage is ridden out; 0 turns retries off. */
@@ -65,24 +35,23 @@ export interface RetryOptions {
 /** Runs `fn`; through failures that `retryable` accepts, again and again until `retryForMs` has passed. */
 export async function retrying<T>(what: string, fn: () => Promise<T>, options: RetryOptions, retryable: (err: unknown) => boolean = isTransient): Promise<T> {
   const started = Date.now();
+  let retried = false;
   try {
-    return await fn();
-  } catch (err) {
-    if (options.retryForMs <= 0 || !retryable(err)) throw err;
-    options.notice?.(`rgrid: ${what}: ${(err as Error).message}; control plane unreachable, retrying for up to ${formatDuration(options.retryForMs)}`);
-  }
-  const { ExponentialBackoff, fullJitterGenerator, handleWhen, retry } = await import('cockatiel');
-  const deadline = started + options.retryForMs;
-  const policy = retry(handleWhen((err) => retryable(err) && Date.now() < deadline), {
-    maxAttempts: Number.MAX_SAFE_INTEGER, // bounded by the deadline, not a count
-    backoff: new ExponentialBackoff({ generator: fullJitterGenerator, initialDelay: options.initialDelayMs ?? INITIAL_DELAY_MS, maxDelay: options.maxDelayMs ?? MAX_DELAY_MS }),
-  });
-  try {
-    const result = await policy.execute(fn);
-    options.notice?.(`rgrid: ${what}: control plane reachable again`);
+    const result = await retryTransient(() => fn(), {
+      budgetMs: options.retryForMs,
+      initialDelayMs: options.initialDelayMs ?? INITIAL_DELAY_MS,
+      maxDelayMs: options.maxDelayMs ?? MAX_DELAY_MS,
+      retryable,
+      onRetry: (err) => {
+        if (retried) return;
+        retried = true;
+        options.notice?.(`rgrid: ${what}: ${(err as Error).message}; control plane unreachable, retrying for up to ${formatDuration(options.retryForMs)}`);
+      },
+    });
+    if (retried) options.notice?.(`rgrid: ${what}: control plane reachable again`);
     return result;
   } catch (err) {
-    if (!retryable(err)) throw err;
+    if (!retried || !retryable(err)) throw err;
     const e = err as RgridError;
     throw new RgridError(e.code, `${e.message}; gave up after retrying for ${Math.round((Date.now() - started) / 1000)} s`, e.detail);
   }

@@ -11,8 +11,11 @@ import { join } from 'node:path';
 import { RgridError } from './errors.js';
 import { assertOutputPath, shown } from './names.js';
 
-/** Creates `dir/relative`'s parent directories one at a time, refusing any that is a link or not a directory. */
-async function ensureParents(dir: string, segments: readonly string[], dirMode: number): Promise<string> {
+/**
+ * Creates the directories `segments` under `dir` one at a time, refusing any that is a link or not a
+ * directory; returns the last one. `dir` itself is trusted.
+ */
+export async function ensureParents(dir: string, segments: readonly string[], dirMode: number): Promise<string> {
   let current = dir;
   for (const segment of segments) {
     current = join(current, segment);

@@ -1,7 +1,9 @@
 import type { IndexEntry } from '../index/types.js';
+import { planRemovals } from './plan.js';
 
 /**
- * Which entries a prune removes, as a pure function (unit-tested without an engine). Rules
+ * Which entries a prune removes, as a pure function (unit-tested without an engine), planned by the
+ * agent's one removal planner (plan.ts; blobs are planned by it too). Rules
  * (docs/architecture.md, the index lifecycle):
  *  - never an entry younger than the minimum age (since creation), whatever the TTL or the disk says;
  *  - never a protected entry (its image is used by a container, or it is leased by a run);
@@ -38,43 +40,32 @@ export interface PruneSelection {
   diskBytesToFree: number;
 }
 
-const id = (e: IndexEntry): string => `${e.kind}/${e.account}/${e.key}`;
+const imagesFirst = (a: IndexEntry, b: IndexEntry): number => (a.kind === b.kind ? 0 : a.kind === 'image' ? -1 : 1);
 
 export function selectPrune(input: PruneSelectionInput): PruneSelection {
   const { entries, now } = input;
-  const chosen = new Set<string>();
-  const victims: PruneVictim[] = [];
   const eligible = (e: IndexEntry): boolean => now - e.created_at >= input.minAgeMs && input.protectedReason(e) === undefined;
-  const hasLiveChild = (deps: IndexEntry): boolean =>
-    entries.some((e) => e.kind === 'image' && e.account === deps.account && e.deps_key === deps.key && !chosen.has(id(e)));
-  const take = (e: IndexEntry, reason: PruneReason): boolean => {
-    if (chosen.has(id(e)) || !eligible(e)) return false;
-    if (e.kind === 'deps' && hasLiveChild(e)) return false;
-    chosen.add(id(e));
-    victims.push({ entry: e, reason });
-    return true;
-  };
-
-  // TTL: script images first, so a layer whose images all expire can go in the same pass.
-  const byKind = [...entries].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'image' ? -1 : 1));
-  for (const e of byKind) if (now - e.last_used_at > input.ttlMs) take(e, 'ttl');
+  const hasLiveChild = (deps: IndexEntry, chosen: ReadonlySet<IndexEntry>): boolean =>
+    entries.some((e) => e.kind === 'image' && e.account === deps.account && e.deps_key === deps.key && !chosen.has(e));
 
   let diskBytesToFree = 0;
   const disk = input.disk;
   if (disk && disk.total_bytes > 0 && (disk.used_bytes / disk.total_bytes) * 100 >= input.highPercent) {
-    const ttlFreed = victims.reduce((n, v) => n + v.entry.size_bytes, 0);
     diskBytesToFree = Math.max(0, disk.used_bytes - Math.floor((input.lowPercent / 100) * disk.total_bytes));
-    let freed = ttlFreed;
-    const lru = [...entries].sort(
-      (a, b) => a.last_used_at - b.last_used_at || (a.kind === b.kind ? 0 : a.kind === 'image' ? -1 : 1) || a.created_at - b.created_at,
-    );
-    // A layer skipped because its images were still there may qualify once they are chosen: two rounds.
-    for (let round = 0; round < 2 && freed < diskBytesToFree; round++) {
-      for (const e of lru) {
-        if (freed >= diskBytesToFree) break;
-        if (take(e, 'disk')) freed += e.size_bytes;
-      }
-    }
   }
-  return { victims, diskBytesToFree };
+  const planned = planRemovals({
+    items: entries,
+    now,
+    ttlMs: input.ttlMs,
+    lastUsedAt: (e) => e.last_used_at,
+    sizeBytes: (e) => e.size_bytes,
+    removable: (e, chosen) => eligible(e) && !(e.kind === 'deps' && hasLiveChild(e, chosen)),
+    bytesToFree: diskBytesToFree,
+    // TTL: script images first, so a layer whose images all expire can go in the same pass.
+    ttlOrder: imagesFirst,
+    lruTieBreak: (a, b) => imagesFirst(a, b) || a.created_at - b.created_at,
+    // A layer skipped because its images were still there may qualify once they are chosen: two rounds.
+    rounds: 2,
+  });
+  return { victims: planned.map((p) => ({ entry: p.item, reason: p.reason === 'ttl' ? 'ttl' : 'disk' })), diskBytesToFree };
 }

@@ -1,6 +1,7 @@
 /**
- * Retry policy of the sync loop: exponential backoff with jitter, and a circuit breaker so that a dead
- * control plane is probed now and then instead of hammered (design.md §6).
+ * Scheduling of the sync loop: the agent's one backoff (common/retry.ts `backoffDelay`: exponential with
+ * full jitter), and a circuit breaker so that a dead control plane is probed now and then instead of
+ * hammered.
  *
  *   ok        last attempt succeeded; work is sent at the normal interval
  *   retrying  1 … threshold-1 consecutive failures; the next attempt waits backoff(failures)
@@ -9,6 +10,8 @@
  *
  * Pure and clock-injected, so the unit tests drive it without timers.
  */
+import { backoffDelay } from '../../common/retry.js';
+
 export type SyncState = 'ok' | 'retrying' | 'open';
 
 export interface BreakerSettings {
@@ -16,16 +19,6 @@ export interface BreakerSettings {
   maxMs: number;
   threshold: number;
   resetMs: number;
-}
-
-/**
- * "Equal jitter": half the exponential delay is fixed, half random. Spreads a fleet's retries after an
- * outage while keeping a floor that grows (full jitter could retry at once again and again).
- */
-export function backoffDelay(failures: number, s: Pick<BreakerSettings, 'initialMs' | 'maxMs'>, random: () => number = Math.random): number {
-  if (failures <= 0) return 0;
-  const exp = Math.min(s.maxMs, s.initialMs * 2 ** Math.min(failures - 1, 30));
-  return Math.round(exp / 2 + random() * (exp / 2));
 }
 
 export class CircuitBreaker {
@@ -85,6 +78,7 @@ export class CircuitBreaker {
       this.openedAt = at + Math.round(this.random() * Math.min(1000, s.resetMs / 10));
       this.nextAttemptAt = this.openedAt + s.resetMs;
     } else {
+      // Full jitter, like every retry of the agent; the loop still waits at least its interval (sync-loop.ts).
       this.nextAttemptAt = at + backoffDelay(this.failures, s, this.random);
     }
   }

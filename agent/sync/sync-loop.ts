@@ -1,11 +1,13 @@
-import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { RegisterWorkerRequest, SnapshotResponse } from '../../common/wire/control-api.js';
 import type { AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import { CircuitBreaker, type SyncState } from './breaker.js';
-import { ControlError, createControlClient, type ControlClient } from './control-client.js';
+import { isRgridError } from '../../common/errors.js';
+import { HttpStatusError, UnreachableError } from '../../common/http-answer.js';
+import { ControlPlaneClient } from '../control/client.js';
+import { workerIdOf } from '../control/credentials.js';
 import { PartedSnapshot } from './snapshot-parts.js';
 import { toCacheEntry, toSyncOp } from './wire-ops.js';
 
@@ -57,6 +59,8 @@ export interface SyncLoopDeps {
   settings: () => AgentConfig;
   logger: Logger;
   version: string;
+  /** The agent's one control-plane client, shared with the claim loop; without it the loop makes (and closes) its own. */
+  control?: ControlPlaneClient;
   /** Host facts for registration and heartbeats. */
   hostInfo: () => Promise<Pick<RegisterWorkerRequest, 'engine' | 'disk' | 'load'>>;
   now?: () => number;
@@ -67,19 +71,25 @@ const HEARTBEAT_FALLBACK_MS = 15_000;
 const BATCHES_PER_TICK = 20;
 
 /** Failures worth resuming a snapshot after: the control plane was unreachable, busy or failing. */
-function resumable(err: ControlError): boolean {
-  return err.status === undefined || err.status >= 500 || err.status === 408 || err.status === 429;
+function resumable(err: unknown): boolean {
+  if (err instanceof UnreachableError) return true;
+  return err instanceof HttpStatusError && (err.status >= 500 || err.status === 408 || err.status === 429);
 }
+
+/** The sync's calls, each bounded by sync_timeout_s (see currentClient). */
+type ControlClient = { [K in 'register' | 'heartbeat' | 'snapshot' | 'ops']: (body: Parameters<ControlPlaneClient[K]>[0]) => ReturnType<ControlPlaneClient[K]> };
 
 export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
   const { index, settings, logger } = deps;
   const log = logger.child({ component: 'sync' });
+  const control = deps.control ?? new ControlPlaneClient(settings);
   const now = deps.now ?? Date.now;
   const breaker = new CircuitBreaker(() => {
     const c = settings();
     return { initialMs: c.sync_backoff_initial_s * 1000, maxMs: c.sync_backoff_max_s * 1000, threshold: c.sync_breaker_threshold, resetMs: c.sync_breaker_reset_s * 1000 };
   }, now);
-  let client: { id: string; client: ControlClient } | undefined;
+  /** Address, identity and token the last conversation used: a change means registering again. */
+  let identity: string | undefined;
   let served: string[] = [];
   let registered = false;
   let snapshotted = false;
@@ -93,7 +103,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
   const sent = { taken: 0, batches: 0, ops: 0, snapshots: 0, snapshotParts: 0 };
   let chain: Promise<unknown> = Promise.resolve();
 
-  const workerId = (c: AgentConfig): string => c.worker_id ?? hostname().replace(/[^A-Za-z0-9._:-]/g, '-').slice(0, 128);
+  const workerId = workerIdOf;
 
   /** One control-plane conversation at a time (background tick or an explicit flush). */
   function exclusive<T>(work: () => Promise<T>): Promise<T> {
@@ -102,16 +112,20 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
     return next;
   }
 
-  async function currentClient(c: AgentConfig): Promise<ControlClient> {
-    const token = c.worker_token ?? (c.worker_token_file ? (await readFile(c.worker_token_file, 'utf8')).trim() : undefined);
-    if (!token) throw new ControlError('no worker token configured (worker_token or worker_token_file)', undefined, false);
-    const id = JSON.stringify([c.control_url, token, workerId(c), c.sync_timeout_s]);
-    if (client?.id !== id) {
-      // New address, token or identity: start over with a registration.
-      client = { id, client: createControlClient({ baseUrl: c.control_url!, token, workerId: workerId(c), timeoutMs: c.sync_timeout_s * 1000 }) };
-      registered = false;
-    }
-    return client.client;
+  /** The agent's control-plane client (agent/control/), which reads the credentials for every request. */
+  function currentClient(c: AgentConfig): ControlClient {
+    const current = control.credentials();
+    const id = JSON.stringify([current.url, current.token, current.workerId]);
+    // New address, token or identity: start over with a registration.
+    if (identity !== id) registered = false;
+    identity = id;
+    const call = { timeoutMs: c.sync_timeout_s * 1000 };
+    return {
+      register: (body) => control.register(body, call),
+      heartbeat: (body) => control.heartbeat(body, call),
+      snapshot: (body) => control.snapshot(body, call),
+      ops: (body) => control.ops(body, call),
+    };
   }
 
   async function register(api: ControlClient): Promise<void> {
@@ -143,13 +157,13 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
       try {
         res = await api.snapshot(part.body);
       } catch (err) {
-        if (err instanceof ControlError && err.status === 413 && snap.tooLarge(part.bytes, part.count)) {
+        if (err instanceof HttpStatusError && err.status === 413 && snap.tooLarge(part.bytes, part.count)) {
           log.warn({ bytes: part.bytes }, 'control plane refused a snapshot part as too large; sending smaller parts');
           continue;
         }
         // Kept only for a failure a retry can outlast (the next attempt resumes at this part); anything
         // else starts over with a fresh read (a resync registers first, which drops it anyway).
-        if (!(err instanceof ControlError) || !resumable(err)) pending = undefined;
+        if (!resumable(err)) pending = undefined;
         throw err;
       }
       snap.acknowledged(part.count);
@@ -185,7 +199,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
   /** Register/snapshot when needed, heartbeat when due, then send up to `maxBatches` batches. */
   async function converse(maxBatches: number, probe: boolean): Promise<void> {
     const c = settings();
-    const api = await currentClient(c);
+    const api = currentClient(c);
     for (let attempt = 0; ; attempt++) {
       try {
         if (probe && registered && snapshotted) {
@@ -202,7 +216,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
         return;
       } catch (err) {
         // The control plane does not know us (restored database, cleaned up): start over once, right away.
-        if (err instanceof ControlError && err.resync && attempt === 0) {
+        if (isRgridError(err) && err.detail?.resync_required === true && attempt === 0) {
           log.warn({ reason: err.message }, 'control plane asks for a resync');
           registered = false;
           continue;
@@ -235,7 +249,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
       breaker.failure(message);
       if (breaker.state === 'open' && before !== 'open') log.warn({ reason: message, failures: breaker.consecutiveFailures }, 'sync circuit breaker open');
       else log.debug({ reason: message, state: breaker.state }, 'sync attempt failed');
-      if (!(err instanceof ControlError)) log.error({ err }, 'sync failed unexpectedly');
+      if (!isRgridError(err)) log.error({ err }, 'sync failed unexpectedly');
     }
   }
 
@@ -306,6 +320,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
       stopped = true;
       clearTimeout(timer);
       await chain;
+      if (!deps.control) await control.close();
     },
   };
 }

@@ -2,25 +2,24 @@
  * The worker's content-addressed blob cache: files under `<data_dir>/blobs/<sha[0:2]>/<sha>`, their size
  * and last use in LMDB. A blob already here is not downloaded again (that is the worker side of
  * input_cache_hit); a download is verified against its digest and its expected size while it is written,
- * and becomes visible only once both match; concurrent requests for one blob share one download. TTL on
- * last use and a size bound, least recently used first, like images; a blob pinned by a run in progress
- * is never removed.
+ * and becomes visible only once both match (common/content-store.ts, staged in `blobs/tmp`, which is
+ * emptied at start); concurrent requests for one blob share one download. What is removed, and when, is
+ * the blob pruner's business (agent/prune/blob-pruner.ts: TTL on last use and a size bound, least
+ * recently used first, like images); a blob pinned by a run in progress is never removed.
  *
  * At rest the files are 0600 in 0700 directories: only the agent reads them. A run that uses a blob as an
  * input gets it hard-linked into its inputs directory, and the container's uid must be able to read it,
  * which widens the shared inode to 0644 while the blob is pinned; the last unpin narrows it again.
  *
  * The LMDB environment is its own (`<data_dir>/blob-index`) rather than a sub-db of the entry index, so
- * the blob cache and the entry index evolve independently.
+ * the blob cache and the entry index evolve independently (and no migration of either is needed).
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { chmodSync, createWriteStream, mkdirSync } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { Transform } from 'node:stream';
 import { open, type RootDatabase } from 'lmdb';
+import { writeContent } from '../../common/content-store.js';
 import { RgridError } from '../../common/errors.js';
 import { isSha256, shown } from '../../common/names.js';
 import { SingleFlight } from '../builder/single-flight.js';
@@ -36,28 +35,12 @@ export interface BlobRecord {
 
 export interface BlobCacheOptions {
   dataDir: string;
-  ttlMs: number;
-  maxBytes: number;
   now?: () => number;
 }
 
-export interface PruneCandidate extends BlobRecord {
+/** A cached blob as the pruner sees it. */
+export interface CachedBlob extends BlobRecord {
   sha256: string;
-}
-
-/** What to remove, pure: past the TTL first, then least recently used until under maxBytes. */
-export function planBlobPrune(records: readonly PruneCandidate[], opts: { now: number; ttlMs: number; maxBytes: number; pinned: (sha: string) => boolean }): PruneCandidate[] {
-  const out: PruneCandidate[] = [];
-  let total = records.reduce((s, r) => s + r.size, 0);
-  const byAge = [...records].sort((a, b) => a.last_used_at - b.last_used_at || (a.sha256 < b.sha256 ? -1 : 1));
-  for (const r of byAge) {
-    if (opts.pinned(r.sha256)) continue;
-    if (opts.now - r.last_used_at > opts.ttlMs || total > opts.maxBytes) {
-      out.push(r);
-      total -= r.size;
-    }
-  }
-  return out;
 }
 
 export interface EnsureLimits {
@@ -75,7 +58,11 @@ export interface BlobCache {
   ensure(sha256: string, download: () => Promise<Readable>, limits: EnsureLimits): Promise<{ path: string; downloaded: boolean }>;
   /** Pins blobs for a run; the returned function unpins. */
   pin(sha256s: readonly string[]): () => void;
-  prune(): Promise<{ removed: number; bytes: number }>;
+  isPinned(sha256: string): boolean;
+  /** Every cached blob with its size and last use (for the pruner). */
+  list(): CachedBlob[];
+  /** Removes a blob unless a run has it pinned at this moment; true when removed. */
+  remove(sha256: string): Promise<boolean>;
   stats(): { entries: number; bytes: number };
   close(): Promise<void>;
 }
@@ -87,6 +74,8 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
   // Directories made by an older version may be wider: narrowed once here.
   mkdirSync(dir, { recursive: true, mode: DIR_MODE });
   chmodSync(dir, DIR_MODE);
+  // Downloads cut off by an earlier life of the agent: none is in flight yet.
+  rmSync(tmp, { recursive: true, force: true });
   const root: RootDatabase<BlobRecord, string> = open({ path: join(options.dataDir, 'blob-index') });
   // LMDB creates its directory with the process umask; the digests in it are the agent's business only.
   chmodSync(join(options.dataDir, 'blob-index'), DIR_MODE);
@@ -109,40 +98,12 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
   }
 
   async function download(sha: string, source: () => Promise<Readable>, limits: EnsureLimits): Promise<{ path: string; size: number }> {
-    await mkdir(tmp, { recursive: true, mode: DIR_MODE });
-    const staging = join(tmp, `${sha}.${randomUUID()}`);
-    const hash = createHash('sha256');
-    const limit = limits.size ?? limits.maxBytes;
-    let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        size += chunk.length;
-        // Cut as soon as it is too long: a control plane sending endless bytes must not fill the disk.
-        if (size > limit) {
-          cb(new RgridError('digest_mismatch', `blob ${sha} is longer than ${limits.size === undefined ? `the ${limit} bytes accepted` : `its ${limit} bytes`}; discarded`));
-          return;
-        }
-        hash.update(chunk);
-        cb(null, chunk);
-      },
+    const { size } = await writeContent(source, dir, `${sha.slice(0, 2)}/${sha}`, { sha256: sha, size: limits.size, maxBytes: limits.maxBytes }, {
+      label: `blob ${sha}`, mode: FILE_MODE, dirMode: DIR_MODE, stagingDir: tmp,
     });
-    try {
-      await pipeline(await source(), meter, createWriteStream(staging, { mode: FILE_MODE, flags: 'wx' }));
-      if (limits.size !== undefined && size !== limits.size) {
-        throw new RgridError('digest_mismatch', `blob ${sha} arrived with ${size} bytes instead of ${limits.size}; discarded`);
-      }
-      const got = hash.digest('hex');
-      if (got !== sha) throw new RgridError('digest_mismatch', `blob ${sha} arrived with digest ${got}; discarded`);
-      const final = pathOf(sha);
-      await mkdir(join(dir, sha.slice(0, 2)), { recursive: true, mode: DIR_MODE });
-      await rename(staging, final);
-      const at = now();
-      await root.put(sha, { size, created_at: at, last_used_at: at });
-      return { path: final, size };
-    } catch (err) {
-      await rm(staging, { force: true });
-      throw err;
-    }
+    const at = now();
+    await root.put(sha, { size, created_at: at, last_used_at: at });
+    return { path: pathOf(sha), size };
   }
 
   /** Back to 0600 once no run uses the blob (see the module comment). Synchronous: no run can pin in between. */
@@ -195,19 +156,19 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
         }
       };
     },
-    async prune() {
-      const records: PruneCandidate[] = [];
-      for (const { key, value } of root.getRange()) records.push({ sha256: key, ...value });
-      const victims = planBlobPrune(records, { now: now(), ttlMs: options.ttlMs, maxBytes: options.maxBytes, pinned: (s) => pins.has(s) });
-      let bytes = 0;
-      for (const v of victims) {
-        // Checked again right before removal: a run may have pinned it meanwhile.
-        if (pins.has(v.sha256)) continue;
-        await root.remove(v.sha256);
-        await rm(pathOf(v.sha256), { force: true });
-        bytes += v.size;
-      }
-      return { removed: victims.length, bytes };
+    isPinned: (sha) => pins.has(sha),
+    list() {
+      const blobs: CachedBlob[] = [];
+      for (const { key, value } of root.getRange()) blobs.push({ sha256: key, ...value });
+      return blobs;
+    },
+    async remove(sha) {
+      const path = pathOf(sha);
+      // Checked right before removal: a run may have pinned it since the pruner planned.
+      if (pins.has(sha)) return false;
+      await root.remove(sha);
+      await rm(path, { force: true });
+      return true;
     },
     stats() {
       let entries = 0;

@@ -9,7 +9,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { isRgridError } from '../../common/errors.js';
 import type { ClaimedExecution } from '../../common/wire/dispatch-api.js';
-import type { ControlClient } from './control-client.js';
+import type { ControlPlaneClient } from '../control/client.js';
 
 export interface ClaimKeeper {
   /** Aborts when the control plane answered a renewal with 409 (the claim is no longer this worker's). */
@@ -23,7 +23,7 @@ export function renewalIntervalMs(leaseMs: number): number {
 }
 
 export function keepClaim(
-  client: Pick<ControlClient, 'renew'>,
+  client: Pick<ControlPlaneClient, 'renew'>,
   claim: Pick<ClaimedExecution, 'execution_id' | 'claim_id' | 'lease_ms'>,
   log: Logger,
 ): ClaimKeeper {
@@ -39,7 +39,7 @@ export function keepClaim(
         return;
       }
       try {
-        await client.renew(claim.execution_id, claim.claim_id, AbortSignal.any([stopped.signal, AbortSignal.timeout(every)]));
+        await client.renew(claim.execution_id, claim.claim_id, { signal: stopped.signal, timeoutMs: every });
         if (failures > 0) log.info({ failed_renewals: failures }, 'claim renewed again');
         failures = 0;
       } catch (err) {

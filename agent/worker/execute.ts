@@ -20,10 +20,10 @@ import { openInside } from '../../common/safe-write.js';
 import type { ExecutionFailure, OutputFile } from '../../common/wire/control-api.js';
 import type { ClaimedExecution, CompleteRequest } from '../../common/wire/dispatch-api.js';
 import type { OutputSink } from '../runner/outputs.js';
+import type { ControlPlaneClient } from '../control/client.js';
 import type { Runner, RunEvent, RunResult } from '../runner/run.js';
 import type { BlobCache } from './blob-cache.js';
 import { keepClaim, type ClaimKeeper } from './claim-keeper.js';
-import type { ControlClient } from './control-client.js';
 import { reportError, runError, runFailure } from './report.js';
 import { TailBuffer } from './tail-buffer.js';
 
@@ -33,7 +33,7 @@ export const LOG_MAX_BYTES = 1024 * 1024;
 export const SCRIPT_BLOB_MAX_BYTES = 64 * 1024 * 1024;
 
 export interface RetryTuning {
-  /** Full-jitter exponential backoff: first bound and cap of the delay. */
+  /** The retry policy's backoff (common/retry.ts, full jitter): first bound and cap of the delay. */
   initialDelayMs: number;
   maxDelayMs: number;
   /** How long one output upload (and the manifest) is retried before the execution is handed back. */
@@ -46,7 +46,7 @@ export interface RetryTuning {
 export const DEFAULT_RETRY: RetryTuning = { initialDelayMs: 250, maxDelayMs: 15_000, uploadBudgetMs: 10 * 60_000, completeBudgetMs: 15 * 60_000 };
 
 export interface ExecuteDeps {
-  client: ControlClient;
+  client: Pick<ControlPlaneClient, 'renew' | 'complete' | 'getBlob' | 'putBlob' | 'recordManifest'>;
   blobs: BlobCache;
   runner: Runner;
   logger: Logger;
@@ -124,7 +124,7 @@ async function produce(
     let inputsPresent = true;
     const fetchOne = async (sha: string, size: number | undefined): Promise<string> => {
       try {
-        const got = await blobs.ensure(sha, () => client.getBlob(claim.account, sha, abort.signal), { size, maxBytes: SCRIPT_BLOB_MAX_BYTES });
+        const got = await blobs.ensure(sha, () => client.getBlob(claim.account, sha, { signal: abort.signal }), { size, maxBytes: SCRIPT_BLOB_MAX_BYTES });
         if (got.downloaded) downloaded++;
         return got.path;
       } catch (err) {
@@ -227,12 +227,12 @@ async function uploadOutputs(
       const path = join(outDir, name);
       const { sha256, size } = await sha256File(path);
       // A fresh stream per attempt: a failed attempt may have consumed part of the previous one.
-      await retryTransient((signal) => deps.client.putBlob(claim.account, sha256, size, createReadStream(path), signal), options);
+      await retryTransient((signal) => deps.client.putBlob(claim.account, sha256, size, createReadStream(path), { signal }), options);
       outputs.push({ name, sha256, size });
     }
     if (outputs.length > 0) {
       const unique = new Map(outputs.map((o) => [o.sha256, { name: o.sha256, sha256: o.sha256, size: o.size }]));
-      await retryTransient((signal) => deps.client.recordManifest(claim.account, [...unique.values()], signal), options);
+      await retryTransient((signal) => deps.client.recordManifest(claim.account, [...unique.values()], { signal }), options);
     }
   } catch (err) {
     // Still failing after the budget: another attempt (here or elsewhere) may succeed; a 4xx will not.
@@ -246,7 +246,7 @@ async function completeWithRetry(
   deps: ExecuteDeps, claim: ClaimedExecution, report: CompleteRequest, keeper: ClaimKeeper, retry: RetryTuning, log: Logger, built: boolean,
 ): Promise<ExecuteOutcome> {
   try {
-    const execution = await retryTransient((signal) => deps.client.complete(claim.execution_id, report, signal), {
+    const execution = await retryTransient((signal) => deps.client.complete(claim.execution_id, report, { signal }), {
       budgetMs: retry.completeBudgetMs, initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs, signal: keeper.lost,
       onRetry: (err, attempt, delayMs) => log.warn({ attempt, delay_ms: delayMs, msg: (err as Error).message }, 'reporting the result failed; retrying'),
     });

@@ -1,31 +1,31 @@
 /**
  * The agent's claim loop, enabled when a control URL and a worker token are configured: register and
- * report entries, then long-poll for work with as many free run slots as there are, check each claim
- * (claim-check.ts) and run it (execute.ts), and back off with jitter while the control plane is
- * unreachable. A claim that fails the checks touches nothing: it is reported as failed when its ids
- * allow, dropped otherwise, and counted either way. Stopping ends the long poll at once and lets running
- * executions finish (the daemon's drain); abandoning kills their containers, and their claims run out and
- * are re-queued by the control plane.
+ * report entries through the sync, then long-poll for work with as many free run slots as there are,
+ * check each claim (claim-check.ts) and run it (execute.ts), and back off (common/retry.ts, full jitter)
+ * while the control plane is unreachable. Every request goes through the agent's one control-plane
+ * client (agent/control/), which reads the credentials anew each time. A claim that fails the checks
+ * touches nothing: it is reported as failed when its ids allow, dropped otherwise, and counted either
+ * way. After each execution the blob cache is pruned (agent/prune/blob-pruner.ts). Stopping ends the
+ * long poll at once and lets running executions finish (the daemon's drain); abandoning kills their
+ * containers, and their claims run out and are re-queued by the control plane.
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import { isRgridError } from '../../common/errors.js';
-import { retryTransient } from '../../common/retry.js';
+import { isRgridError, RgridError } from '../../common/errors.js';
+import { backoffDelay, retryTransient } from '../../common/retry.js';
 import type { ClaimedExecution } from '../../common/wire/dispatch-api.js';
+import type { ControlPlaneClient } from '../control/client.js';
+import { createBlobPruner } from '../prune/blob-pruner.js';
 import type { Runner } from '../runner/run.js';
+import type { SyncLoop } from '../sync/sync-loop.js';
 import { createBlobCache, type BlobCache } from './blob-cache.js';
 import { checkClaim, type ClaimVerdict } from './claim-check.js';
-import { ControlClient } from './control-client.js';
-import type { EntryReporter } from './entry-reporter.js';
 import { DEFAULT_RETRY, executeClaim, type RetryTuning } from './execute.js';
 import { reportError } from './report.js';
 
 export interface WorkerLoopOptions {
-  controlUrl: string;
-  workerToken: string;
-  workerId: string;
   /** Executions run at once. */
   capacity: number;
   blobTtlMs: number;
@@ -38,17 +38,22 @@ export interface WorkerLoopOptions {
 
 export interface WorkerLoopDeps {
   options: WorkerLoopOptions;
+  /** The agent's control-plane client, shared with the sync. */
+  control: ControlPlaneClient;
   runner: Runner;
   logger: Logger;
   dataDir: string;
-  /** Registration and entry reports go through the outbox sync (see entry-reporter.ts). */
-  reporter: EntryReporter;
+  /**
+   * Registration and entry reports belong to the outbox sync: the loop asks it to (re-)register before
+   * claiming, and to flush after a build, before the result is reported — a client that sees the result
+   * can rely on placement knowing the image.
+   */
+  sync: Pick<SyncLoop, 'resync' | 'flush'>;
   /** The agent's metrics registry, for the refused-claims counter. */
   registry?: Registry;
 }
 
 export interface WorkerLoop {
-  readonly active: number;
   /** Stops claiming; resolves when the executions in progress have finished. */
   stop(): Promise<void>;
   /** Kills the runs in progress (the drain deadline passed). */
@@ -56,17 +61,15 @@ export interface WorkerLoop {
   close(): Promise<void>;
 }
 
-/** Exponential backoff with full jitter, capped (pure, unit-tested). */
-export function backoffMs(failures: number, random: () => number = Math.random, baseMs = 500, capMs = 30_000): number {
-  const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, failures - 1));
-  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
-}
+/** Backoff of the claim loop while the control plane is away: full jitter up to 500 ms, doubling to 30 s. */
+const CLAIM_BACKOFF = { initialMs: 500, maxMs: 30_000 };
 
 export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
   const { options, logger } = deps;
-  const log = logger.child({ component: 'worker', worker_id: options.workerId });
-  const client = new ControlClient(options);
-  const blobs: BlobCache = createBlobCache({ dataDir: deps.dataDir, ttlMs: options.blobTtlMs, maxBytes: options.blobMaxBytes });
+  const log = logger.child({ component: 'worker' });
+  const client = deps.control;
+  const blobs: BlobCache = createBlobCache({ dataDir: deps.dataDir });
+  const pruner = createBlobPruner({ blobs, settings: () => ({ ttlMs: options.blobTtlMs, maxBytes: options.blobMaxBytes }), logger: log });
   const refused = new Counter({
     name: 'rgrid_agent_claims_refused_total',
     help: 'Claims from the control plane that failed the checks, by what was done (reported: completed as failed; dropped: ids unusable)',
@@ -74,13 +77,21 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     registers: deps.registry ? [deps.registry] : [],
   });
   const retry = { ...DEFAULT_RETRY, ...options.retry };
-  const { reporter } = deps;
+  const { sync } = deps;
   const runs = new Set<Promise<unknown>>();
   const claimAbort = new AbortController();
   const runAbort = new AbortController();
   let stopping = false;
   let registered = false;
   let slotFreed: () => void = () => undefined;
+  /** For the refusal text only; the client reads the id itself for every request. */
+  const workerId = (): string => {
+    try {
+      return client.credentials().workerId;
+    } catch {
+      return 'unknown';
+    }
+  };
 
   const sleep = (ms: number): Promise<void> =>
     new Promise((resolve) => {
@@ -105,9 +116,9 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     refused.inc({ action: report ? 'reported' : 'dropped' });
     log.warn({ reason: verdict.reason, execution_id: report?.execution_id ?? null }, report ? 'refused a claim; reporting it as failed' : 'refused a claim; dropped');
     if (!report) return;
-    const body = { claim_id: report.claim_id, outcome: 'done' as const, failure: 'error' as const, error: reportError(`worker ${options.workerId}: ${verdict.reason}`) };
+    const body = { claim_id: report.claim_id, outcome: 'done' as const, failure: 'error' as const, error: reportError(`worker ${workerId()}: ${verdict.reason}`) };
     track(
-      retryTransient((signal) => client.complete(report.execution_id, body, signal), {
+      retryTransient((signal) => client.complete(report.execution_id, body, { signal }), {
         budgetMs: retry.completeBudgetMs, initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs, signal: runAbort.signal,
       }).catch((err: unknown) => log.warn({ msg: (err as Error).message, execution_id: report.execution_id }, 'reporting a refused claim failed')),
     );
@@ -117,12 +128,11 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     log.info({ execution_id: claim.execution_id, attempt: claim.attempt, queue_ms: claim.queue_ms }, 'claimed');
     const executeDeps = {
       client, blobs, runner: deps.runner, logger: log, dataDir: deps.dataDir, blobMaxBytes: options.blobMaxBytes, retry,
-      onBuilt: () => reporter.entriesChanged(),
+      onBuilt: () => sync.flush().then(() => undefined, () => undefined),
     };
     const run = executeClaim(executeDeps, claim, runAbort.signal)
       .catch((err: unknown) => log.error({ err, execution_id: claim.execution_id }, 'execution ended without a report; its claim will expire'))
-      .then(() => blobs.prune())
-      .then((p) => p && p.removed > 0 && log.info(p, 'blob cache pruned'))
+      .then(() => pruner.prune())
       .catch((err: unknown) => log.warn({ err }, 'blob cache prune failed'));
     track(run);
   }
@@ -134,7 +144,10 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     while (!stopping) {
       try {
         if (!registered) {
-          const accounts = await reporter.start();
+          // A claim refused with resync_required lands here again: re-register and snapshot, not just flush.
+          const status = await sync.resync();
+          if (!status.registered) throw new RgridError('unavailable', `not registered with the control plane: ${status.last_error ?? 'unknown reason'}`);
+          const accounts = status.accounts;
           registered = true;
           log.info({ accounts, capacity: options.capacity }, 'registered with the control plane; claiming work');
         }
@@ -143,7 +156,7 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
           await new Promise<void>((resolve) => (slotFreed = resolve));
           continue;
         }
-        const { claims } = await client.claim(free, options.claimWaitMs ?? 25_000, claimAbort.signal);
+        const { claims } = await client.claim(free, options.claimWaitMs ?? 25_000, { signal: claimAbort.signal });
         failures = 0;
         for (const raw of claims) {
           const verdict = checkClaim(raw);
@@ -154,7 +167,7 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
         if (stopping) break;
         failures++;
         if (isRgridError(err) && err.code === 'conflict' && err.detail?.resync_required === true) registered = false;
-        const wait = backoffMs(failures);
+        const wait = backoffDelay(failures, CLAIM_BACKOFF);
         log.warn({ msg: (err as Error).message, retry_in_ms: wait }, 'control plane call failed');
         await sleep(wait);
       }
@@ -163,9 +176,6 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
 
   const looping = loop();
   return {
-    get active() {
-      return runs.size;
-    },
     async stop() {
       stopping = true;
       claimAbort.abort();
@@ -177,8 +187,8 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
       runAbort.abort();
     },
     async close() {
+      await pruner.stop();
       await blobs.close();
-      await client.close().catch(() => client.destroy());
     },
   };
 }

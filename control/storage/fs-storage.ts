@@ -1,9 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { createReadStream } from 'node:fs';
+import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stageContent } from '../../common/content-store.js';
 import { RgridError } from '../../common/errors.js';
 import type { BlobStorage, StagedBlob } from './blob-storage.js';
 
@@ -12,8 +10,9 @@ const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 
 /**
- * Filesystem blob store: `<root>/sha256/<first 2 hex>/<sha256>`, uploads staged in `<root>/tmp` on the
- * same file system so the final rename is atomic. The temp file is fsynced before the rename and the
+ * Filesystem blob store: `<root>/sha256/<first 2 hex>/<sha256>`. Uploads are written and verified by
+ * common/content-store.ts, staged in `<root>/tmp` on the same file system (so the final rename is atomic
+ * and leftovers of a crash are swept from one place); the temp file is fsynced before the rename and the
  * directory after it, so a blob that is visible is complete after a crash too. Files are created 0600
  * and directories 0700 whatever the umask (outside systemd it is usually 022).
  */
@@ -23,15 +22,6 @@ export function createFsBlobStorage(root: string): BlobStorage {
   const mkdirPrivate = (dir: string): Promise<string | undefined> => mkdir(dir, { recursive: true, mode: DIR_MODE });
   const pathOf = (sha256: string): string => join(root, 'sha256', sha256.slice(0, 2), sha256);
   const refOf = (sha256: string): string => `sha256/${sha256.slice(0, 2)}/${sha256}`;
-
-  async function fsyncPath(path: string): Promise<void> {
-    const handle = await open(path, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  }
 
   return {
     async prepare() {
@@ -46,54 +36,16 @@ export function createFsBlobStorage(root: string): BlobStorage {
     },
 
     async put(sha256, body, maxBytes) {
-      await mkdirPrivate(tmpDir);
-      const tmp = join(tmpDir, `${sha256}.${randomBytes(6).toString('hex')}.part`);
-      const hash = createHash('sha256');
-      let size = 0;
-      const meter = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          size += chunk.length;
-          if (size > maxBytes) {
-            done(new RgridError('payload_too_large', `blob exceeds the limit of ${maxBytes} bytes`, { limit_bytes: maxBytes }));
-            return;
-          }
-          hash.update(chunk);
-          done(null, chunk);
-        },
+      // A client that goes away mid-upload ends the write as a bad request, not as a server error.
+      body.once('aborted', () => body.destroy(new RgridError('bad_request', 'upload aborted by the client')));
+      // Piped, not pipelined (keepSource): when the limit trips, the request stream is only unpiped, so
+      // the server can still answer 413 on it.
+      const staged = await stageContent(body, join(root, 'sha256'), `${sha256.slice(0, 2)}/${sha256}`, { sha256, maxBytes }, {
+        label: 'the uploaded blob', mode: FILE_MODE, dirMode: DIR_MODE, stagingDir: tmpDir, keepSource: true,
+        tooLong: (limit) => new RgridError('payload_too_large', `blob exceeds the limit of ${limit} bytes`, { limit_bytes: limit }),
       });
-      try {
-        // The request is piped (not pipelined) into the meter: when the limit trips, the request stream
-        // is only unpiped, not destroyed, so the server can still answer 413 on it. A client abort
-        // still ends the write with an error.
-        const sink = pipeline(meter, createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE }));
-        body.once('error', (err) => meter.destroy(err));
-        body.once('aborted', () => meter.destroy(new RgridError('bad_request', 'upload aborted by the client')));
-        body.pipe(meter);
-        await sink;
-        await fsyncPath(tmp);
-      } catch (err) {
-        await rm(tmp, { force: true });
-        throw err;
-      }
-      const actual = hash.digest('hex');
-      if (actual !== sha256) {
-        await rm(tmp, { force: true });
-        throw new RgridError('digest_mismatch', `uploaded bytes hash to ${actual}, not ${sha256}; nothing was stored`, { expected: sha256, actual, size });
-      }
-      const staged: StagedBlob = {
-        size,
-        ref: refOf(sha256),
-        async commit() {
-          const final = pathOf(sha256);
-          await mkdirPrivate(dirname(final));
-          await rename(tmp, final);
-          await fsyncPath(dirname(final));
-        },
-        async discard() {
-          await rm(tmp, { force: true });
-        },
-      };
-      return staged;
+      const blob: StagedBlob = { size: staged.size, ref: refOf(sha256), commit: () => staged.commit(), discard: () => staged.discard() };
+      return blob;
     },
 
     async get(sha256) {

@@ -14,7 +14,7 @@ const dirs: string[] = [];
 
 function cache(): { blobs: BlobCache; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'rgrid-blobs-'));
-  const blobs = createBlobCache({ dataDir: dir, ttlMs: 86_400_000, maxBytes: 1 << 30 });
+  const blobs = createBlobCache({ dataDir: dir });
   caches.push(blobs);
   dirs.push(dir);
   return { blobs, dir };

@@ -1,6 +1,29 @@
 import { describe, expect, it } from 'vitest';
 import { RgridError } from '../../common/errors.js';
-import { isTransient, retryTransient } from '../../common/retry.js';
+import { HttpStatusError, UnreachableError } from '../../common/http-answer.js';
+import { backoffDelay, isSafeToResubmit, isTransient, retryTransient } from '../../common/retry.js';
+
+describe('backoffDelay: exponential backoff with full jitter', () => {
+  const bounds = { initialMs: 100, maxMs: 1000 };
+  it('is uniform between 0 and a bound that doubles per attempt, capped', () => {
+    expect(backoffDelay(0, bounds, () => 0.5)).toBe(0);
+    // Full jitter: the whole range from 0, not half of it (equal jitter would give 50 for attempt 1).
+    expect(backoffDelay(1, bounds, () => 0)).toBe(0);
+    expect(backoffDelay(1, bounds, () => 0.5)).toBe(50);
+    expect(backoffDelay(1, bounds, () => 0.999)).toBe(99);
+    expect(backoffDelay(3, bounds, () => 0.5)).toBe(200);
+    expect(backoffDelay(4, bounds, () => 0.999)).toBe(799);
+    expect(backoffDelay(5, bounds, () => 0.999)).toBe(999);
+    expect(backoffDelay(10_000, bounds, () => 0.5)).toBe(500);
+  });
+  it('never reaches its bound, whatever the random source gives below 1', () => {
+    for (let attempt = 1; attempt < 40; attempt++) {
+      const bound = Math.min(1000, 100 * 2 ** (attempt - 1));
+      expect(backoffDelay(attempt, bounds, () => 0.9999999)).toBeLessThan(bound);
+      expect(backoffDelay(attempt, bounds, () => 0)).toBeGreaterThanOrEqual(0);
+    }
+  });
+});
 
 describe('isTransient', () => {
   it('retries what another attempt can fix, never a 4xx', () => {
@@ -17,6 +40,24 @@ describe('isTransient', () => {
     expect(isTransient(Object.assign(new Error('missing'), { code: 'ENOENT' }))).toBe(false);
     expect(isTransient(undefined)).toBe(false);
   });
+
+  it('judges an error answer by its status and a failed connection by its code', () => {
+    const http = (status: number, code: 'unavailable' | 'bad_request' | 'bad_response' = 'bad_request') => new HttpStatusError(status, code, 'x');
+    expect([http(500), http(502, 'bad_response'), http(503), http(429)].map(isTransient)).toEqual([true, true, true, true]);
+    expect([http(400), http(401), http(404, 'bad_response'), http(409), http(413)].map(isTransient)).toEqual([false, false, false, false, false]);
+    const unreachable = (code: string | undefined) => new UnreachableError('http://x', Object.assign(new Error('no answer'), code ? { code } : {}));
+    expect(['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_SOCKET', 'EAI_AGAIN', undefined].map((c) => isTransient(unreachable(c)))).toEqual([true, true, true, true, true]);
+    // A host name that does not resolve fails at once: a typo, not an outage.
+    expect(isTransient(unreachable('ENOTFOUND'))).toBe(false);
+    expect(isTransient(new RgridError('rate_limited', 'slow down'))).toBe(true);
+  });
+
+  it('repeats a call that is not idempotent only when nothing can have reached a handler', () => {
+    expect(isSafeToResubmit(new UnreachableError('http://x', Object.assign(new Error('x'), { code: 'ECONNREFUSED' })))).toBe(true);
+    expect(isSafeToResubmit(new HttpStatusError(429, 'rate_limited', 'x'))).toBe(true);
+    expect(isSafeToResubmit(new UnreachableError('http://x', Object.assign(new Error('x'), { code: 'ECONNRESET' })))).toBe(false);
+    expect(isSafeToResubmit(new HttpStatusError(503, 'unavailable', 'x'))).toBe(false);
+  });
 });
 
 describe('retryTransient', () => {
@@ -32,6 +73,34 @@ describe('retryTransient', () => {
     expect(value).toBe('ok');
     expect(calls).toBe(4);
     expect(retried).toEqual([1, 2, 3]);
+  });
+
+  it('waits the full-jitter delays of the shared backoff between attempts', async () => {
+    let calls = 0;
+    const delays: number[] = [];
+    await retryTransient(() => (++calls <= 4 ? Promise.reject(new RgridError('unavailable', 'down')) : Promise.resolve('ok')), {
+      initialDelayMs: 4, maxDelayMs: 16, budgetMs: 60_000, random: () => 0.5, onRetry: (_err, _attempt, delay) => delays.push(delay),
+    });
+    expect(delays).toEqual([2, 4, 8, 8]);
+  });
+
+  it('retries only what `retryable` accepts', async () => {
+    let calls = 0;
+    const refused = new UnreachableError('http://x', Object.assign(new Error('x'), { code: 'ECONNRESET' }));
+    await expect(retryTransient(() => {
+      calls++;
+      return Promise.reject(refused);
+    }, { ...quick, budgetMs: 60_000, retryable: isSafeToResubmit })).rejects.toBe(refused);
+    expect(calls).toBe(1);
+  });
+
+  it('makes one attempt only with a budget of 0', async () => {
+    let calls = 0;
+    await expect(retryTransient(() => {
+      calls++;
+      return Promise.reject(new RgridError('unavailable', 'down'));
+    }, { ...quick, budgetMs: 0 })).rejects.toMatchObject({ code: 'unavailable' });
+    expect(calls).toBe(1);
   });
 
   it('does not retry a 4xx', async () => {

@@ -1,8 +1,6 @@
-// Pure logic of the grid: log tails, blob-cache pruning plan, backoff, result status, dispatch load, exit codes.
+// Pure logic of the grid: log tails, result status, dispatch load, exit codes.
 import { describe, expect, it } from 'vitest';
 import { TailBuffer } from '../../agent/worker/tail-buffer.js';
-import { planBlobPrune } from '../../agent/worker/blob-cache.js';
-import { backoffMs } from '../../agent/worker/worker-loop.js';
 import { capLog, resultStatus } from '../../control/dispatch/repository.js';
 import { dispatchLoad, pick } from '../../control/dispatch/choose-worker.js';
 import { loadRatio, rankPlacement } from '../../control/placement.js';
@@ -19,25 +17,6 @@ describe('TailBuffer', () => {
     small.push('abc');
     expect(small.text()).toBe('abc');
     expect(small.truncated).toBe(false);
-  });
-});
-
-describe('planBlobPrune', () => {
-  const rec = (sha: string, size: number, lastUsed: number) => ({ sha256: sha, size, created_at: 0, last_used_at: lastUsed });
-  it('removes past-TTL blobs, then least recently used until under the bound, never pinned ones', () => {
-    const records = [rec('a', 10, 1), rec('b', 10, 50), rec('c', 10, 60), rec('d', 10, 70)];
-    expect(planBlobPrune(records, { now: 100, ttlMs: 1000, maxBytes: 100, pinned: () => false })).toEqual([]);
-    expect(planBlobPrune(records, { now: 100, ttlMs: 60, maxBytes: 100, pinned: () => false }).map((r) => r.sha256)).toEqual(['a']);
-    expect(planBlobPrune(records, { now: 100, ttlMs: 1000, maxBytes: 20, pinned: (s) => s === 'a' }).map((r) => r.sha256)).toEqual(['b', 'c']);
-  });
-});
-
-describe('backoffMs', () => {
-  it('grows exponentially with jitter between half and all of the ceiling, capped', () => {
-    expect(backoffMs(1, () => 0)).toBe(250);
-    expect(backoffMs(1, () => 1)).toBe(500);
-    expect(backoffMs(3, () => 1)).toBe(2000);
-    expect(backoffMs(30, () => 1)).toBe(30_000);
   });
 });
 
