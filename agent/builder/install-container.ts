@@ -1,5 +1,4 @@
-import { PassThrough } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
+import { demuxText, type StreamName } from '../engine-streams.js';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { RgridError } from '../../common/errors.js';
@@ -116,33 +115,13 @@ export function redactUserinfo(text: string): string {
   return text.replace(/(https?:\/\/)[^/@\s']+@/g, '$1***@');
 }
 
-/** Demultiplexes the attach stream into lines (ANSI colours removed), stdout and stderr alike. */
+/** The attach stream as lines (ANSI colours removed), stdout and stderr alike. */
 function attachLines(stream: NodeJS.ReadWriteStream, docker: Docker, onLine: (line: string) => void): Promise<void> {
-  const make = (): PassThrough => {
-    const decoder = new StringDecoder('utf8');
-    let pending = '';
-    const emit = (text: string, final: boolean): void => {
-      pending += text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
-      const parts = pending.split(/\r\n|\n|\r/);
-      pending = final ? '' : (parts.pop() ?? '');
-      for (const part of parts) if (part.trim()) onLine(part.trimEnd());
-    };
-    const sink = new PassThrough();
-    sink.on('data', (chunk: Buffer) => emit(decoder.write(chunk), false));
-    sink.on('end', () => emit(`${decoder.end()}\n`, true));
-    return sink;
-  };
-  const out = make();
-  const err = make();
-  docker.modem.demuxStream(stream, out, err);
-  return new Promise((resolve) => {
-    const finish = (): void => {
-      out.end();
-      err.end();
-      resolve();
-    };
-    stream.on('end', finish);
-    stream.on('close', finish);
-    stream.on('error', finish);
+  const pending: Record<StreamName, string> = { stdout: '', stderr: '' };
+  return demuxText(stream, docker, (name, text, final) => {
+    pending[name] += text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
+    const parts = pending[name].split(/\r\n|\n|\r/);
+    pending[name] = final ? '' : (parts.pop() ?? '');
+    for (const part of parts) if (part.trim()) onLine(part.trimEnd());
   });
 }

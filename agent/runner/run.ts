@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { demuxText } from '../engine-streams.js';
 import { constants } from 'node:fs';
 import { chmod, copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus as hostCpus } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
+import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
@@ -261,32 +261,9 @@ async function removeVolumeLeftovers(docker: Docker, agentId: string, own: Reado
   }
 }
 
-/** Demultiplexes the attach stream into stdout/stderr events (UTF-8, split code points rejoined). */
+/** The attach stream as stdout/stderr events. */
 function attachOutput(stream: NodeJS.ReadWriteStream, docker: Docker, onEvent: (event: RunEvent) => void): Promise<void> {
-  const make = (type: 'stdout' | 'stderr'): PassThrough => {
-    const decoder = new StringDecoder('utf8');
-    const sink = new PassThrough();
-    sink.on('data', (chunk: Buffer) => {
-      const data = decoder.write(chunk);
-      if (data) onEvent({ type, data });
-    });
-    sink.on('end', () => {
-      const rest = decoder.end();
-      if (rest) onEvent({ type, data: rest });
-    });
-    return sink;
-  };
-  const out = make('stdout');
-  const err = make('stderr');
-  docker.modem.demuxStream(stream, out, err);
-  return new Promise((resolve) => {
-    const finish = (): void => {
-      out.end();
-      err.end();
-      resolve();
-    };
-    stream.on('end', finish);
-    stream.on('close', finish);
-    stream.on('error', finish);
+  return demuxText(stream, docker, (type, data) => {
+    if (data) onEvent({ type, data });
   });
 }
