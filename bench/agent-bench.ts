@@ -9,7 +9,7 @@ import tar from 'tar-stream';
 import { AgentClient } from '../agent/client/agent-client.js';
 import { execDockerfile } from '../agent/builder/recipe.js';
 import { sha256File, sha256Hex } from '../common/digest.js';
-import { createWheelhouse } from '../test/support/wheelhouse.js';
+import { createWheelhouse } from '../tools/wheelhouse/wheelhouse.js';
 
 /**
  * The agent's measurements, in one run on one machine:

@@ -1,7 +1,7 @@
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cliJson, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 
 // The socket's mode, and graceful shutdown — in-flight builds finish within the drain

@@ -1,7 +1,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cli, docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 
 // Local runs in the cached image, locked down, inputs in, outputs out, output streamed.

@@ -10,7 +10,7 @@ import { expect, inject, it, onTestFinished } from 'vitest';
 import { nonceScript, startAgent, tempDir, uniqueAccount } from '../agent/helpers.js';
 import { ADMIN_TOKEN, useTestDatabase } from '../control/support.js';
 import { createTokenOver, startControlProcess } from '../support/processes.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { removeAccountContainersAndImages, rgrid, rgridRun } from './grid.js';
 
 const db = useTestDatabase();

@@ -11,7 +11,7 @@ import { buildControlApp } from '../../control/app.js';
 import type { ControlConfig } from '../../control/config.js';
 import { ADMIN_TOKEN, createToken, testConfig, useTestDatabase, type TestDatabase } from '../control/support.js';
 import { docker, removeAccountImages, ROOT, startAgent, tempDir, type AgentProcess } from '../agent/helpers.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 
 export const RGRID_BIN = join(ROOT, 'dist', 'client', 'cli', 'main.js');
 

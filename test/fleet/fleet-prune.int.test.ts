@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { AgentClient } from '../../agent/client/agent-client.js';
 import { useTestDatabase } from '../control/support.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cli, cliJson, docker, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
 import { centralEntries, cleanupControlDirs, eventually, startControl, workerToken, type ControlProcess } from './helpers.js';
 
