@@ -149,10 +149,10 @@ describe('rgrid-agent run against a real Docker engine', () => {
 
   it('rejects an unsafe or duplicate input name and a missing input file', async () => {
     const dup = await run(['--script', files['sandbox.py']!, '--input', files['a.csv']!, '--input', files['a.csv']!]);
-    expect(dup.code).toBe(1);
+    expect(dup.code).toBe(2); // refused input: a usage error, as on every CLI (common/cli.ts)
     expect(dup.stderr).toMatch(/^rgrid-agent: bad_file_name: .*a\.csv.*twice\n$|^rgrid-agent: bad_request: .*a\.csv appears twice\n$/);
     const missing = await run(['--script', files['sandbox.py']!, '--input', join(dir, 'nope.csv')]);
-    expect(missing.code).toBe(1);
+    expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/^rgrid-agent: bad_request: cannot read input .*nope\.csv/);
   });
 });
