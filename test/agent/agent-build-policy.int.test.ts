@@ -25,7 +25,7 @@ async function start(dir: string, name: string, wheelhouse: string, config: Reco
     socket: join(dir, `${name}.sock`),
     baseImage: inject('baseImage'),
     wheelhouse,
-    extra: ['--config', configFile],
+    args: ['--config', configFile],
   });
   return { process, id: String((await process.client.health()).agent_id) };
 }

@@ -57,7 +57,7 @@ describe('rgrid-agent serve lifecycle', () => {
 
   it('past the drain deadline a build is abandoned: the caller gets an error, nothing is stored, exit 1', async () => {
     await agent!.stop();
-    const a = (agent = await startAgent({ dataDir, socket, baseImage: inject('baseImage'), wheelhouse, extra: ['--drain-timeout', '1'] }));
+    const a = (agent = await startAgent({ dataDir, socket, baseImage: inject('baseImage'), wheelhouse, args: ['--drain-timeout', '1'] }));
     let pipRunning!: () => void;
     const started = new Promise<void>((r) => (pipRunning = r));
     const pending = a.client

@@ -29,7 +29,7 @@ it('completes a run in flight once through a 60 s control-plane outage', { timeo
   const dataDir = tempDir('e2e-outage');
   const agent = await startAgent({
     dataDir, socket: join(dataDir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse: createWheelhouse([{ name: 'rgrid-e2e-dep', version: '1.0.0' }]),
-    extra: ['--control-url', control.url, '--worker-token', workerToken, '--worker-id', 'outage-w', '--run-capacity', '1'],
+    control: { url: control.url, workerToken, workerId: 'outage-w', capacity: 1 },
   });
   onTestFinished(async () => {
     await agent.stop();

@@ -31,7 +31,7 @@ beforeAll(async () => {
   configFile = join(dir, 'agent.json');
   writeConfig({ prune_ttl_s: 3600 });
   const wheelhouse = createWheelhouse([{ name: 'rgwarm', version: '1.0' }]);
-  agent = await startAgent({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse, extra: ['--config', configFile] });
+  agent = await startAgent({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse, args: ['--config', configFile] });
 });
 
 afterAll(async () => {
