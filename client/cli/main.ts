@@ -73,7 +73,8 @@ function summaryLine(s: RunSummary, e: Execution): string {
 
 /** The one line that reports a failure of the CLI, whatever the message holds. */
 function errorLine(err: unknown): string {
-  const msg = isRgridError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
+  // Like the other two CLIs: an error that is not typed is reported as unavailable.
+  const msg = isRgridError(err) ? `${err.code}: ${err.message}` : `unavailable: ${err instanceof Error ? err.message : String(err)}`;
   return `rgrid: ${displaySafe(msg)}`;
 }
 

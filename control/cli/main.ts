@@ -269,7 +269,8 @@ function isEntry(): boolean {
 
 /** One line, `rgrid-control: <code>: <reason>`, and the exit status of the error's kind. */
 function fail(err: unknown): void {
-  const line = isRgridError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
+  // Like rgrid-agent: an error that is not typed (a refused connection to the database, mostly) is unavailable.
+  const line = isRgridError(err) ? `${err.code}: ${err.message}` : `unavailable: ${err instanceof Error ? err.message : String(err)}`;
   process.stderr.write(`rgrid-control: ${oneLine(line)}\n`);
   process.exit(exitStatusOfError(err));
 }
