@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { Option, type Command } from 'commander';
 import { createProgram, envHelp, exitStatusOfError, oneLine, runProgram } from '../../common/cli.js';
 import { isRgridError, RgridError } from '../../common/errors.js';
-import { parseDuration } from '../../common/duration.js';
+import { durationFlag } from '../../common/cli-flags.js';
 import { createLogger } from '../../common/logger.js';
 import { buildControlApp } from '../app.js';
 import { runCleanup } from '../cleanup.js';
@@ -195,7 +195,9 @@ export function buildProgram(env: ControlEnv): Command {
     .option('--json', 'print JSON')
     .action(async (flags: CommonFlags & { account: string; role: 'scheduler' | 'client' | 'worker'; workerId?: string; expiresIn?: string; description?: string; json?: boolean }) => {
       if ((flags.role === 'worker') !== (flags.workerId !== undefined)) throw new RgridError('bad_request', '--worker-id is required for, and only for, --role worker');
-      const expiresAt = flags.expiresIn ? new Date(Date.now() + parseDuration(flags.expiresIn, '--expires-in')) : null;
+      // More than 0 (a token born expired is a typo) and at most ten years (a date JavaScript can hold).
+      const expiresInMs = durationFlag(flags.expiresIn, '--expires-in', { exclusiveMin: 0, max: 3650 * 86_400_000 });
+      const expiresAt = expiresInMs === undefined ? null : new Date(Date.now() + expiresInMs);
       await withDatabase(flags, env, async (url) => {
         const pool = createPool(url, 1);
         try {

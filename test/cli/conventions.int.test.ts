@@ -150,6 +150,9 @@ describe('the same kind of error ends each CLI with the same status', () => {
     expect([agent.code, lines(agent.stderr)]).toEqual([2, [expect.stringMatching(/^rgrid-agent: bad_request: cannot read script/)]]);
     const control = await runCli('rgrid-control', ['token', 'create', '--account', 'a', '--role', 'worker', '--data-dir', join(dir, 'unused')]);
     expect([control.code, lines(control.stderr)]).toEqual([2, ['rgrid-control: bad_request: --worker-id is required for, and only for, --role worker']]);
+    const expired = await runCli('rgrid-control', ['token', 'create', '--account', 'a', '--role', 'client', '--expires-in', '0s', '--data-dir', join(dir, 'unused')]);
+    expect([expired.code, lines(expired.stderr)]).toEqual([2, ['rgrid-control: bad_request: --expires-in must be more than 0ms and at most 3650d, got "0s"']]);
+    expect(existsSync(join(dir, 'unused'))).toBe(false); // no database was started for either
   });
 
   it('a service that cannot be reached: 1 on all three', async () => {
