@@ -1,15 +1,16 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { AgentClient } from '../agent/client/agent-client.js';
 import { execDockerfile } from '../agent/builder/recipe.js';
 import { sha256File, sha256Hex } from '../common/digest.js';
-import { createWheelhouse } from '../test/support/wheelhouse.js';
+import { removeAccountResources, runCli, startAgentProcess, type AgentProcess } from '../tools/harness/processes.js';
+import { createWheelhouse } from '../tools/wheelhouse/wheelhouse.js';
 
 /**
  * The agent's measurements, in one run on one machine:
@@ -19,14 +20,6 @@ import { createWheelhouse } from '../test/support/wheelhouse.js';
  *  3. sha256 throughput of common/digest.ts against `openssl speed sha256`.
  * Prints a table and writes bench-output/agent.json (raw samples included).
  */
-function repoRoot(): string {
-  // dist/bench/agent-bench.js (compiled) or bench/agent-bench.ts: the nearest directory with package.json.
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
-  return dir;
-}
-const ROOT = repoRoot();
-const AGENT_BIN = join(ROOT, 'dist', 'agent', 'cli', 'main.js');
 const BASE_IMAGE = process.env.RGRID_TEST_BASE_IMAGE ?? 'rgrid-test/python:bookworm';
 const HIT_REQUESTS = Number(process.env.RGRID_BENCH_HITS ?? 1000);
 const DOCKER_BUILDS = Number(process.env.RGRID_BENCH_DOCKER_BUILDS ?? 20);
@@ -46,39 +39,19 @@ const stats = (samples: readonly number[]): Record<string, number> => ({
   max_ms: round(Math.max(...samples), 3),
 });
 
-async function startAgent(dir: string, wheelhouse: string): Promise<{ socket: string; stop: () => Promise<void> }> {
-  const socket = join(dir, 'agent.sock');
-  const proc = spawn(process.execPath, [AGENT_BIN, 'serve', '--socket', socket, '--data-dir', join(dir, 'data'), '--runtime', `python3.11=${BASE_IMAGE}`, '--pip-find-links', wheelhouse, '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+/** The agent from dist/ through the shared process harness; its warnings and errors go to our stderr. */
+function startAgent(dir: string, wheelhouse: string): Promise<AgentProcess> {
+  return startAgentProcess({
+    dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: BASE_IMAGE, wheelhouse, logLevel: 'warn',
+    onOutput: (chunk) => void process.stderr.write(chunk),
   });
-  const client = new AgentClient(socket);
-  for (let i = 0; ; i++) {
-    try {
-      if ((await client.health()).phase === 'running') break;
-    } catch {
-      if (i > 300 || proc.exitCode !== null) throw new Error('agent did not start');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  await client.close();
-  return {
-    socket,
-    stop: () =>
-      new Promise((r) => {
-        proc.once('exit', () => r());
-        proc.kill('SIGTERM');
-      }),
-  };
 }
 
-function cliWallMs(args: string[], socket: string): Promise<{ ms: number; out: Record<string, unknown> }> {
-  const started = performance.now();
-  return new Promise((resolvePromise, reject) => {
-    execFile(process.execPath, [AGENT_BIN, ...args, '--json'], { env: { ...process.env, RGRID_AGENT_SOCKET: socket } }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`rgrid-agent ${args[0]} failed: ${stderr}`));
-      else resolvePromise({ ms: performance.now() - started, out: JSON.parse(stdout) as Record<string, unknown> });
-    });
-  });
+/** `rgrid-agent <args> --json`, timed from spawn to exit (the CLI's start-up included, as a user sees it). */
+async function cliWallMs(args: string[], socket: string): Promise<{ ms: number; out: Record<string, unknown> }> {
+  const res = await runCli('rgrid-agent', [...args, '--json'], { env: { RGRID_AGENT_SOCKET: socket } });
+  if (res.code !== 0) throw new Error(`rgrid-agent ${args[0]} failed: ${res.stderr}`);
+  return { ms: res.wallMs, out: JSON.parse(res.stdout) as Record<string, unknown> };
 }
 
 /** One engine build from an in-memory context; resolves when the engine reports the image. */
@@ -235,9 +208,7 @@ export async function runAgentBench(): Promise<Record<string, unknown>> {
     }
   } finally {
     await agent.stop();
-    const images = await docker.listImages({ filters: { label: [`io.rgrid.account=${account}`] } });
-    images.sort((a, b) => (a.Labels?.['io.rgrid.kind'] === 'image' ? -1 : 0) - (b.Labels?.['io.rgrid.kind'] === 'image' ? -1 : 0));
-    for (const image of images) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
+    await removeAccountResources(account, docker);
   }
 
   // 3. sha256 throughput.

@@ -15,17 +15,16 @@
  * workers are marked seen now, the snapshot worker's rows are removed) and `RGRID_BENCH_SKIP_SNAPSHOT=1`
  * skips the snapshot phase. Without them (`npm run bench`) every run seeds a fresh database and removes it.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { migrate } from '../control/db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../control/db/embedded.js';
+import { startControlProcess, type ControlProcess } from '../tools/harness/processes.js';
 
 const WORKERS = 1000;
 const ENTRIES_PER_WORKER = 1000; // 500 script images + 500 dependency layers
@@ -83,47 +82,22 @@ async function seed(client: pg.Client): Promise<{ seconds: number }> {
   return { seconds: (performance.now() - t0) / 1000 };
 }
 
-interface Server {
-  url: string;
-  child: ChildProcessWithoutNullStreams;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-/** Log level warn keeps per-request logging out of the measurement; readiness is polled on /readyz. */
-async function startServer(cli: string, databaseUrl: string, dataDir: string): Promise<Server> {
-  const port = await freePort();
+/**
+ * A real `rgrid-control serve` through the shared process harness, ready once /readyz answers; its output
+ * goes to ours. Log level warn keeps per-request logging out of the measurement.
+ */
+async function startServer(databaseUrl: string, dataDir: string): Promise<ControlProcess> {
   // RGRID_BENCH_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=DIR`) and RGRID_BENCH_SERVER_ARGS (extra serve
   // flags) are for profiling and experiments; both empty by default.
   const nodeArgs = (process.env.RGRID_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const serverArgs = (process.env.RGRID_BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(
-    process.execPath,
-    [...nodeArgs, cli, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn', '--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate',
+  return startControlProcess({
+    databaseUrl, adminToken: ADMIN, dataDir, logLevel: 'warn', nodeArgs,
+    args: ['--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate',
       // The bench drives one token far past the per-token admission limits, and its snapshot is ~60 MB.
       '--token-rate-limit', '0', '--token-concurrency', '0', '--snapshot-body-limit', String(128 * 1024 * 1024), ...serverArgs],
-    { env: { ...process.env, DATABASE_URL: databaseUrl, RGRID_CONTROL_ADMIN_TOKEN: ADMIN } },
-  );
-  child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
-  child.stdout.on('data', (c: Buffer) => process.stdout.write(c));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-    const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
-    if (ok) return { url, child };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error('server did not become ready within 20 s');
+    onOutput: (chunk) => void process.stderr.write(chunk),
+  });
 }
 
 async function post(url: string, path: string, token: string, body: unknown, method = 'POST'): Promise<{ status: number; json: unknown; ms: number }> {
@@ -199,15 +173,13 @@ function snapshotEntries(): unknown[] {
 }
 
 export async function runControlBench(): Promise<Record<string, unknown>> {
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-  const cli = join(root, 'dist', 'control', 'cli', 'main.js');
   const keepDir = process.env.RGRID_BENCH_KEEP_DB || undefined;
   const skipSnapshot = process.env.RGRID_BENCH_SKIP_SNAPSHOT === '1';
   const dir = keepDir ?? mkdtempSync(join(tmpdir(), 'rgrid-control-bench-'));
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o711);
   let embedded: EmbeddedPostgres | undefined;
-  let server: Server | undefined;
+  let server: ControlProcess | undefined;
   let dropDatabase: (() => Promise<void>) | undefined;
   try {
     let serverUrl = process.env.DATABASE_URL;
@@ -253,7 +225,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM cache_entries');
     console.log(`${reuse ? 'found' : 'seeded'} ${rows[0]!.n} entries${reuse ? '' : ` in ${seeded.seconds.toFixed(1)} s`}`);
 
-    server = await startServer(cli, databaseUrl, join(dir, 'data'));
+    server = await startServer(databaseUrl, join(dir, 'data'));
     const sched = ((await post(server.url, '/v1/admin/tokens', ADMIN, { account: ACCOUNT, role: 'scheduler' })).json as { token: string }).token;
     const sample = await post(server.url, '/v1/resolve', sched, JSON.parse(resolveBodies(1)[0]!));
     const sampleBody = sample.json as { image: { workers: string[] }; deps: { workers: string[] }; placement: unknown[] };
@@ -309,11 +281,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     console.log(`wrote ${join(out, 'control.json')}`);
     return result;
   } finally {
-    if (server) {
-      const exited = new Promise((r) => server!.child.once('exit', r));
-      server.child.kill('SIGTERM');
-      await exited;
-    }
+    await server?.stop();
     // An external server keeps nothing of the run; the embedded one goes away with its directory.
     if (!embedded) await dropDatabase?.().catch((err: unknown) => console.error(`could not drop the bench database: ${String(err)}`));
     await embedded?.stop();

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createWheelhouse } from '../test/support/wheelhouse.js';
+import { createWheelhouse } from '../tools/wheelhouse/wheelhouse.js';
 import { rgridRun, startLocalGrid, type CliRun } from './grid-process.js';
 
 const SCRIPT = `import csv, pathlib

@@ -1,5 +1,6 @@
 import { mkdir, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
+import { numberFlag, parseMemory, parseTimeout } from '../../common/cli-flags.js';
 import { exitStatusOf } from '../../common/executions.js';
 import { assertInputFileName, shown } from '../../common/names.js';
 import { openInside } from '../../common/safe-write.js';
@@ -55,13 +56,6 @@ function progressPrinter(flags: CommonFlags): ((event: AgentEvent) => void) | un
   };
 }
 
-function positiveNumber(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new RgridError('bad_request', `${flag} must be a positive number, got ${JSON.stringify(value)}`);
-  return n;
-}
-
 export async function ensureCommand(flags: EnsureFlags, env: { socket?: string | undefined }): Promise<number> {
   const script = await readInput(flags.script, 'script');
   const requirements = flags.requirements ? await readInput(flags.requirements, 'requirements') : null;
@@ -92,9 +86,11 @@ export async function runCommand(flags: RunFlags, env: { socket?: string | undef
     assertInputFileName(name);
     inputs.push({ name, data: await readInput(path, 'input') });
   }
-  const timeout = positiveNumber(flags.timeout, '--timeout');
-  const memory = positiveNumber(flags.memory, '--memory');
-  const cpus = positiveNumber(flags.cpus, '--cpus');
+  // The same flags, ranges and messages as `rgrid run` (common/cli-flags.ts); the agent lowers a request
+  // further to its own ceilings.
+  const timeout = parseTimeout(flags.timeout);
+  const memory = parseMemory(flags.memory);
+  const cpus = numberFlag(flags.cpus, '--cpus', { exclusiveMin: 0, max: 1024 });
   const outputDir = flags.outputDir ? resolve(flags.outputDir) : undefined;
   if (outputDir) await mkdir(outputDir, { recursive: true });
   const captured = { stdout: '', stderr: '' };
@@ -121,7 +117,7 @@ export async function runCommand(flags: RunFlags, env: { socket?: string | undef
         ...(flags.runtime ? { runtime: flags.runtime } : {}),
         ...(flags.account ? { account: flags.account } : {}),
         ...(timeout !== undefined ? { timeout_s: timeout } : {}),
-        ...(memory !== undefined ? { memory_mb: Math.round(memory) } : {}),
+        ...(memory !== undefined ? { memory_mb: memory } : {}),
         ...(cpus !== undefined ? { cpus } : {}),
       },
       onEvent,

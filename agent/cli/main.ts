@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
+import type { Command } from 'commander';
+import { createProgram, envHelp, exitStatusOfError, oneLine, runProgram } from '../../common/cli.js';
 import { isRgridError, RgridError } from '../../common/errors.js';
 import { ensureCommand, inspectCommand, lsCommand, runCommand } from './client-commands.js';
 import { pruneCommand, reindexCommand, statusCommand, syncCommand, verifyCommand } from './fleet-commands.js';
@@ -8,8 +9,9 @@ import { serve } from './serve.js';
 /**
  * rgrid-agent: `serve` runs the daemon; `ensure`, `run`, `ls` talk to it over its Unix socket. The
  * environment is read here, once, and passed down (RGRID_AGENT_SOCKET); nothing reads it at import time.
- * Failures print ONE line on stderr (`rgrid-agent: <code>: <reason>`) and exit 1; with --json the error
- * body also goes to stdout as JSON (it carries e.g. the tail of pip's output).
+ * Failures print ONE line on stderr (`rgrid-agent: <code>: <reason>`) and exit with the status of their
+ * kind (common/cli.ts: 2 for refused input, else 1); with --json the error body also goes to stdout as
+ * JSON (it carries e.g. the tail of pip's output).
  */
 const env = {
   socket: process.env.RGRID_AGENT_SOCKET,
@@ -26,8 +28,8 @@ function fail(err: unknown, json: boolean): never {
   const error = isRgridError(err) ? err : new RgridError('unavailable', (err as Error).message ?? String(err));
   if (json) process.stdout.write(`${JSON.stringify({ error: error.code, message: error.message, ...(error.detail ? { detail: error.detail } : {}) })}\n`);
   // One line, always: a message with newlines is folded (the full pip tail is in the --json detail).
-  process.stderr.write(`rgrid-agent: ${error.code}: ${error.message.replace(/\s*\n\s*/g, ' ')}\n`);
-  process.exit(1);
+  process.stderr.write(`rgrid-agent: ${error.code}: ${oneLine(error.message)}\n`);
+  process.exit(exitStatusOfError(error));
 }
 
 function action<F extends { json?: boolean }>(run: (flags: F) => Promise<number>) {
@@ -40,16 +42,14 @@ function action<F extends { json?: boolean }>(run: (flags: F) => Promise<number>
   };
 }
 
-const program = new Command('rgrid-agent')
-  .description('rgrid worker agent: content-addressed image and dependency-layer cache over a local Docker engine')
-  .showHelpAfterError()
-  .exitOverride();
+const program = createProgram('rgrid-agent', 'rgrid worker agent: content-addressed image and dependency-layer cache over a local Docker engine');
+const SOCKET_HELP = envHelp('agent socket', 'RGRID_AGENT_SOCKET');
 
 program
   .command('serve')
   .description('run the agent daemon on a Unix socket')
   .option('--config <file>', 'JSON config file (flags override it)')
-  .option('--socket <path>', 'Unix socket to listen on (default: $RGRID_AGENT_SOCKET)')
+  .option('--socket <path>', envHelp('Unix socket to listen on', 'RGRID_AGENT_SOCKET'))
   .option('--data-dir <dir>', 'directory for the LMDB index and run scratch space')
   .option('--runtime <name=image>', 'runtime name mapped to a base image (repeatable)', collect)
   .option('--default-runtime <name>', 'runtime used when a request names none')
@@ -59,11 +59,11 @@ program
   .option('--build-concurrency <n>', 'builds running at once (default 1)')
   .option('--run-network <mode>', 'network of run containers: none|host (default none)')
   .option('--socket-group <group>', 'group owning the socket (mode 0660)')
-  .option('--drain-timeout <seconds>', 'on SIGTERM, time for builds and runs to finish (default 60)')
+  .option('--drain-timeout <duration>', 'on SIGTERM, time for builds and runs to finish: seconds or e.g. 90s, 2m (default 60)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
   .option('--control-url <url>', 'control plane base URL; enables sync and claiming executions')
-  .option('--worker-token <token>', 'worker token for the control plane; visible in ps: prefer --worker-token-file')
-  .option('--worker-token-file <file>', 'file holding the worker token, mode 0600 (else worker_token_file in the config, $RGRID_WORKER_TOKEN, $RGRID_WORKER_TOKEN_FILE, $CREDENTIALS_DIRECTORY/worker-token)')
+  .option('--worker-token <token>', envHelp('worker token for the control plane; visible in ps: prefer --worker-token-file', 'RGRID_WORKER_TOKEN'))
+  .option('--worker-token-file <file>', envHelp('file holding the worker token, mode 0600 (else worker_token_file in the config)', 'RGRID_WORKER_TOKEN_FILE', '$CREDENTIALS_DIRECTORY/worker-token'))
   .option('--worker-id <id>', 'worker id the token is bound to (default: host name)')
   .option('--run-capacity <n>', 'executions run at once for the control plane (default 2)')
   .option('--ttl <duration>', 'prune entries unused this long, e.g. 2s, 30d (default 30d)')
@@ -82,7 +82,7 @@ program
 
 const clientOptions = (cmd: Command): Command =>
   cmd
-    .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+    .option('--socket <path>', SOCKET_HELP)
     .option('--progress', 'print build progress on stderr even when it is not a terminal')
     .option('--quiet', 'no build progress');
 
@@ -107,8 +107,8 @@ clientOptions(
     .option('--output-dir <dir>', 'where files the script wrote to /work/outputs are copied')
     .option('--runtime <name>', 'runtime name')
     .option('--account <name>', 'account (default "default")')
-    .option('--timeout <seconds>', 'wall-clock limit; the container is killed after it')
-    .option('--memory <mb>', 'memory limit in MB')
+    .option('--timeout <seconds>', 'wall-clock limit: seconds, or a duration such as 90s, 15m, 2h; the container is killed after it')
+    .option('--memory <mb>', 'memory limit in MB (16 to 1048576)')
     .option('--cpus <n>', 'CPU limit')
     .option('--json', 'print one JSON object (script output in its stdout/stderr fields)'),
 ).action(action((flags: Parameters<typeof runCommand>[0]) => runCommand(flags, env)));
@@ -134,7 +134,7 @@ clientOptions(
 program
   .command('sync')
   .description('sync state with the control plane: outbox depth, last success, ok|retrying|open')
-  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--socket <path>', SOCKET_HELP)
   .option('--now', 'send the outbox now (ignoring backoff) before answering; exit 1 if ops remain')
   .option('--json', 'print one JSON object')
   .action(action((flags: Parameters<typeof syncCommand>[0]) => syncCommand(flags, env)));
@@ -142,7 +142,7 @@ program
 program
   .command('prune')
   .description('remove entries unused past the TTL, and LRU entries while the disk is above the high mark')
-  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--socket <path>', SOCKET_HELP)
   .option('--dry-run', 'report what would be removed; remove nothing')
   .option('--json', 'print a JSON array of {key, kind, image_id, reason}')
   .action(action((flags: Parameters<typeof pruneCommand>[0]) => pruneCommand(flags, env)));
@@ -150,7 +150,7 @@ program
 program
   .command('verify')
   .description('compare the index with the engine\'s labelled images; --repair fixes the drift')
-  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--socket <path>', SOCKET_HELP)
   .option('--repair', 'fix the drift found')
   .option('--json', 'print the report as JSON')
   .action(action((flags: Parameters<typeof verifyCommand>[0]) => verifyCommand(flags, env)));
@@ -158,24 +158,15 @@ program
 program
   .command('reindex')
   .description('rebuild index entries from the engine\'s image labels (after a lost index)')
-  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--socket <path>', SOCKET_HELP)
   .option('--json', 'print the report as JSON')
   .action(action((flags: Parameters<typeof reindexCommand>[0]) => reindexCommand(flags, env)));
 
 program
   .command('status')
   .description('version, uptime, config, runtimes, entries, bytes, build queue, sync and warm state')
-  .option('--socket <path>', 'agent socket (default: $RGRID_AGENT_SOCKET)')
+  .option('--socket <path>', SOCKET_HELP)
   .option('--json', 'print one JSON object')
   .action(action((flags: Parameters<typeof statusCommand>[0]) => statusCommand(flags, env)));
 
-async function main(): Promise<void> {
-  try {
-    await program.parseAsync(process.argv);
-  } catch (err) {
-    if (err instanceof CommanderError) process.exit(err.exitCode);
-    fail(err, false);
-  }
-}
-
-void main();
+void runProgram(program, process.argv, (err) => fail(err, false));

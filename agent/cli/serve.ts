@@ -1,8 +1,8 @@
-import { createRequire } from 'node:module';
-import { parseDuration } from '../../common/duration.js';
-import { parseRuntimeFlags, readConfigFile, resolveConfig, type AgentConfigInput } from '../config.js';
+import { packageVersion } from '../../common/cli.js';
+import { durationFlag, numberFlag, rangeOf } from '../../common/cli-flags.js';
+import { createLogger } from '../../common/logger.js';
+import { AgentConfigSchema, parseRuntimeFlags, readConfigFile, resolveConfig, type AgentConfig, type AgentConfigInput } from '../config.js';
 import { startDaemon } from '../daemon.js';
-import { createLogger } from '../logger.js';
 import { checkWorkerTokenFile, warnIfConfigExposesToken, workerTokenSettings, type WorkerTokenEnv } from './worker-token.js';
 
 const warnLine = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -34,20 +34,15 @@ export interface ServeFlags {
   metricsListen?: string;
 }
 
-/** `2s`, `30d` (common/duration.ts) → seconds, the unit of the config keys. */
-const durationFlag = (value: string | undefined, flag: string): number | undefined =>
-  value === undefined ? undefined : parseDuration(value, flag) / 1000;
+type NumericKey = { [K in keyof AgentConfig]-?: NonNullable<AgentConfig[K]> extends number ? K : never }[keyof AgentConfig];
 
-function version(): string {
-  try {
-    return (createRequire(import.meta.url)('../../../package.json') as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
+/** A number flag, range-checked against its config key's schema (so flag and file accept the same). */
+const numberOf = (value: string | undefined, flag: string, key: NumericKey): number | undefined =>
+  numberFlag(value, flag, rangeOf(AgentConfigSchema.properties[key]));
 
-const numberFlag = (value: string | undefined): number | string | undefined =>
-  value === undefined ? undefined : Number.isFinite(Number(value)) ? Number(value) : value;
+/** `90`, `2s`, `30d` (common/duration.ts) → seconds, the unit of the config's `_s` keys, range-checked. */
+const secondsOf = (value: string | undefined, flag: string, key: NumericKey): number | undefined =>
+  durationFlag(value, flag, rangeOf(AgentConfigSchema.properties[key]), 1000);
 
 /** `rgrid-agent serve`: the only place that listens and installs the signal handler. */
 export interface ServeEnv extends WorkerTokenEnv {
@@ -56,6 +51,8 @@ export interface ServeEnv extends WorkerTokenEnv {
 
 export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
   const fromFile = flags.config ? await readConfigFile(flags.config) : {};
+  // The token sources first: their warning is printed even when a later flag is refused.
+  const token = workerTokenSettings(flags, fromFile, env, warnLine);
   const fromFlags: AgentConfigInput = {
     socket: flags.socket ?? (fromFile.socket === undefined ? env.socket : undefined),
     data_dir: flags.dataDir,
@@ -64,18 +61,18 @@ export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
     build_network: flags.buildNetwork,
     pip_find_links: flags.pipFindLinks,
     pip_index_url: flags.pipIndexUrl,
-    build_concurrency: numberFlag(flags.buildConcurrency),
+    build_concurrency: numberOf(flags.buildConcurrency, '--build-concurrency', 'build_concurrency'),
     run_network: flags.runNetwork,
     socket_group: flags.socketGroup,
-    drain_timeout_s: numberFlag(flags.drainTimeout),
+    drain_timeout_s: secondsOf(flags.drainTimeout, '--drain-timeout', 'drain_timeout_s'),
     log_level: flags.logLevel,
     control_url: flags.controlUrl,
-    ...workerTokenSettings(flags, fromFile, env, warnLine),
+    ...token,
     worker_id: flags.workerId,
-    run_capacity: numberFlag(flags.runCapacity),
-    prune_ttl_s: durationFlag(flags.ttl, '--ttl'),
-    prune_min_age_s: durationFlag(flags.minAge, '--min-age'),
-    prune_interval_s: durationFlag(flags.pruneInterval, '--prune-interval'),
+    run_capacity: numberOf(flags.runCapacity, '--run-capacity', 'run_capacity'),
+    prune_ttl_s: secondsOf(flags.ttl, '--ttl', 'prune_ttl_s'),
+    prune_min_age_s: secondsOf(flags.minAge, '--min-age', 'prune_min_age_s'),
+    prune_interval_s: secondsOf(flags.pruneInterval, '--prune-interval', 'prune_interval_s'),
     disk_usage_file: flags.diskUsageFile,
     warm_dir: flags.warmDir,
     metrics_listen: flags.metricsListen,
@@ -83,8 +80,8 @@ export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
   const config = resolveConfig(fromFile, fromFlags);
   warnIfConfigExposesToken(flags.config, fromFile, warnLine);
   checkWorkerTokenFile(config, env.credentialsDirectory);
-  const logger = createLogger(config.log_level);
-  const daemon = await startDaemon({ config, logger, version: version(), configFile: flags.config, configFlags: fromFlags });
+  const logger = createLogger({ service: 'rgrid-agent', level: config.log_level });
+  const daemon = await startDaemon({ config, logger, version: packageVersion(), configFile: flags.config, configFlags: fromFlags });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;

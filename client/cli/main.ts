@@ -5,7 +5,8 @@
  * RGRID_RUNTIME, RGRID_RETRY_FOR) and exits. Text that came from the control plane is escaped before it
  * reaches the terminal (`displaySafe`), except the script's own stdout and stderr, passed on as written.
  */
-import { Command, CommanderError } from 'commander';
+import { Option, type Command } from 'commander';
+import { createProgram, envHelp, exitStatusOfError, runProgram } from '../../common/cli.js';
 import { isRgridError, RgridError } from '../../common/errors.js';
 import { assertUuid, displaySafe } from '../../common/names.js';
 import type { Execution } from '../../common/wire/control-api.js';
@@ -25,6 +26,8 @@ const env = {
 delete process.env.RGRID_TOKEN;
 
 interface Conn {
+  controlUrl?: string;
+  /** The old spelling of --control-url, kept as a hidden alias. */
   control?: string;
   token?: string;
   tokenFile?: string;
@@ -34,8 +37,8 @@ interface Conn {
 const stderrLine = (line: string): void => void process.stderr.write(`${line}\n`);
 
 function connect(flags: Conn): ControlApi {
-  const url = flags.control ?? env.control;
-  if (!url) throw new RgridError('bad_request', 'no control plane: pass --control URL or set RGRID_CONTROL_URL');
+  const url = flags.controlUrl ?? flags.control ?? env.control;
+  if (!url) throw new RgridError('bad_request', 'no control plane: pass --control-url URL or set RGRID_CONTROL_URL');
   const token = resolveToken({ flagToken: flags.token, flagFile: flags.tokenFile, envToken: env.token, envFile: env.tokenFile }, stderrLine);
   const retryForMs = flags.retryFor !== undefined ? parseRetryFor(flags.retryFor, '--retry-for') : parseRetryFor(env.retryFor, 'RGRID_RETRY_FOR');
   return new ControlApi(url, token, { retryForMs, notice: stderrLine });
@@ -70,28 +73,30 @@ function summaryLine(s: RunSummary, e: Execution): string {
 
 /** The one line that reports a failure of the CLI, whatever the message holds. */
 function errorLine(err: unknown): string {
-  const msg = isRgridError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
+  // Like the other two CLIs: an error that is not typed is reported as unavailable.
+  const msg = isRgridError(err) ? `${err.code}: ${err.message}` : `unavailable: ${err instanceof Error ? err.message : String(err)}`;
   return `rgrid: ${displaySafe(msg)}`;
 }
 
-/** Exit 2 for a usage or input error, else 1. */
+/** Exit 2 for a usage or input error, else 1 (common/cli.ts). */
 function fail(err: unknown): never {
   stderrLine(errorLine(err));
-  process.exit(isRgridError(err) && err.code === 'bad_request' ? 2 : 1);
+  process.exit(exitStatusOfError(err));
 }
 
-const program = new Command('rgrid').description('run Python scripts on the rgrid grid').showHelpAfterError().exitOverride();
+const program = createProgram('rgrid', 'run Python scripts on the rgrid grid');
 const withConn = (cmd: Command): Command =>
   cmd
-    .option('--control <url>', 'control plane URL (default: $RGRID_CONTROL_URL)')
-    .option('--token-file <file>', 'file holding the client token, mode 0600 (default: $RGRID_TOKEN_FILE)')
-    .option('--token <token>', 'client token (default: $RGRID_TOKEN); visible in ps: prefer --token-file')
-    .option('--retry-for <duration>', 'ride out a control-plane outage this long, 0 = fail at once (default: $RGRID_RETRY_FOR or 10m)');
+    .addOption(new Option('--control-url <url>', envHelp('control plane URL', 'RGRID_CONTROL_URL')).conflicts('control'))
+    .addOption(new Option('--control <url>').hideHelp())
+    .option('--token-file <file>', envHelp('file holding the client token, mode 0600', 'RGRID_TOKEN_FILE'))
+    .option('--token <token>', envHelp('client token; visible in ps: prefer --token-file', 'RGRID_TOKEN'))
+    .option('--retry-for <duration>', envHelp('ride out a control-plane outage this long, 0 = fail at once (default 10m)', 'RGRID_RETRY_FOR'));
 
 withConn(program.command('run').argument('<script>', 'Python script').argument('[inputs...]', 'input files, visible as /work/inputs/<name>'))
   .description('run a script on a worker; exits with the script\'s exit code')
   .option('-r, --requirements <file>', 'requirements.txt')
-  .option('--runtime <name>', 'runtime (default: $RGRID_RUNTIME or python3.11)')
+  .option('--runtime <name>', envHelp('runtime (default python3.11)', 'RGRID_RUNTIME'))
   .option('--output-dir <dir>', 'where outputs are written (default ./rgrid-outputs/<execution id>)')
   .option('--timeout <seconds>', 'wall-clock limit of the run: seconds, or a duration such as 90s, 15m, 2h')
   .option('--memory <mb>', 'memory limit of the run in MB')
@@ -160,8 +165,4 @@ withConn(program.command('logs').argument('<id>', 'execution id'))
     }
   });
 
-program.parseAsync(process.argv).catch((err: unknown) => {
-  // Commander has printed its own message (an unknown option, a missing argument): a usage error.
-  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
-  fail(err);
-});
+void runProgram(program, process.argv, fail);

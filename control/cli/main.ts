@@ -1,19 +1,21 @@
 #!/usr/bin/env node
 /**
  * `rgrid-control`: serve, migrate, token create|list|revoke, cleanup. The only module that reads the
- * environment, listens, and installs signal handlers. Errors end the process with a
- * one-line reason on stderr and a non-zero exit code, never a swallowed failure.
+ * environment (once, `readControlEnv`), listens, and installs signal handlers. Errors end the process
+ * with a one-line reason on stderr and the exit status of their kind (common/cli.ts), never a
+ * swallowed failure.
  */
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { Command, Option } from 'commander';
-import pino from 'pino';
-import { isRgridError } from '../../common/errors.js';
-import { parseDuration } from '../../common/duration.js';
+import { Option, type Command } from 'commander';
+import { createProgram, envHelp, exitStatusOfError, oneLine, runProgram } from '../../common/cli.js';
+import { isRgridError, RgridError } from '../../common/errors.js';
+import { durationFlag } from '../../common/cli-flags.js';
+import { createLogger } from '../../common/logger.js';
 import { assertUuid } from '../../common/names.js';
 import { buildControlApp } from '../app.js';
 import { runCleanup } from '../cleanup.js';
-import { loadControlConfig } from '../config.js';
+import { loadControlConfig, type ControlConfig } from '../config.js';
 import { openDatabase } from '../db/connect.js';
 import { migrate } from '../db/migrate.js';
 import { createPool } from '../db/pool.js';
@@ -21,7 +23,7 @@ import { createTokenRepository } from '../repositories/tokens.js';
 import { createFsBlobStorage } from '../storage/fs-storage.js';
 import { tokenInfo } from '../routes/admin.js';
 import { join } from 'node:path';
-import { configFromFlags, readDatabaseUrl, urlHasPassword, type CommonFlags, type ServeFlags } from './options.js';
+import { configFromFlags, readControlEnv, readDatabaseUrl, urlHasPassword, type CommonFlags, type ControlEnv, type ServeFlags } from './options.js';
 import { connectedAsSuperuser } from '../db/roles.js';
 
 type Lifecycle = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -41,14 +43,14 @@ function warnCommandLineSecrets(flags: CommonFlags, warn: (line: string) => void
 }
 
 /** The database URL a command other than serve uses (same sources as serve). */
-function databaseUrlOf(flags: CommonFlags): string | null {
+function databaseUrlOf(flags: CommonFlags, env: ControlEnv): string | null {
   warnCommandLineSecrets(flags, stderrLog);
-  return readDatabaseUrl(flags, process.env)?.value ?? null;
+  return readDatabaseUrl(flags, env)?.value ?? null;
 }
 
-async function serve(flags: ServeFlags): Promise<void> {
-  const config = configFromFlags(flags, process.env);
-  const logger = pino({ level: config.logLevel });
+async function serve(flags: ServeFlags, env: ControlEnv): Promise<void> {
+  const config = configFromFlags(flags, env);
+  const logger = createLogger({ service: 'rgrid-control', level: config.logLevel });
   let state: Lifecycle = 'starting';
   warnCommandLineSecrets(flags, (line) => logger.warn(line));
   if (config.adminToken === null) logger.warn('no admin token configured (RGRID_CONTROL_ADMIN_TOKEN or a file): admin routes refuse every request');
@@ -112,11 +114,8 @@ async function serve(flags: ServeFlags): Promise<void> {
 }
 
 /** Commands other than serve: the same database selection, no HTTP server. */
-async function withDatabase<T>(flags: CommonFlags, fn: (url: string) => Promise<T>): Promise<T> {
-  const config = loadControlConfig({
-    ...(flags.dataDir ? { dataDir: flags.dataDir } : process.env.RGRID_CONTROL_DATA_DIR ? { dataDir: process.env.RGRID_CONTROL_DATA_DIR } : {}),
-    databaseUrl: databaseUrlOf(flags),
-  });
+async function withDatabase<T>(flags: CommonFlags, env: ControlEnv, fn: (url: string) => Promise<T>): Promise<T> {
+  const config = databaseConfig(flags, env);
   const database = await openDatabase(config.databaseUrl, config.dataDir, () => undefined);
   try {
     const quiet = { info: () => undefined, warn: stderrLog, error: stderrLog };
@@ -127,22 +126,28 @@ async function withDatabase<T>(flags: CommonFlags, fn: (url: string) => Promise<
   }
 }
 
+/** Data directory and database of a command other than serve: the flags, else the environment. */
+function databaseConfig(flags: CommonFlags, env: ControlEnv): ControlConfig {
+  const dataDir = flags.dataDir ?? env.RGRID_CONTROL_DATA_DIR;
+  return loadControlConfig({ ...(dataDir ? { dataDir } : {}), databaseUrl: databaseUrlOf(flags, env) });
+}
+
 function print(value: unknown, json: boolean | undefined, text: () => string): void {
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
 }
 
-export function buildProgram(): Command {
-  const program = new Command('rgrid-control').description('rgrid control plane: fleet-wide cache index, inputs, executions').showHelpAfterError();
+export function buildProgram(env: ControlEnv): Command {
+  const program = createProgram('rgrid-control', 'rgrid control plane: fleet-wide cache index, inputs, executions');
   const common = (cmd: Command): Command =>
     cmd
-      .option('--data-dir <dir>', 'data directory (embedded PostgreSQL, blobs)', undefined)
-      .option('--database-url <url>', 'external PostgreSQL (default: $DATABASE_URL, else embedded); prefer --database-url-file, a password here is visible to other users')
-      .option('--database-url-file <path>', 'file holding the external PostgreSQL URL (else $DATABASE_URL, $DATABASE_URL_FILE, $CREDENTIALS_DIRECTORY/database-url)');
+      .option('--data-dir <dir>', envHelp('data directory: embedded PostgreSQL, blobs (default .rgrid/control)', 'RGRID_CONTROL_DATA_DIR'))
+      .option('--database-url <url>', envHelp('external PostgreSQL (default: embedded); prefer --database-url-file, a password here is visible to other users', 'DATABASE_URL'))
+      .option('--database-url-file <path>', envHelp('file holding the external PostgreSQL URL', 'DATABASE_URL', 'DATABASE_URL_FILE', '$CREDENTIALS_DIRECTORY/database-url'));
 
   common(program.command('serve').description('run the HTTP API'))
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8080')
-    .option('--admin-token-file <path>', 'file holding the admin token (else $RGRID_CONTROL_ADMIN_TOKEN, $RGRID_CONTROL_ADMIN_TOKEN_FILE, $CREDENTIALS_DIRECTORY/admin-token)')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--admin-token-file <path>', envHelp('file holding the admin token', 'RGRID_CONTROL_ADMIN_TOKEN', 'RGRID_CONTROL_ADMIN_TOKEN_FILE', '$CREDENTIALS_DIRECTORY/admin-token'))
+    .option('--log-level <level>', envHelp('fatal|error|warn|info|debug|trace|silent (default info)', 'RGRID_CONTROL_LOG_LEVEL'))
     .option('--body-limit <bytes>', 'JSON body limit (default 1048576)')
     .option('--blob-max-bytes <bytes>', 'largest input blob (default 4 GiB)')
     .option('--entry-ttl <duration>', 'remove entries and manifests unused this long (default 30d)')
@@ -174,12 +179,12 @@ export function buildProgram(): Command {
     .option('--run-max-memory-mb <mb>', 'largest memory_mb a submission may ask for, unless its account has its own ceiling (default 4096)')
     .option('--run-max-timeout <duration>', 'longest timeout_s a submission may ask for, unless its account has its own ceiling (default 1d)')
     .option('--run-max-attempts <n>', 'most max_attempts a submission may ask for, unless its account has its own ceiling, 1-20 (default 5)')
-    .action(async (flags: ServeFlags) => serve(flags));
+    .action(async (flags: ServeFlags) => serve(flags, env));
 
   common(program.command('migrate').description('apply pending migrations and exit'))
     .option('--json', 'print JSON')
     .action(async (flags: CommonFlags & { json?: boolean }) => {
-      const config = loadControlConfig({ ...(flags.dataDir ? { dataDir: flags.dataDir } : {}), databaseUrl: databaseUrlOf(flags) });
+      const config = databaseConfig(flags, env);
       const database = await openDatabase(config.databaseUrl, config.dataDir, () => undefined);
       try {
         const result = await migrate(database.url, { info: () => undefined, warn: stderrLog, error: stderrLog });
@@ -198,9 +203,11 @@ export function buildProgram(): Command {
     .option('--description <text>', 'free text kept with the token')
     .option('--json', 'print JSON')
     .action(async (flags: CommonFlags & { account: string; role: 'scheduler' | 'client' | 'worker'; workerId?: string; expiresIn?: string; description?: string; json?: boolean }) => {
-      if ((flags.role === 'worker') !== (flags.workerId !== undefined)) throw new Error('--worker-id is required for, and only for, --role worker');
-      const expiresAt = flags.expiresIn ? new Date(Date.now() + parseDuration(flags.expiresIn, '--expires-in')) : null;
-      await withDatabase(flags, async (url) => {
+      if ((flags.role === 'worker') !== (flags.workerId !== undefined)) throw new RgridError('bad_request', '--worker-id is required for, and only for, --role worker');
+      // More than 0 (a token born expired is a typo) and at most ten years (a date JavaScript can hold).
+      const expiresInMs = durationFlag(flags.expiresIn, '--expires-in', { exclusiveMin: 0, max: 3650 * 86_400_000 });
+      const expiresAt = expiresInMs === undefined ? null : new Date(Date.now() + expiresInMs);
+      await withDatabase(flags, env, async (url) => {
         const pool = createPool(url, 1);
         try {
           const { token: secret, row } = await createTokenRepository(pool).create({ account: flags.account, role: flags.role, workerId: flags.workerId ?? null, expiresAt, description: flags.description ?? null });
@@ -214,7 +221,7 @@ export function buildProgram(): Command {
     .option('--account <account>', 'only this account')
     .option('--json', 'print JSON')
     .action(async (flags: CommonFlags & { account?: string; json?: boolean }) => {
-      await withDatabase(flags, async (url) => {
+      await withDatabase(flags, env, async (url) => {
         const pool = createPool(url, 1);
         try {
           const rows = (await createTokenRepository(pool).list({ account: flags.account })).map(tokenInfo);
@@ -228,11 +235,11 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (id: string, flags: CommonFlags & { json?: boolean }) => {
       assertUuid(id, 'token id');
-      await withDatabase(flags, async (url) => {
+      await withDatabase(flags, env, async (url) => {
         const pool = createPool(url, 1);
         try {
           const row = await createTokenRepository(pool).revoke(id);
-          if (!row) throw new Error(`no token ${id}`);
+          if (!row) throw new RgridError('not_found', `no token ${id}`);
           print(tokenInfo(row), flags.json, () => `revoked ${id}`);
         } finally {
           await pool.end();
@@ -247,8 +254,9 @@ export function buildProgram(): Command {
     .option('--worker-retention <duration>', 'default 7d')
     .option('--blob-grace <duration>', 'default 1h')
     .action(async (flags: CommonFlags & { dryRun?: boolean; json?: boolean; entryTtl?: string; workerRetention?: string; blobGrace?: string }) => {
-      const config = configFromFlags({ ...flags, migrate: true }, { ...process.env, RGRID_CONTROL_ADMIN_TOKEN: '' });
-      await withDatabase(flags, async (url) => {
+      // Cleanup needs no admin token: its sources are left out, so a bad one cannot stop a cleanup.
+      const config = configFromFlags({ ...flags, migrate: true }, { ...env, RGRID_CONTROL_ADMIN_TOKEN: undefined, RGRID_CONTROL_ADMIN_TOKEN_FILE: undefined, CREDENTIALS_DIRECTORY: undefined });
+      await withDatabase(flags, env, async (url) => {
         const pool = createPool(url, 2);
         try {
           const report = await runCleanup(pool, createFsBlobStorage(join(config.dataDir, 'blobs')), config, { dryRun: flags.dryRun === true, wait: true });
@@ -271,11 +279,18 @@ function isEntry(): boolean {
   }
 }
 
+/** One line, `rgrid-control: <code>: <reason>`, and the exit status of the error's kind. */
+function fail(err: unknown): void {
+  // Like rgrid-agent: an error that is not typed (a refused connection to the database, mostly) is unavailable.
+  const line = isRgridError(err) ? `${err.code}: ${err.message}` : `unavailable: ${err instanceof Error ? err.message : String(err)}`;
+  process.stderr.write(`rgrid-control: ${oneLine(line)}\n`);
+  process.exit(exitStatusOfError(err));
+}
+
 if (isEntry()) {
-  buildProgram()
-    .parseAsync(process.argv)
-    .catch((err: unknown) => {
-      process.stderr.write(`rgrid-control: ${isRgridError(err) || err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(isRgridError(err) && err.httpStatus < 500 ? 2 : 1);
-    });
+  const env = readControlEnv(process.env);
+  // Read once; out of the environment so that nothing the control plane starts could inherit a secret.
+  delete process.env.RGRID_CONTROL_ADMIN_TOKEN;
+  delete process.env.DATABASE_URL;
+  void runProgram(buildProgram(env), process.argv, fail);
 }

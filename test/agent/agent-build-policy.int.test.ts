@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { RgridError } from '../../common/errors.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cli, cliJson, docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 import { makeSdist } from './sdist.js';
 
@@ -25,7 +25,7 @@ async function start(dir: string, name: string, wheelhouse: string, config: Reco
     socket: join(dir, `${name}.sock`),
     baseImage: inject('baseImage'),
     wheelhouse,
-    extra: ['--config', configFile],
+    args: ['--config', configFile],
   });
   return { process, id: String((await process.client.health()).agent_id) };
 }

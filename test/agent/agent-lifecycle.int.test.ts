@@ -1,7 +1,7 @@
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cliJson, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 
 // The socket's mode, and graceful shutdown — in-flight builds finish within the drain
@@ -57,7 +57,7 @@ describe('rgrid-agent serve lifecycle', () => {
 
   it('past the drain deadline a build is abandoned: the caller gets an error, nothing is stored, exit 1', async () => {
     await agent!.stop();
-    const a = (agent = await startAgent({ dataDir, socket, baseImage: inject('baseImage'), wheelhouse, extra: ['--drain-timeout', '1'] }));
+    const a = (agent = await startAgent({ dataDir, socket, baseImage: inject('baseImage'), wheelhouse, args: ['--drain-timeout', '1'] }));
     let pipRunning!: () => void;
     const started = new Promise<void>((r) => (pipRunning = r));
     const pending = a.client

@@ -23,7 +23,7 @@ describe('the run sandbox and its limits', () => {
   beforeAll(async () => {
     const config = join(dir, 'agent.json');
     writeFileSync(config, JSON.stringify(limits));
-    agent = await startAgent({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), extra: ['--config', config] });
+    agent = await startAgent({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), args: ['--config', config] });
   });
 
   afterAll(async () => {

@@ -16,7 +16,8 @@ export async function startWorkerAgent(fake: FakeControl, dataDir: string, worke
   writeFileSync(configFile, JSON.stringify(config));
   return startAgent({
     dataDir, socket: join(dataDir, 'agent.sock'), baseImage: inject('baseImage'),
-    extra: ['--config', configFile, '--control-url', fake.url, '--worker-token', 'fake-token', '--worker-id', workerId, '--run-capacity', '2'],
+    control: { url: fake.url, workerToken: 'fake-token', workerId, capacity: 2 },
+    args: ['--config', configFile],
   });
 }
 

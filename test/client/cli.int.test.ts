@@ -5,19 +5,13 @@
  * line (`ps`, /proc/PID/cmdline); a token on the command line prints a warning; bad numbers are usage
  * errors. No Docker or PostgreSQL is used, but the CLI must be built (npm test builds first).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { BIN, runCli, type CliResult } from '../support/processes.js';
 import { startFakeControl, type FakeControl } from './fake-control.js';
-
-interface Cli {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let fake: FakeControl | undefined;
 const roots: string[] = [];
@@ -40,24 +34,11 @@ function workspace(): { root: string; script: string; out: string; tokenFile: st
 }
 
 const TOKEN = 'rgrid_cli_secret_7f3a9c1e5b';
-const RGRID_BIN = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), 'dist', 'client', 'cli', 'main.js');
+const RGRID_BIN = BIN.rgrid;
 
-/** Starts the CLI; `whileRunning` sees its pid before it ends. */
-function rgrid(args: string[], env: Record<string, string>, whileRunning?: (pid: number) => Promise<void>): Promise<Cli> {
-  const clean = { ...process.env };
-  delete clean.RGRID_TOKEN;
-  delete clean.RGRID_TOKEN_FILE;
-  delete clean.RGRID_CONTROL_URL;
-  const child = spawn(process.execPath, [RGRID_BIN, ...args], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  return (async () => {
-    if (whileRunning) await whileRunning(child.pid!);
-    return { code: await exited, stdout, stderr };
-  })();
+/** Runs the CLI with only `env` of its own variables (the harness drops inherited ones); `whileRunning` sees its pid before it ends. */
+function rgrid(args: string[], env: Record<string, string>, whileRunning?: (pid: number) => Promise<void>): Promise<CliResult> {
+  return runCli('rgrid', args, { env, ...(whileRunning ? { whileRunning } : {}) });
 }
 
 function files(dir: string): string[] {

@@ -33,7 +33,7 @@ describe('admission configuration', () => {
   it('takes every limit from serve flags', () => {
     const c = configFromFlags({
       snapshotBodyLimit: '4194304', accountBlobQuota: '1000', accountBlobCount: '10', tokenRateLimit: '0', tokenConcurrency: '4',
-      authFailures: '5', requestTimeout: '10m', headersTimeout: '5s', connectionTimeout: '2m', keepAliveTimeout: '3s', bodyIdleTimeout: '7s',
+      authFailuresPerMinute: '5', requestTimeout: '10m', headersTimeout: '5s', connectionTimeout: '2m', keepAliveTimeout: '3s', bodyIdleTimeout: '7s',
     }, {});
     expect(c).toMatchObject({
       snapshotBodyLimitBytes: 4 * MiB, accountBlobQuotaBytes: 1000, accountBlobQuotaCount: 10, tokenRateLimitPerMinute: 0, tokenConcurrencyLimit: 4,

@@ -2,63 +2,31 @@
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
 // Two `rgrid-control serve` processes (from dist/) on one database serve the same
 // data (no per-process state that matters), and migrations run once when both start together.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../common/digest.js';
+import { startControlProcess, type ControlProcess } from '../support/processes.js';
 import { entry, sha, useTestDatabase } from './support.js';
 
 const db = useTestDatabase({ migrated: false });
-const CLI = join(process.cwd(), 'dist', 'control', 'cli', 'main.js');
 const ADMIN = 'replica-admin-token-0123456789';
 
-interface Replica {
-  child: ChildProcessWithoutNullStreams;
-  lines: Record<string, unknown>[];
-  url: string;
-  exit: Promise<number | null>;
-}
+type Replica = ControlProcess;
 
 const started: Replica[] = [];
 const dirs: string[] = [];
-afterAll(() => {
-  for (const r of started) if (r.child.exitCode === null) r.child.kill('SIGKILL');
+afterAll(async () => {
+  for (const r of started) await r.kill();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-function startReplica(dataDir: string): Promise<Replica> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--log-level', 'info'], {
-    env: { ...process.env, DATABASE_URL: db.url, RGRID_CONTROL_ADMIN_TOKEN: ADMIN },
-  });
-  const lines: Record<string, unknown>[] = [];
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  let stderr = '';
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  return new Promise((resolve, reject) => {
-    let buffer = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        try {
-          const parsed = JSON.parse(line) as Record<string, unknown>;
-          lines.push(parsed);
-          if (parsed.msg === 'rgrid-control serving') {
-            const replica = { child, lines, url: String(parsed.url), exit };
-            started.push(replica);
-            resolve(replica);
-          }
-        } catch {
-          // not a log line
-        }
-      }
-    });
-    void exit.then((code) => reject(new Error(`replica exited with ${code} before serving: ${stderr}`)));
-  });
+/** Log level info: the test reads which replica applied the migrations, and the 'stopped' line. */
+async function startReplica(dataDir: string): Promise<Replica> {
+  const replica = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN, dataDir, logLevel: 'info' });
+  started.push(replica);
+  return replica;
 }
 
 async function api(r: Replica, method: string, path: string, token: string, body?: unknown, raw?: Buffer) {
@@ -83,7 +51,7 @@ describe('two control processes on one database', () => {
     const migrationFiles = readdirSync(join(process.cwd(), 'control', 'migrations')).filter((f) => f.endsWith('.sql'));
     const { rows } = await db.pool.query('SELECT name FROM pgmigrations ORDER BY id');
     expect(rows.map((r) => `${r.name}.sql`)).toEqual(migrationFiles.sort());
-    const applied = [a, b].map((r) => r.lines.find((l) => Array.isArray(l.applied))?.applied as string[]);
+    const applied = [a, b].map((r) => r.logLines().find((l) => Array.isArray(l.applied))?.applied as string[]);
     expect(applied.map((x) => x.length).sort()).toEqual([0, migrationFiles.length]);
 
     // Tokens made through A work on B: no per-process token state.
@@ -124,9 +92,7 @@ describe('two control processes on one database', () => {
     }
 
     // Both stop cleanly on SIGTERM.
-    a.child.kill('SIGTERM');
-    b.child.kill('SIGTERM');
-    expect(await Promise.all([a.exit, b.exit])).toEqual([0, 0]);
-    for (const r of [a, b]) expect(r.lines.some((l) => l.msg === 'stopped')).toBe(true);
+    expect(await Promise.all([a.stop(), b.stop()])).toEqual([0, 0]);
+    for (const r of [a, b]) expect(r.logLines().some((l) => l.msg === 'stopped')).toBe(true);
   });
 });

@@ -2,20 +2,19 @@
 // the control plane's secrets, the application connects as a role that is not a superuser and owns its
 // tables, and when the postmaster is killed, health goes unavailable and comes back once the control
 // plane has restarted it.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startControlProcess, type ControlProcess } from '../support/processes.js';
 
-const CLI = join(process.cwd(), 'dist', 'control', 'cli', 'main.js');
 const ADMIN = `embedded-secret-admin-${Date.now()}-0123456789`;
 const OTHER_SECRET = `some-other-secret-${Date.now()}`;
 const dataDir = mkdtempSync(join(tmpdir(), 'rgrid-embedded-secrets-'));
-let child: ChildProcessWithoutNullStreams | undefined;
-afterAll(() => {
-  if (child && child.exitCode === null) child.kill('SIGKILL');
+let control: ControlProcess | undefined;
+afterAll(async () => {
+  await control?.kill();
   const pid = postmasterPid();
   if (pid) {
     try {
@@ -48,23 +47,15 @@ function postgresProcesses(postmaster: number): number[] {
   return pids;
 }
 
-function serve(): Promise<{ url: string; exit: Promise<number | null> }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, RGRID_CONTROL_ADMIN_TOKEN: ADMIN, RGRID_TEST_OTHER_SECRET: OTHER_SECRET };
-  delete env.DATABASE_URL;
-  child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--cleanup-interval', '0'], { env });
-  const proc = child;
-  const exit = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    let out = '';
-    proc.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /"url":"(http:[^"]+)".*"msg":"rgrid-control serving"/.exec(out);
-      if (m) resolve({ url: m[1]!, exit });
-    });
-    let err = '';
-    proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    void exit.then((code) => reject(new Error(`serve exited with ${code}: ${err}${out.slice(-2000)}`)));
+/**
+ * Embedded PostgreSQL (no database URL), the admin token in the control plane's own environment (the
+ * variable itself, not a file: what must not reach the database's processes), plus an unrelated secret.
+ */
+async function serve(): Promise<ControlProcess> {
+  control = await startControlProcess({
+    adminToken: ADMIN, adminTokenVia: 'env', dataDir, logLevel: 'info', args: ['--cleanup-interval', '0'], env: { RGRID_TEST_OTHER_SECRET: OTHER_SECRET },
   });
+  return control;
 }
 
 async function until(what: string, check: () => Promise<boolean>, maxMs: number): Promise<void> {
@@ -138,8 +129,7 @@ describe('rgrid-control serve with its embedded PostgreSQL', () => {
     });
     expect(created.status).toBe(201);
 
-    child!.kill('SIGTERM');
-    expect(await server.exit).toBe(0);
+    expect(await server.stop()).toBe(0);
     expect(existsSync(join(dataDir, 'postgres', 'postmaster.pid'))).toBe(false);
   });
 });

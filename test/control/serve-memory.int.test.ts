@@ -1,38 +1,23 @@
 // A worker token sending a 100 MiB snapshot (declared, or streamed without a length) is refused
 // without the control plane's memory growing: the body is never held. Measured on a real
 // `rgrid-control serve` process (its resident set, from /proc) on this run's PostgreSQL.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startControlProcess, type ControlProcess } from '../support/processes.js';
 import { useTestDatabase } from './support.js';
 
-const CLI = join(process.cwd(), 'dist', 'control', 'cli', 'main.js');
 const ADMIN = 'memory-admin-token-0123456789abcdef';
 const MiB = 1024 * 1024;
 const db = useTestDatabase();
-let child: ChildProcessWithoutNullStreams | undefined;
-afterAll(() => {
-  if (child && child.exitCode === null) child.kill('SIGKILL');
+let control: ControlProcess | undefined;
+afterAll(async () => {
+  await control?.kill();
 });
 
-function serve(): Promise<{ url: string; pid: number }> {
-  child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--data-dir', db.dataDir, '--cleanup-interval', '0', '--log-level', 'info'], {
-    env: { ...process.env, DATABASE_URL: db.url, RGRID_CONTROL_ADMIN_TOKEN: ADMIN },
-  });
-  const proc = child;
-  return new Promise((resolve, reject) => {
-    let out = '';
-    proc.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /"url":"(http:[^"]+)".*"msg":"rgrid-control serving"/.exec(out);
-      if (m) resolve({ url: m[1]!, pid: proc.pid! });
-    });
-    let err = '';
-    proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    proc.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${err}${out.slice(-2000)}`)));
-  });
+async function serve(): Promise<{ url: string; pid: number }> {
+  control = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN, dataDir: db.dataDir, logLevel: 'info', args: ['--cleanup-interval', '0'] });
+  return { url: control.url, pid: control.pid };
 }
 
 /** Resident set size of `pid` in bytes. */

@@ -10,7 +10,7 @@ import { expect, inject, it, onTestFinished } from 'vitest';
 import { nonceScript, startAgent, tempDir, uniqueAccount } from '../agent/helpers.js';
 import { ADMIN_TOKEN, useTestDatabase } from '../control/support.js';
 import { createTokenOver, startControlProcess } from '../support/processes.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { removeAccountContainersAndImages, rgrid, rgridRun } from './grid.js';
 
 const db = useTestDatabase();
@@ -29,7 +29,7 @@ it('completes a run in flight once through a 60 s control-plane outage', { timeo
   const dataDir = tempDir('e2e-outage');
   const agent = await startAgent({
     dataDir, socket: join(dataDir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse: createWheelhouse([{ name: 'rgrid-e2e-dep', version: '1.0.0' }]),
-    extra: ['--control-url', control.url, '--worker-token', workerToken, '--worker-id', 'outage-w', '--run-capacity', '1'],
+    control: { url: control.url, workerToken, workerId: 'outage-w', capacity: 1 },
   });
   onTestFinished(async () => {
     await agent.stop();

@@ -1,19 +1,19 @@
 /**
  * The whole grid for the e2e tests: the control plane (the real app, listening on a loopback port, on a
  * fresh database of the run's PostgreSQL), real agents spawned from dist/ with their claim loop on, and
- * the real `rgrid` CLI from dist/. Every test uses its own account, so runs never share images.
+ * the real `rgrid` CLI from dist/ — both through the shared process harness (test/support/processes.ts).
+ * Every test uses its own account, so runs never share images.
  */
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, inject } from 'vitest';
 import { buildControlApp } from '../../control/app.js';
 import type { ControlConfig } from '../../control/config.js';
 import { ADMIN_TOKEN, createToken, testConfig, useTestDatabase, type TestDatabase } from '../control/support.js';
-import { docker, removeAccountImages, ROOT, startAgent, tempDir, type AgentProcess } from '../agent/helpers.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { docker, startAgent, tempDir, type AgentProcess } from '../agent/helpers.js';
+import { BIN, removeAccountResources, runCli, type CliResult } from '../support/processes.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 
-export const RGRID_BIN = join(ROOT, 'dist', 'client', 'cli', 'main.js');
+export const RGRID_BIN = BIN.rgrid;
 
 export interface Grid {
   db: TestDatabase;
@@ -53,8 +53,9 @@ export function useGrid(overrides: Partial<ControlConfig> = {}): Grid {
       const token = await createToken(app!, account, 'worker', workerId);
       const dataDir = opts.dataDir ?? tempDir(`e2e-${workerId}`);
       const agent = await startAgent({
-        dataDir, socket: join(dataDir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse,
-        extra: ['--control-url', url, '--worker-token', token, '--worker-id', workerId, '--run-capacity', String(opts.capacity ?? 2), ...(opts.extra ?? [])],
+        dataDir, baseImage: inject('baseImage'), wheelhouse,
+        control: { url, workerToken: token, workerId, capacity: opts.capacity ?? 2 },
+        args: opts.extra ?? [],
       });
       agents.push(agent);
       return agent;
@@ -67,33 +68,14 @@ export function useGrid(overrides: Partial<ControlConfig> = {}): Grid {
   };
 }
 
-export async function removeAccountContainersAndImages(account: string): Promise<void> {
-  const containers = await docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`] } });
-  for (const c of containers) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-  // Outputs volumes of runs cut off by a killed agent (a live agent removes its own).
-  const { Volumes } = await docker.listVolumes({ filters: { label: [`io.rgrid.account=${account}`] } });
-  for (const v of Volumes ?? []) await docker.getVolume(v.Name).remove().catch(() => undefined);
-  await removeAccountImages(account);
-}
+/** Containers, outputs volumes and images labelled with the account (test/support/processes.ts). */
+export const removeAccountContainersAndImages = (account: string): Promise<void> => removeAccountResources(account, docker);
 
-export interface RgridResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type RgridResult = CliResult;
 
+/** `rgrid <args>` with the control plane and the client token in its environment (never in argv). */
 export function rgrid(args: string[], env: { url: string; token: string }, cwd?: string): Promise<RgridResult> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [RGRID_BIN, ...args],
-      { env: { ...process.env, RGRID_CONTROL_URL: env.url, RGRID_TOKEN: env.token }, maxBuffer: 64 * 1024 * 1024, ...(cwd ? { cwd } : {}) },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return runCli('rgrid', args, { env: { RGRID_CONTROL_URL: env.url, RGRID_TOKEN: env.token }, ...(cwd ? { cwd } : {}) });
 }
 
 export interface RunJson {
@@ -109,7 +91,7 @@ export interface RunJson {
   outputs: string[];
 }
 
-export async function rgridRun(args: string[], env: { url: string; token: string }, cwd?: string): Promise<RunJson & { code: number; stderr: string }> {
+export async function rgridRun(args: string[], env: { url: string; token: string }, cwd?: string): Promise<RunJson & { code: number | null; stderr: string }> {
   const res = await rgrid(['run', ...args, '--json'], env, cwd);
   let parsed: RunJson;
   try {

@@ -4,12 +4,13 @@
  * command line (`ps -eo args` and /proc/PID/cmdline): neither token appears, and both were used (the
  * agent registered and ran the execution). A token given with --worker-token prints a warning.
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { AGENT_BIN, nonceScript, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
+import { nonceScript, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
 import { createToken } from '../control/support.js';
+import { runCli } from '../support/processes.js';
 import { RGRID_BIN, useGrid } from './grid.js';
 
 const grid = useGrid();
@@ -46,32 +47,28 @@ describe('tokens from files appear in no command line', () => {
     const dir = tempDir('e2e-tokens');
     const workerToken = await createToken(grid.app(), account, 'worker', workerId);
     const clientToken = await grid.clientToken(account);
+    // The harness hands the worker token over as --worker-token-file (a private file), never on argv.
     const agent = await startAgent({
       dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse: grid.wheelhouse(),
-      extra: ['--control-url', grid.url(), '--worker-token-file', privateFile(dir, 'worker-token', workerToken), '--worker-id', workerId],
+      control: { url: grid.url(), workerToken, workerId },
     });
     agents.push(agent);
     const script = join(dir, 'slow.py');
     writeFileSync(script, nonceScript('import time\ntime.sleep(3)\nprint("slept")'));
 
-    const env: NodeJS.ProcessEnv = { ...process.env, RGRID_CONTROL_URL: grid.url() };
-    delete env.RGRID_TOKEN;
-    const child = spawn(process.execPath, [RGRID_BIN, 'run', script, '--token-file', privateFile(dir, 'client-token', clientToken), '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
-    let done = false;
-    void exited.then(() => (done = true));
-
     // Sample the process table for as long as the run lasts.
     const samples: string[] = [];
-    while (!done) {
-      samples.push(commandLines());
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    const code = await exited;
+    const { code, stdout, stderr } = await runCli('rgrid', ['run', script, '--token-file', privateFile(dir, 'client-token', clientToken), '--json'], {
+      env: { RGRID_CONTROL_URL: grid.url() },
+      whileRunning: async (_pid, ended) => {
+        let done = false;
+        void ended.then(() => (done = true));
+        while (!done) {
+          samples.push(commandLines());
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      },
+    });
     expect(code, stderr).toBe(0);
     const summary = JSON.parse(stdout) as { worker_id: string };
     expect(summary.worker_id).toBe(workerId); // the agent registered and claimed with the token from its file
@@ -88,13 +85,12 @@ describe('tokens from files appear in no command line', () => {
   it('rgrid-agent serve --worker-token prints a one-line warning first', async () => {
     const dir = tempDir('e2e-token-warning');
     // An invalid setting ends the start right after the token sources are read: no engine is needed.
-    const res = await new Promise<{ code: number; stderr: string }>((resolve) => {
-      execFile(process.execPath, [AGENT_BIN, 'serve', '--socket', join(dir, 's'), '--data-dir', dir, '--runtime', 'py=img', '--worker-token', 'rgrid_visible', '--build-concurrency', 'many'],
-        (err, _stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }));
-    });
-    expect(res.code).toBe(1);
+    // The token is on the command line on purpose: that is what the warning is about.
+    const res = await runCli('rgrid-agent', ['serve', '--socket', join(dir, 's'), '--data-dir', dir, '--runtime', 'py=img', '--worker-token', 'rgrid_visible', '--build-concurrency', 'many']);
+    expect(res.code).toBe(2); // a refused flag: a usage error (common/cli.ts)
     const lines = res.stderr.split('\n').filter(Boolean);
     expect(lines[0]).toBe('rgrid-agent: warning: --worker-token is visible to every local user (ps, /proc/PID/cmdline); prefer --worker-token-file, worker_token_file in the config, or a systemd credential');
-    expect(lines[1]).toMatch(/^rgrid-agent: bad_request: invalid agent config/);
+    expect(lines[1]).toMatch(/^rgrid-agent: bad_request: --build-concurrency must be a whole number at least 1 and at most 64, got "many"$/);
+    expect(lines).toHaveLength(2);
   });
 });

@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { AgentClient } from '../../agent/client/agent-client.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cliJson, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
 import { eventually } from './helpers.js';
 
@@ -31,7 +31,7 @@ beforeAll(async () => {
   configFile = join(dir, 'agent.json');
   writeConfig({ prune_ttl_s: 3600 });
   const wheelhouse = createWheelhouse([{ name: 'rgwarm', version: '1.0' }]);
-  agent = await startAgent({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse, extra: ['--config', configFile] });
+  agent = await startAgent({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse, args: ['--config', configFile] });
 });
 
 afterAll(async () => {

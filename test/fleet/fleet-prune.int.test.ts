@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { AgentClient } from '../../agent/client/agent-client.js';
 import { useTestDatabase } from '../control/support.js';
-import { createWheelhouse } from '../support/wheelhouse.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cli, cliJson, docker, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
-import { centralEntries, cleanupControlDirs, eventually, startControl, workerToken, type ControlProcess } from './helpers.js';
+import { centralEntries, eventually, startControl, workerToken, type ControlProcess } from './helpers.js';
 
 const db = useTestDatabase();
 const account = uniqueAccount('prune');
@@ -24,7 +24,6 @@ afterAll(async () => {
   for (const id of containers) await docker.getContainer(id).remove({ force: true }).catch(() => undefined);
   for (const a of agents) await a.stop();
   await control?.stop();
-  cleanupControlDirs();
   await removeAccountImages(account);
 });
 
@@ -48,7 +47,8 @@ describe('TTL pruning', () => {
       socket: join(dir, 'agent.sock'),
       baseImage: inject('baseImage'),
       wheelhouse,
-      extra: ['--ttl', '2s', '--min-age', '0s', '--prune-interval', '0', '--control-url', control.url, '--worker-token', token, '--worker-id', workerId],
+      control: { url: control.url, workerToken: token, workerId },
+      args: ['--ttl', '2s', '--min-age', '0s', '--prune-interval', '0'],
     });
     agents.push(agent);
   });
@@ -104,7 +104,7 @@ describe('disk watermarks', () => {
       dataDir: join(dir, 'data'),
       socket: join(dir, 'agent.sock'),
       baseImage: inject('baseImage'),
-      extra: ['--min-age', '0s', '--prune-interval', '0', '--disk-usage-file', diskFile],
+      args: ['--min-age', '0s', '--prune-interval', '0', '--disk-usage-file', diskFile],
     });
     agents.push(agent);
     const client = new AgentClient(agent.socket);

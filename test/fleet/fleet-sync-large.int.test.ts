@@ -12,7 +12,7 @@ import type { IndexEntry } from '../../agent/index/types.js';
 import { sha256Hex } from '../../common/digest.js';
 import { useTestDatabase } from '../control/support.js';
 import { cli, cliJson, docker, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
-import { centralEntries, cleanupControlDirs, entryView, startControl, workerToken, type ControlProcess } from './helpers.js';
+import { centralEntries, entryView, startControl, workerToken, type ControlProcess } from './helpers.js';
 
 const db = useTestDatabase();
 const account = uniqueAccount('large');
@@ -37,7 +37,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await agent?.stop();
   await control?.stop();
-  cleanupControlDirs();
   if (imageId) await docker.getImage(imageId).remove({ force: true }).catch(() => undefined);
 });
 

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { AgentClient } from '../../agent/client/agent-client.js';
 import { useTestDatabase } from '../control/support.js';
 import { cli, cliJson, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
-import { centralEntries, cleanupControlDirs, entryView, eventually, metricValue, startControl, workerToken, type ControlProcess } from './helpers.js';
+import { centralEntries, entryView, eventually, metricValue, startControl, workerToken, type ControlProcess } from './helpers.js';
 
 const db = useTestDatabase();
 const account = uniqueAccount('sync');
@@ -40,14 +40,14 @@ beforeAll(async () => {
     dataDir: join(dir, 'data'),
     socket: join(dir, 'agent.sock'),
     baseImage: inject('baseImage'),
-    extra: ['--config', config, '--control-url', control.url, '--worker-token', token, '--worker-id', workerId, '--prune-interval', '0'],
+    control: { url: control.url, workerToken: token, workerId },
+    args: ['--config', config, '--prune-interval', '0'],
   });
 });
 
 afterAll(async () => {
   await agent?.stop();
   await control?.stop();
-  cleanupControlDirs();
   await removeAccountImages(account);
 });
 

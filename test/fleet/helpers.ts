@@ -1,70 +1,19 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { ROOT, tempDir } from '../agent/helpers.js';
+import { startControlProcess, type ControlProcess } from '../support/processes.js';
 
 /**
- * Fleet integration helpers: the real `rgrid-control serve` from dist/ on a per-file database, worker
- * tokens through its admin API, and polling with a deadline (never a timing assertion).
+ * Fleet integration helpers: the real `rgrid-control serve` from dist/ on a per-file database (through
+ * the shared process harness, test/support/processes.ts), worker tokens through its admin API, and
+ * polling with a deadline (never a timing assertion).
  */
-export const CONTROL_BIN = join(ROOT, 'dist', 'control', 'cli', 'main.js');
 export const ADMIN = 'fleet-admin-token-0123456789abcdef';
 
-export interface ControlProcess {
-  url: string;
-  port: number;
-  log: () => string;
-  stop(): Promise<void>;
-}
+export type { ControlProcess };
 
-const dirs: string[] = [];
-export function cleanupControlDirs(): void {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-}
-
-/** Starts `rgrid-control serve` on 127.0.0.1:<port> (0: any free port) over databaseUrl, with `extra` serve flags. */
-export async function startControl(databaseUrl: string, port = 0, extra: string[] = []): Promise<ControlProcess> {
-  const dataDir = tempDir('fleet-control');
-  dirs.push(dataDir);
-  const child: ChildProcessWithoutNullStreams = spawn(
-    process.execPath,
-    [CONTROL_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'info', '--cleanup-interval', '0', ...extra],
-    { env: { ...process.env, DATABASE_URL: databaseUrl, RGRID_CONTROL_ADMIN_TOKEN: ADMIN } },
-  );
-  let output = '';
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    let buffer = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      buffer += chunk.toString();
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        try {
-          const parsed = JSON.parse(line) as { msg?: string; url?: string };
-          if (parsed.msg === 'rgrid-control serving' && parsed.url) resolve(parsed.url);
-        } catch {
-          // not a log line
-        }
-      }
-    });
-    void exit.then((code) => reject(new Error(`rgrid-control exited with ${code} before serving:\n${output}`)));
+/** Starts `rgrid-control serve` on 127.0.0.1:<port> (a free port when none or 0 is given) over databaseUrl, with `extra` serve flags. */
+export function startControl(databaseUrl: string, port?: number, extra: string[] = []): Promise<ControlProcess> {
+  return startControlProcess({
+    databaseUrl, adminToken: ADMIN, logLevel: 'info', args: ['--cleanup-interval', '0', ...extra], ...(port ? { port } : {}),
   });
-  return {
-    url,
-    port: Number(new URL(url).port),
-    log: () => output,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      await exit;
-      clearTimeout(timer);
-    },
-  };
 }
 
 export async function controlApi<T = Record<string, unknown>>(url: string, method: string, path: string, token: string, body?: unknown): Promise<{ status: number; json: T }> {

@@ -5,8 +5,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * A local wheelhouse for tests and the benchmark: PyPI is out of reach, so dependency builds install
- * wheels written by make-wheel.py (pure Python, optionally with megabytes of random payload).
+ * A local wheelhouse for tests, the demo and the benchmark: no package index is reachable, so dependency
+ * builds install wheels written by make-wheel.py (pure Python, optionally with megabytes of random payload).
  */
 export interface WheelSpec {
   name: string;
@@ -17,7 +17,7 @@ export interface WheelSpec {
 }
 
 function repoRoot(): string {
-  // Works from test/support (vitest, source) and from dist/test/support or dist/bench (compiled).
+  // Works from tools/wheelhouse (vitest, source) and from dist/tools/wheelhouse (compiled demo and bench).
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++) {
     if (existsSync(join(dir, 'package.json'))) return dir;
@@ -26,7 +26,7 @@ function repoRoot(): string {
   throw new Error('repository root not found');
 }
 
-export const MAKE_WHEEL = join(repoRoot(), 'test', 'support', 'make-wheel.py');
+export const MAKE_WHEEL = join(repoRoot(), 'tools', 'wheelhouse', 'make-wheel.py');
 
 export function makeWheel(outDir: string, spec: WheelSpec): string {
   const args = [MAKE_WHEEL, outDir, spec.name, spec.version];

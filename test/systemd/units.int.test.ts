@@ -26,7 +26,7 @@ const unitDir = join(root, 'systemd');
 const units = ['rgrid-agent.service', 'rgrid-control.service'] as const;
 
 /**
- * Exposure ceilings (docs/operations.md). Control: the issue's goal. Agent: measured 1.1 on systemd
+ * Exposure ceilings (docs/operations.md). Control: the documented goal. Agent: measured 1.1 on systemd
  * 252; the real exposure is the Docker socket (root-equivalent), which the score cannot express.
  */
 const CEILING: Record<(typeof units)[number], number> = { 'rgrid-agent.service': 1.5, 'rgrid-control.service': 2.5 };
