@@ -49,7 +49,8 @@ describe('worker token rotation', () => {
     writeTokenFile(tokenFile, first.token);
     agent = await startAgent({
       dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), wheelhouse: grid.wheelhouse(),
-      extra: ['--control-url', grid.url(), '--worker-token-file', tokenFile, '--worker-id', workerId, '--run-capacity', '1'],
+      // The token file is the test's own (it rotates it), so it goes as a flag rather than through the harness.
+      args: ['--control-url', grid.url(), '--worker-token-file', tokenFile, '--worker-id', workerId, '--run-capacity', '1'],
     });
     const env = { url: grid.url(), token: await grid.clientToken(account) };
 

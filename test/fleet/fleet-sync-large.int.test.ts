@@ -61,7 +61,8 @@ describe('sync of a snapshot larger than one request', () => {
     const start = () =>
       startAgent({
         dataDir, socket, baseImage: inject('baseImage'),
-        extra: ['--config', config, '--control-url', control!.url, '--worker-token', token, '--worker-id', workerId, '--prune-interval', '0'],
+        control: { url: control!.url, workerToken: token, workerId },
+        args: ['--config', config, '--prune-interval', '0'],
       });
 
     // First life: an empty cache, synced.
