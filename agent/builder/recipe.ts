@@ -14,7 +14,6 @@ export const WHEELHOUSE_IN_BUILD = '/tmp/rgrid-wheelhouse';
 export const INSTALL_ROOT = '/opt/rgrid';
 /** pip runs as nobody: a package's setup code cannot touch the base image's files or gain root in the image. */
 export const INSTALL_USER = '65534:65534';
-export const LABEL_PREFIX = 'io.rgrid.';
 
 /** The worker's own pip settings, from config. */
 export interface WorkerPipSettings {
