@@ -5,12 +5,11 @@
  * line (`ps`, /proc/PID/cmdline); a token on the command line prints a warning; bad numbers are usage
  * errors. No Docker or PostgreSQL is used, but the CLI must be built (npm test builds first).
  */
-import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BIN, runCli, type CliResult } from '../support/processes.js';
+import { BIN, runCli, type CliResult, allCommandLines } from '../support/processes.js';
 import { startFakeControl, type FakeControl } from './fake-control.js';
 
 let fake: FakeControl | undefined;
@@ -154,20 +153,6 @@ describe('rgrid run through a control-plane restart', () => {
   });
 });
 
-/** Every process's command line, as /proc has it, and `ps -eo args`. */
-function commandLines(): string {
-  let all = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      all += `\n${readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\u0000', ' ')}`;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return all;
-}
-
 describe('client tokens stay out of command lines', () => {
   /** Holds the wait until the test has looked at the process table. */
   function holdWait(control: FakeControl): () => void {
@@ -198,7 +183,7 @@ describe('client tokens stay out of command lines', () => {
       let ownCmdline = '';
       const res = await rgrid(['run', w.script, ...flags(w)], { RGRID_CONTROL_URL: control.url, ...env(w) }, async (pid) => {
         await whenWaiting(control);
-        seen = commandLines();
+        seen = allCommandLines();
         ownCmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
         release();
       });

@@ -4,13 +4,12 @@
  * command line (`ps -eo args` and /proc/PID/cmdline): neither token appears, and both were used (the
  * agent registered and ran the execution). A token given with --worker-token prints a warning.
  */
-import { execFileSync } from 'node:child_process';
-import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { nonceScript, startAgent, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
 import { createToken } from '../control/support.js';
-import { runCli } from '../support/processes.js';
+import { runCli, allCommandLines } from '../support/processes.js';
 import { RGRID_BIN, useGrid } from './grid.js';
 
 const grid = useGrid();
@@ -24,20 +23,6 @@ function privateFile(dir: string, name: string, content: string): string {
   writeFileSync(path, `${content}\n`);
   chmodSync(path, 0o600);
   return path;
-}
-
-/** Every process's command line, from ps and from /proc. */
-function commandLines(): string {
-  let all = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      all += `\n${readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\u0000', ' ')}`;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return all;
 }
 
 describe('tokens from files appear in no command line', () => {
@@ -64,7 +49,7 @@ describe('tokens from files appear in no command line', () => {
         let done = false;
         void ended.then(() => (done = true));
         while (!done) {
-          samples.push(commandLines());
+          samples.push(allCommandLines());
           await new Promise((r) => setTimeout(r, 250));
         }
       },
