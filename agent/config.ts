@@ -7,7 +7,7 @@ import { FleetConfigProperties } from './config-fleet.js';
 
 /**
  * Every setting of the agent daemon, as one TypeBox schema: the type is derived from it, defaults live in
- * it, and it is validated once at start (design.md §9). Sources, lowest precedence first: the schema's
+ * it, and it is validated once at start. Sources, lowest precedence first: the schema's
  * defaults, a JSON config file (`--config FILE`), then command-line flags. Nothing here reads
  * process.env: the CLI passes what it found, so tests never mutate the environment.
  *

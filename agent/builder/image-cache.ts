@@ -47,7 +47,7 @@ export interface CacheObserver {
   build(kind: 'image' | 'deps', ok: boolean, seconds: number): void;
 }
 
-/** The cache as the daemon holds it: ensure, plus cache warming and live concurrency (issue 4). */
+/** The cache as the daemon holds it: ensure, plus cache warming and live concurrency. */
 export interface ManagedImageCache extends ImageCache {
   /**
    * Makes sure the dependency layer for (account, runtime, requirements) exists — through the same

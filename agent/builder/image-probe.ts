@@ -3,7 +3,7 @@ import { Client } from 'undici';
 import { engineError, isNotFound } from './engine-build.js';
 
 /**
- * "Does the engine still have this image?" — asked on every hit (a hit is verified, design.md §5), so it
+ * "Does the engine still have this image?" — asked on every hit (a hit is verified: docs/architecture.md, the index lifecycle), so it
  * is on the latency-critical path. dockerode opens a new connection and runs its generic request
  * machinery per call; a kept-alive undici connection to the same Unix socket answers in about half the
  * time. Builds, runs and everything else still go through dockerode. Engines reached over TCP fall back

@@ -19,7 +19,7 @@ export interface RuntimeResolver {
   names(): string[];
 }
 
-/** `config` may be a getter: runtimes then follow a live-reloaded config file (issue 4). */
+/** `config` may be a getter: runtimes then follow a live-reloaded config file. */
 export function createRuntimeResolver(docker: Docker, configOrGetter: AgentConfig | (() => AgentConfig), now: () => number = Date.now): RuntimeResolver {
   const current = typeof configOrGetter === 'function' ? configOrGetter : () => configOrGetter;
   const cache = new Map<string, { image: string; imageId: string; at: number }>();

@@ -1,5 +1,5 @@
 /**
- * Concurrent requests for one key share one execution and one result (design.md §5): 1000 identical
+ * Concurrent requests for one key share one execution and one result (docs/architecture.md, the index lifecycle): 1000 identical
  * submissions at once → exactly one build. The first caller is the leader; everyone who arrives while its
  * promise is pending is a follower and gets the same promise. Followers can also listen to the progress
  * events the leader's work emits, so every waiting client sees the build's output.
