@@ -1,3 +1,4 @@
+import { ACCOUNT_PATTERN, WORKER_ID_PATTERN } from '../common/names.js';
 import Type from 'typebox';
 
 /**
@@ -16,7 +17,7 @@ export const FleetConfigProperties = {
   /** File holding the worker token (e.g. a systemd credential); refused when group or others may access it (agent/cli/worker-token.ts); read on every (re-)registration. */
   worker_token_file: Type.Optional(Type.String({ minLength: 1 })),
   /** Worker id the token is bound to; default: the host name. */
-  worker_id: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' })),
+  worker_id: Type.Optional(Type.String({ pattern: WORKER_ID_PATTERN })),
   /** Capacity reported at registration (the load placement sees); default: run_capacity. */
   worker_capacity: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
   /** How often the outbox is drained while the control plane answers. */
@@ -62,7 +63,7 @@ export const FleetConfigProperties = {
   /** Directory of requirements files to pre-build (cache warming); default `<data_dir>/warm.d`. */
   warm_dir: Type.Optional(Type.String({ minLength: 1 })),
   /** Account that files directly in warm_dir are warmed for (`warm.d/<account>/*.txt` names its own). */
-  warm_account: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$', default: 'default' }),
+  warm_account: Type.String({ pattern: ACCOUNT_PATTERN, default: 'default' }),
 
   /** Also serve `GET /metrics` on this TCP address (`127.0.0.1:9464`); the socket API always has it. */
   metrics_listen: Type.Optional(Type.String({ pattern: '^[^\\s]+:\\d{1,5}$' })),

@@ -1,3 +1,4 @@
+import { RUNTIME_PATTERN } from '../common/names.js';
 import { readFile } from 'node:fs/promises';
 import { parseJsonFile } from '../common/json-file.js';
 import Type from 'typebox';
@@ -13,7 +14,7 @@ import { FleetConfigProperties } from './config-fleet.js';
  *
  * Keys are snake_case, the same spelling as the JSON config file and the socket API's JSON.
  */
-const RuntimeName = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
+const RuntimeName = Type.String({ pattern: RUNTIME_PATTERN });
 
 export const AgentConfigSchema = Type.Object(
   {

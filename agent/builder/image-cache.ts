@@ -1,4 +1,5 @@
 import type Docker from 'dockerode';
+import { assertAccount } from '../../common/names.js';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { depsKey as computeDepsKey, imageKey as computeImageKey, pipSettingsFingerprint, requirementsDigest, scriptSha256 } from '../../common/cache-keys.js';
@@ -21,7 +22,6 @@ import { SingleFlight } from './single-flight.js';
  * ensure = "give me the image for (account, runtime, script, requirements)": a verified hit, or a build
  * of whatever is missing (the dependency layer, then the script image), shared by concurrent callers.
  */
-export const ACCOUNT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
 export const DEFAULT_ACCOUNT = 'default';
 
 export interface EnsureOptions {
@@ -153,9 +153,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
 
   async function prepare(request: EnsureRequest): Promise<PreparedEnsure> {
     const account = request.account ?? DEFAULT_ACCOUNT;
-    if (!ACCOUNT_PATTERN.test(account)) {
-      throw new RgridError('bad_request', `account ${JSON.stringify(account)} must match ${ACCOUNT_PATTERN.source}`);
-    }
+    assertAccount(account);
     const requirements = request.requirements ? requirementsDigest(request.requirements) : null;
     // Refused before anything is looked up or built: a file the policy refuses gets no image, hit or not.
     if (requirements) enforceBuildPolicy(policy, requirements);

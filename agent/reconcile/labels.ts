@@ -1,4 +1,5 @@
 import type Docker from 'dockerode';
+import { isAccount, isSha256 } from '../../common/names.js';
 import { depsImageTag, execImageTag } from '../builder/recipe.js';
 import type { IndexEntry } from '../index/types.js';
 
@@ -8,8 +9,6 @@ import type { IndexEntry } from '../index/types.js';
  * read: other agents on the same engine (and the install stages, labelled `io.rgrid.agent`) are not ours.
  */
 export const OWNER_LABEL = 'io.rgrid.owner';
-const HEX64 = /^[0-9a-f]{64}$/;
-const ACCOUNT = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
 
 export interface LabelledImage {
   id: string;
@@ -26,18 +25,18 @@ export function entryFromLabels(image: Pick<Docker.ImageInfo, 'Id' | 'Labels' | 
   const runtime = l['io.rgrid.runtime'] ?? '';
   const depsKey = l['io.rgrid.deps-key'] ?? '';
   const requirements = l['io.rgrid.requirements-sha256'] ?? '';
-  if ((kind !== 'image' && kind !== 'deps') || !ACCOUNT.test(account) || runtime === '') return undefined;
-  if (depsKey !== '' && !HEX64.test(depsKey)) return undefined;
-  if (requirements !== '' && !HEX64.test(requirements)) return undefined;
+  if ((kind !== 'image' && kind !== 'deps') || !isAccount(account) || runtime === '') return undefined;
+  if (depsKey !== '' && !isSha256(depsKey)) return undefined;
+  if (requirements !== '' && !isSha256(requirements)) return undefined;
   let key: string;
   let script: string | null = null;
   if (kind === 'image') {
     key = l['io.rgrid.image-key'] ?? '';
     script = l['io.rgrid.script-sha256'] ?? '';
-    if (!HEX64.test(key) || !HEX64.test(script)) return undefined;
+    if (!isSha256(key) || !isSha256(script)) return undefined;
   } else {
     key = depsKey;
-    if (!HEX64.test(key) || requirements === '') return undefined;
+    if (!isSha256(key) || requirements === '') return undefined;
   }
   return {
     id: image.Id,

@@ -1,4 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises';
+import { isAccount } from '../../common/names.js';
 import { basename, relative, resolve, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
@@ -53,7 +54,6 @@ export interface WarmerDeps {
   logger: Logger;
 }
 
-const ACCOUNT = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
 const IGNORED = /(^\.|~$|\.swp$|\.tmp$|\.part$)/;
 
 export async function startWarmer(deps: WarmerDeps): Promise<Warmer> {
@@ -69,7 +69,7 @@ export async function startWarmer(deps: WarmerDeps): Promise<Warmer> {
     const rel = relative(dir, path);
     const parts = rel.split(sep);
     if (parts.length === 1) return deps.defaultAccount();
-    if (parts.length === 2 && ACCOUNT.test(parts[0]!)) return parts[0];
+    if (parts.length === 2 && isAccount(parts[0])) return parts[0];
     return undefined;
   }
 

@@ -52,6 +52,11 @@ describe('agent config', () => {
     expect(() => resolveConfig({ ...base, ...bad }, {})).toThrow(message);
   });
 
+  it('takes account and worker names by the one naming contract (org:team as the control plane does)', () => {
+    expect(resolveConfig({ ...base, warm_account: 'org:team', worker_id: 'host-1.example:a' }, {}).warm_account).toBe('org:team');
+    expect(() => resolveConfig({ ...base, warm_account: 'a/b' }, {})).toThrow(/invalid agent config/);
+  });
+
   it('requires a socket and a data dir', () => {
     expect(() => resolveConfig({}, {})).toThrow(/invalid agent config/);
   });
