@@ -5,7 +5,7 @@
  * blobs like the inputs: a re-run uploads nothing, and a worker that has them cached downloads nothing.
  */
 import { readFile } from 'node:fs/promises';
-import { exitStatusOf, isTerminal } from '../common/executions.js';
+import { isTerminal } from '../common/executions.js';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { canonicalManifest, inputSha256, requirementsDigest } from '../common/cache-keys.js';
@@ -141,5 +141,3 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<RunResu
 }
 
 /** The process exit status for a finished execution: the script's own, like `docker run`. */
-/** The exit status of `rgrid run` for a finished execution (common/executions.ts). */
-export const exitStatus = exitStatusOf;

@@ -11,7 +11,8 @@ import { isRgridError, RgridError } from '../../common/errors.js';
 import { assertUuid, displaySafe } from '../../common/names.js';
 import type { Execution } from '../../common/wire/control-api.js';
 import { ControlApi } from '../api.js';
-import { exitStatus, runRemote, type RunSummary } from '../run.js';
+import { runRemote, type RunSummary } from '../run.js';
+import { EXIT, exitStatusOf } from '../../common/executions.js';
 import { resolveToken } from '../token.js';
 import { parseMemory, parseRetryFor, parseTimeout } from './options.js';
 
@@ -121,7 +122,7 @@ withConn(program.command('run').argument('<script>', 'Python script').argument('
       }
       if (outputsError) stderrLine(errorLine(outputsError));
       // Outputs asked for and not delivered: a failure whatever the script's own status.
-      process.exitCode = outputsError ? 1 : exitStatus(execution);
+      process.exitCode = outputsError ? EXIT.failure : exitStatusOf(execution);
     } finally {
       await api.close();
     }

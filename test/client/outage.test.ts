@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ControlApi } from '../../client/api.js';
 import { isSafeToResubmit, isTransient, HttpStatusError, UnreachableError } from '../../client/retry.js';
-import { exitStatus, runRemote } from '../../client/run.js';
+import { runRemote } from '../../client/run.js';
+import { exitStatusOf as exitStatus } from '../../common/executions.js';
 import { startFakeControl, type FakeControl } from './fake-control.js';
 
 let fake: FakeControl | undefined;

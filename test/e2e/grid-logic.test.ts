@@ -4,7 +4,7 @@ import { TailBuffer } from '../../agent/worker/tail-buffer.js';
 import { capLog, resultStatus } from '../../control/dispatch/repository.js';
 import { dispatchLoad, pick } from '../../control/dispatch/choose-worker.js';
 import { loadRatio, rankPlacement } from '../../control/placement.js';
-import { exitStatus } from '../../client/run.js';
+import { exitStatusOf as exitStatus } from '../../common/executions.js';
 import { formatBar } from '../../client/progress.js';
 
 describe('TailBuffer', () => {
