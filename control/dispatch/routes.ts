@@ -3,6 +3,7 @@
  * worker token claims, renews and completes only as its own worker and only for accounts it serves.
  * Every change of state goes through the execution service (app.dispatch.executions).
  */
+import { isTerminal } from '../../common/executions.js';
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply } from 'fastify';
 import Type from 'typebox';
@@ -17,7 +18,6 @@ import { logs } from './repository.js';
 
 const IdParams = Type.Object({ id: Uuid });
 const WorkerParams = Type.Object({ worker_id: WorkerId });
-const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 /**
  * Aborts when the connection closes before the answer was written (the client left). A long poll then
@@ -56,12 +56,12 @@ const dispatchRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
         const execution = await app.repos.executions.get(account, request.params.id);
         if (!execution) throw new RgridError('not_found', `no execution ${request.params.id}`);
         const left = deadline - Date.now();
-        if (TERMINAL.has(execution.status) && request.query.logs === true) {
+        if (isTerminal(execution.status) && request.query.logs === true) {
           // Logs are written with the result and never change after it: read them after the row.
           const row = await logs(app.db, account, execution.id);
           if (row) return { ...execution, logs: { execution_id: execution.id, status: row.status, stdout: row.stdout ?? '', stderr: row.stderr ?? '', truncated: row.truncated } };
         }
-        if (TERMINAL.has(execution.status) || left <= 0 || app.dispatch.closing) return execution;
+        if (isTerminal(execution.status) || left <= 0 || app.dispatch.closing) return execution;
         await app.dispatch.wait([`x:${execution.id}`], Math.min(left, 1000), gone);
         if (gone.aborted) {
           request.log.debug({ execution_id: execution.id }, 'client left; wait long poll ended');
