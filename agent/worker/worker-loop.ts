@@ -83,7 +83,6 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
   const runAbort = new AbortController();
   let stopping = false;
   let registered = false;
-  let resyncNeeded = false;
   let slotFreed: () => void = () => undefined;
   /** For the refusal text only; the client reads the id itself for every request. */
   const workerId = (): string => {
@@ -145,11 +144,8 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     while (!stopping) {
       try {
         if (!registered) {
-          // At start the sync registers and snapshots on its own first tick; a flush waits for that (or does
-          // it) without a second snapshot. A claim refused with resync_required lands here again, and then
-          // the control plane has lost this worker: register and snapshot anew.
-          const status = resyncNeeded ? await sync.resync() : await sync.flush();
-          resyncNeeded = false;
+          // A claim refused with resync_required lands here again: re-register and snapshot, not just flush.
+          const status = await sync.resync();
           if (!status.registered) throw new RgridError('unavailable', `not registered with the control plane: ${status.last_error ?? 'unknown reason'}`);
           const accounts = status.accounts;
           registered = true;
@@ -170,10 +166,7 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
       } catch (err) {
         if (stopping) break;
         failures++;
-        if (isRgridError(err) && err.code === 'conflict' && err.detail?.resync_required === true) {
-          registered = false;
-          resyncNeeded = true;
-        }
+        if (isRgridError(err) && err.code === 'conflict' && err.detail?.resync_required === true) registered = false;
         const wait = backoffDelay(failures, CLAIM_BACKOFF);
         log.warn({ msg: (err as Error).message, retry_in_ms: wait }, 'control plane call failed');
         await sleep(wait);
