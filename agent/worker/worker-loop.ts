@@ -83,6 +83,7 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
   const runAbort = new AbortController();
   let stopping = false;
   let registered = false;
+  let resyncNeeded = false;
   let slotFreed: () => void = () => undefined;
   /** For the refusal text only; the client reads the id itself for every request. */
   const workerId = (): string => {
@@ -144,8 +145,11 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     while (!stopping) {
       try {
         if (!registered) {
-          // A claim refused with resync_required lands here again: re-register and snapshot, not just flush.
-          const status = await sync.resync();
+          // At start the sync registers and snapshots on its own first tick; a flush waits for that (or does
+          // it) without a second snapshot. A claim refused with resync_required lands here again, and then
+          // the control plane has lost this worker: register and snapshot anew.
+          const status = resyncNeeded ? await sync.resync() : await sync.flush();
+          resyncNeeded = false;
           if (!status.registered) throw new RgridError('unavailable', `not registered with the control plane: ${status.last_error ?? 'unknown reason'}`);
           const accounts = status.accounts;
           registered = true;
@@ -166,7 +170,10 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
       } catch (err) {
         if (stopping) break;
         failures++;
-        if (isRgridError(err) && err.code === 'conflict' && err.detail?.resync_required === true) registered = false;
+        if (isRgridError(err) && err.code === 'conflict' && err.detail?.resync_required === true) {
+          registered = false;
+          resyncNeeded = true;
+        }
         const wait = backoffDelay(failures, CLAIM_BACKOFF);
         log.warn({ msg: (err as Error).message, retry_in_ms: wait }, 'control plane call failed');
         await sleep(wait);

@@ -4,7 +4,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { nonceScript, tempDir, uniqueAccount } from '../agent/helpers.js';
+import { cliJson, nonceScript, tempDir, uniqueAccount } from '../agent/helpers.js';
 import { rgrid, rgridRun, useGrid } from './grid.js';
 
 const grid = useGrid();
@@ -12,7 +12,7 @@ const grid = useGrid();
 describe('rgrid run: cold, warm, changed script', () => {
   it('reuses image, dependency layer and inputs; uploads and downloads only what changed', async () => {
     const account = uniqueAccount('coldwarm');
-    await grid.agent(account, 'cw-1');
+    const agent = await grid.agent(account, 'cw-1');
     const env = { url: grid.url(), token: await grid.clientToken(account) };
     const dir = tempDir('e2e-cw');
     const body = [
@@ -52,5 +52,11 @@ describe('rgrid run: cold, warm, changed script', () => {
     const logs = await rgrid(['logs', cold.execution_id], env);
     expect(logs.stdout).toContain('rows 3');
     expect(logs.stderr).toContain('to stderr');
+
+    // Registration at start took one full snapshot (the claim loop waits for the sync's, it does not force
+    // a second); the builds since then travelled as deltas.
+    const sync = await cliJson<{ snapshots_sent: number; ops_sent: number }>(['sync', '--json'], agent.socket);
+    expect(sync.snapshots_sent).toBe(1);
+    expect(sync.ops_sent).toBeGreaterThan(0);
   });
 });
