@@ -14,6 +14,8 @@ import { assertOutputPath, isSha256, isUuid, isWorkerId, shown } from '../common
 import type { Execution, ExecutionFailure, ExecutionStatus, ManifestResponse, OutputFile } from '../common/wire/control-api.js';
 import type { LogsResponse } from '../common/wire/dispatch-api.js';
 
+const IMAGE_ORIGINS: readonly string[] = ['local', 'pulled', 'built'];
+
 export const EXECUTION_STATUSES: readonly ExecutionStatus[] = ['queued', 'assigned', 'running', 'succeeded', 'failed', 'cancelled'];
 export const EXECUTION_FAILURES: readonly ExecutionFailure[] = [
   'nonzero_exit', 'timeout', 'memory_limit', 'output_limit', 'build_failed', 'input_unavailable', 'lost', 'error',
@@ -48,6 +50,8 @@ export function checkExecution(value: unknown, expectedId?: string): Execution {
   must(value, 'attempts', Number.isInteger, 'an integer');
   must(value, 'max_attempts', Number.isInteger, 'an integer');
   must(value, 'downloaded_blobs', orNull(Number.isInteger), 'an integer or null');
+  // Absent from control planes older than image sharing.
+  must(value, 'image_origin', (v) => v === undefined || v === null || IMAGE_ORIGINS.includes(v as string), 'local, pulled, built or null');
   for (const flag of ['script_cache_hit', 'dependency_cache_hit', 'input_cache_hit']) must(value, flag, orNull(isBoolean), 'true, false or null');
   // Only shown (known keys, numbers only: cli/main.ts), so only its shape is checked, like the schema's.
   must(value, 'timings', isObject, 'an object');

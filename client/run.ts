@@ -38,6 +38,8 @@ export interface RunSummary {
   input_cache_hit: boolean | null;
   uploaded_blobs: number;
   downloaded_blobs: number | null;
+  /** Where the worker got the image: `local` (a hit), `pulled` (from the registry) or `built`; null if not reported. */
+  image_origin: 'local' | 'pulled' | 'built' | null;
   timings: Record<string, number>;
   outputs: string[];
   /** Present when the outputs were refused or could not be written (none of a refused list is written). */
@@ -130,6 +132,7 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<RunResu
     input_cache_hit: execution.input_cache_hit,
     uploaded_blobs: missing.size,
     downloaded_blobs: execution.downloaded_blobs,
+    image_origin: execution.image_origin ?? null,
     timings: {
       ...execution.timings, client_hash_ms: hashMs, client_upload_ms: uploadMs, client_wait_ms: waitMs,
       client_download_ms: downloadMs, client_total_ms: Date.now() - t0,

@@ -447,6 +447,8 @@ export const Execution = Type.Object({
   failure: Type.Union([ExecutionFailure, Type.Null()]),
   /** Blobs the worker had to download for this run (script, requirements, inputs); null until reported. */
   downloaded_blobs: Type.Union([Type.Integer(), Type.Null()]),
+  /** Where the run's image came from on its worker: `local` (a hit), `pulled` (from the registry), `built`. */
+  image_origin: Type.Union([Type.Literal('local'), Type.Literal('pulled'), Type.Literal('built'), Type.Null()]),
   outputs: Type.Array(OutputFile),
   created_at: Timestamp,
   updated_at: Timestamp,

@@ -7,6 +7,7 @@ import Type from 'typebox';
 import {
   AccountId, Count32, Execution, ExecutionFailure, Int32, ManifestFile, OutputFile, RuntimeName, Sha256Hex, Text, Timestamp, Timings, Uuid, WorkerId,
 } from './control-api.js';
+import { ImageOrigin } from './registry-api.js';
 
 export const SubmitExecutionRequest = Type.Object(
   {
@@ -84,6 +85,7 @@ export const CompleteRequest = Type.Object(
     dependency_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
     input_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
     downloaded_blobs: Type.Optional(Count32),
+    image_origin: Type.Optional(Type.Union([ImageOrigin, Type.Null()])),
     timings: Type.Optional(Timings),
     outputs: Type.Optional(Type.Array(OutputFile, { maxItems: 10_000 })),
     /** What the script printed: kept as given, except that NUL is stored as U+FFFD (common/names.ts storableLog). */

@@ -157,7 +157,7 @@ export async function finish(q: Queryable, executionId: string, body: CompleteRe
   const outputs: OutputFile[] = body.outputs ?? [];
   const { rows } = await q.query<Row>(
     `UPDATE executions SET status = $2, failure = $3, exit_code = $4, error = $5, script_cache_hit = $6,
-       dependency_cache_hit = $7, input_cache_hit = $8, downloaded_blobs = $9,
+       dependency_cache_hit = $7, input_cache_hit = $8, downloaded_blobs = $9, image_origin = $15,
        timings = timings || $10::jsonb || jsonb_build_object('total_ms', round(extract(epoch FROM now() - created_at) * 1000)),
        outputs = $11::jsonb, stdout = $12, stderr = $13, logs_truncated = $14, claim_expires_at = NULL,
        finished_at = now(), updated_at = now()
@@ -166,7 +166,7 @@ export async function finish(q: Queryable, executionId: string, body: CompleteRe
       executionId, status, failure, body.exit_code ?? null, body.error ?? null, body.script_cache_hit ?? null,
       body.dependency_cache_hit ?? null, body.input_cache_hit ?? null, body.downloaded_blobs ?? null,
       JSON.stringify(body.timings ?? {}), JSON.stringify(outputs), out.text, err.text,
-      out.truncated || err.truncated || body.logs_truncated === true,
+      out.truncated || err.truncated || body.logs_truncated === true, body.image_origin ?? null,
     ],
   );
   return toWire(rows[0]!);

@@ -39,7 +39,7 @@ describe('answer checks agree with the wire schemas', () => {
 
   it('never refuse an execution the schema accepts, whatever its fields hold', () => {
     const base = execution(ID, { status: 'succeeded', exitCode: 3 });
-    const fields = ['id', 'status', 'failure', 'exit_code', 'worker_id', 'error', 'attempts', 'max_attempts', 'downloaded_blobs', 'script_cache_hit', 'timings', 'outputs'];
+    const fields = ['id', 'status', 'failure', 'exit_code', 'worker_id', 'error', 'attempts', 'max_attempts', 'downloaded_blobs', 'image_origin', 'script_cache_hit', 'timings', 'outputs'];
     const value = fc.oneof(
       fc.anything(), fc.integer(), fc.double(), fc.string(), fc.constant(null), fc.constantFrom(...EXECUTION_STATUSES, ...EXECUTION_FAILURES),
       fc.uuid().map((u) => u.toLowerCase()), fc.dictionary(fc.stringMatching(/^[a-z][a-z0-9_]{0,8}$/), fc.double({ min: 0, max: 1e12, noNaN: true })),

@@ -54,7 +54,7 @@ it('completes a run in flight once through a 60 s control-plane outage', { timeo
   control = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN_TOKEN, port });
 
   const result = await pending;
-  expect(result.code).toBe(3);
+  expect(result.code, JSON.stringify(result)).toBe(3);
   expect(result.exit_code).toBe(3);
   expect(result.worker_id).toBe('outage-w');
   const status = JSON.parse((await rgrid(['status', result.execution_id, '--json'], env)).stdout) as { attempts: number; status: string; failure: string };
