@@ -54,10 +54,12 @@ it('completes a run in flight once through a 60 s control-plane outage', { timeo
   control = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN_TOKEN, port });
 
   const result = await pending;
-  expect(result.code, JSON.stringify(result)).toBe(3);
+  const status = JSON.parse((await rgrid(['status', result.execution_id, '--json'], env)).stdout) as { attempts: number; status: string; failure: string; error: string | null };
+  // On a failure, the whole story: what the client printed and what the control plane recorded.
+  const story = { status: status.status, failure: status.failure, attempts: status.attempts, error: status.error, client: result.stderr.slice(-400) };
+  expect(result.code, JSON.stringify(story)).toBe(3);
   expect(result.exit_code).toBe(3);
   expect(result.worker_id).toBe('outage-w');
-  const status = JSON.parse((await rgrid(['status', result.execution_id, '--json'], env)).stdout) as { attempts: number; status: string; failure: string };
   expect(status).toMatchObject({ attempts: 1, status: 'failed', failure: 'nonzero_exit' });
   const logs = await rgrid(['logs', result.execution_id], env);
   expect(logs.stdout).toContain('started');
