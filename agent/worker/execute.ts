@@ -122,9 +122,18 @@ async function produce(
     unpin = blobs.pin(needed);
     let downloaded = 0;
     let inputsPresent = true;
+    // A control plane that is away while the claim is held (its lease is extended by the downtime) is
+    // waited for, like the uploads: handing the claim back would spend an attempt on an outage.
+    const fetchRetry = {
+      budgetMs: retry.uploadBudgetMs, initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs, signal: abort.signal,
+      onRetry: (err: unknown, attempt: number, delayMs: number) => log.warn({ attempt, delay_ms: delayMs, msg: (err as Error).message }, 'blob download failed; retrying'),
+    };
     const fetchOne = async (sha: string, size: number | undefined): Promise<string> => {
       try {
-        const got = await blobs.ensure(sha, () => client.getBlob(claim.account, sha, { signal: abort.signal }), { size, maxBytes: SCRIPT_BLOB_MAX_BYTES });
+        const got = await retryTransient(
+          (signal) => blobs.ensure(sha, () => client.getBlob(claim.account, sha, { signal }), { size, maxBytes: SCRIPT_BLOB_MAX_BYTES }),
+          fetchRetry,
+        );
         if (got.downloaded) downloaded++;
         return got.path;
       } catch (err) {

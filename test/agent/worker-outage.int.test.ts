@@ -1,4 +1,4 @@
-// Outages cost no work: output uploads and the report are retried through 503s (the old claim loop made
+// Outages cost no work: blob downloads, output uploads and the report are retried through 503s (the old claim loop made
 // an upload 503 a permanent failure, and gave the report up after five tries), renewals failing during an
 // outage do not stop the run, and the claim keeps being renewed while the report is retried. A 409 on a
 // renewal — the control plane gave the execution to someone else — still stops the run.
@@ -48,6 +48,19 @@ describe('the claim loop through control-plane outages', () => {
     expect(agent.log()).toContain('output upload failed; retrying');
     expect(agent.log()).toContain('reporting the result failed; retrying');
     fake.fail('renew', 0);
+  });
+
+  it('waits for the script blob through 503s instead of handing the claim back', async () => {
+    // The control plane went away right after handing out the claim: the download is retried while the
+    // claim is held, so the outage costs no attempt (a hand-back would be outcome "retry").
+    const claim = claimFor(fake, account, { script: nonceScript('print("fetched after the outage")') });
+    const id = claim.execution_id as string;
+    fake.fail('blob_get', 3, 503);
+    fake.queueClaims([claim]);
+    const report = await eventually('the report', () => fake.completions.get(id));
+    expect(report).toMatchObject({ outcome: 'done', exit_code: 0, failure: null, stdout: 'fetched after the outage\n' });
+    expect(fake.calls('blob_get')).toBeGreaterThanOrEqual(4);
+    expect(agent.log()).toContain('blob download failed; retrying');
   });
 
   it('stops the run when a renewal says the claim is lost, and reports nothing', async () => {

@@ -18,7 +18,10 @@ const OUTAGE_MS = 60_000;
 
 it('completes a run in flight once through a 60 s control-plane outage', { timeout: 240_000 }, async () => {
   const account = uniqueAccount('outage');
-  let control = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN_TOKEN });
+  // One data directory for both lives of the control plane, as on a real host: the blobs it stored before
+  // the outage are still there after it.
+  const controlDir = tempDir('e2e-outage-control');
+  let control = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN_TOKEN, dataDir: controlDir });
   const port = control.port;
   onTestFinished(async () => {
     await control.stop();
@@ -51,7 +54,7 @@ it('completes a run in flight once through a 60 s control-plane outage', { timeo
   expect(running).toBe(true);
   await control.kill();
   await new Promise((r) => setTimeout(r, OUTAGE_MS));
-  control = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN_TOKEN, port });
+  control = await startControlProcess({ databaseUrl: db.url, adminToken: ADMIN_TOKEN, port, dataDir: controlDir });
 
   const result = await pending;
   const status = JSON.parse((await rgrid(['status', result.execution_id, '--json'], env)).stdout) as { attempts: number; status: string; failure: string; error: string | null };
