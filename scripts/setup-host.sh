@@ -4,7 +4,9 @@
 #   1. installs the Debian packages that are missing (docker.io, debootstrap, docker-registry, python3,
 #      systemd), only as root on Debian or Ubuntu; elsewhere it stops with a one-line instruction;
 #   2. starts a Docker engine if none answers (dockerd --bridge=none --iptables=false, log in /tmp);
-#   3. builds the Python base image once (debootstrap bookworm + python3, pip, venv; about a minute).
+#   3. builds the Python base image once (debootstrap bookworm + python3, pip, venv; about a minute);
+#   4. as root, creates the system user `postgres` if there is none: PostgreSQL refuses to run as root, so
+#      the embedded server of the demo and the tests runs as that user (not needed with DATABASE_URL).
 # Nothing here reaches beyond the Debian mirror that apt is configured with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,3 +45,8 @@ if ! engine_up; then
   bash scripts/ensure-docker.sh
 fi
 RGRID_TEST_BASE_IMAGE=$base_image bash scripts/ensure-base-image.sh
+
+if [ "$(id -u)" -eq 0 ] && [ -z "${DATABASE_URL:-}" ] && ! id postgres >/dev/null 2>&1; then
+  echo "setup-host: creating the system user postgres (the embedded PostgreSQL refuses to run as root)"
+  useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin postgres
+fi
