@@ -87,18 +87,18 @@ function runAsIds(user: string): RunAs | undefined {
 }
 
 /**
- * The server (running as another user) must be able to reach its data directory. Directories we own on
+ * The server (running as another user) must be able to reach its data directory and its programs. Directories we own on
  * the way get the search bit for others (o+x: traverse only, no listing); anything else that blocks the
  * way is reported instead of silently changed.
  */
-function ensureTraversable(dir: string, log: (line: string) => void): void {
+function ensureTraversable(dir: string, log: (line: string) => void, what = 'its data directory'): void {
   const me = process.getuid?.();
   for (let d = resolve(dir); ; d = dirname(d)) {
     const st = statSync(d);
     if ((st.mode & 0o001) === 0) {
       if (st.uid !== me) throw new Error(`embedded PostgreSQL cannot reach ${dir}: ${d} is not searchable by other users`);
       chmodSync(d, st.mode | 0o001);
-      log(`made ${d} searchable (o+x) so the postgres user can reach its data directory`);
+      log(`made ${d} searchable (o+x) so the postgres user can reach ${what}`);
     }
     if (dirname(d) === d) break;
   }
@@ -210,7 +210,11 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   await stopOrphanedServer(bins, dataDir, log);
   const ids = runAsIds(options.runAsUser ?? 'postgres');
   mkdirSync(dirname(dataDir), { recursive: true });
-  if (ids) ensureTraversable(dirname(dataDir), log);
+  if (ids) {
+    ensureTraversable(dirname(dataDir), log);
+    // The binaries too: a checkout under root's home (0700 on Debian) hides them from the postgres user.
+    ensureTraversable(dirname(bins.postgres), log, 'its programs');
+  }
 
   // The password stays next to (not inside) the data directory, readable by the control plane only.
   const passwordFile = join(dirname(dataDir), 'postgres-password');
