@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { PlacementItem, ScoreReason } from '../../common/wire/control-api.js';
+import { buildProgram } from '../../control/cli/main.js';
+import { configFromFlags } from '../../control/cli/options.js';
 import { dispatchLoad, pick } from '../../control/placement/index.js';
 import {
   COST_CONSTANTS, COST_WEIGHT, LOAD_WEIGHT, loadRatio, pullSeconds, rankPlacement, spreadFactor, tierOf, topK, type PlacementInput,
@@ -165,5 +167,16 @@ describe('placement spread and load', () => {
     const all = rank({ ...input, limit: 150 });
     expect(rank({ ...input, limit: 10 })).toEqual(all.slice(0, 10));
     for (let i = 1; i < all.length; i++) expect(all[i - 1]!.score).toBeGreaterThanOrEqual(all[i]!.score);
+  });
+});
+
+describe('placement pull throughput setting', () => {
+  it('defaults to 100 MB/s, comes from --placement-pull-mbps, and refuses 0 naming the flag', () => {
+    expect(configFromFlags({}, {}).placementPullMbps).toBe(100);
+    expect(configFromFlags({ placementPullMbps: '20' }, {}).placementPullMbps).toBe(20);
+    expect(() => configFromFlags({ placementPullMbps: '0' }, {})).toThrow(/--placement-pull-mbps must be/);
+    expect(() => configFromFlags({ placementPullMbps: 'fast' }, {})).toThrow(/--placement-pull-mbps/);
+    const serve = buildProgram({}).commands.find((c) => c.name() === 'serve');
+    expect(serve?.helpInformation()).toContain('--placement-pull-mbps');
   });
 });
