@@ -102,7 +102,7 @@ export const ControlConfigSchema = Type.Object(
     poolMax: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
     /**
      * How long a process reuses its read of an account's live workers and loads for placement; 0 reads
-     * on every resolve. Replicas converge within this time (control/fleet-view.ts).
+     * on every resolve. Replicas converge within this time (control/placement/index.ts).
      */
     fleetCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
     /**
