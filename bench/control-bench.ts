@@ -1,7 +1,8 @@
 /**
  * Control-plane benchmark:
  * 1. POST /v1/resolve under load (autocannon, 127.0.0.1 only, bounded duration) on a database seeded
- *    with 1,000 workers and 1,000,000 cache entries: throughput and p50/p99, at saturation and at a
+ *    with 1,000 workers, 1,000,000 cache entries and 30,000 registry images (every other script image and
+ *    every dependency layer): throughput and p50/p99, at saturation and at a
  *    fixed offered rate of 2,000 requests/s.
  * 2. A full snapshot sync of 100,000 entries from one worker: seconds, first and repeated.
  *
@@ -75,11 +76,37 @@ async function seed(client: pg.Client): Promise<{ seconds: number }> {
      FROM generate_series(1, ${WORKERS}) AS w, generate_series(1, ${ENTRIES_PER_WORKER / 2}) AS j,
        LATERAL (SELECT ((w::bigint * 31 + j::bigint * 2003) % ${REQUIREMENTS})::int AS r) AS x`,
   );
+  await seedRegistry(client);
   // Index-only scans need the visibility map, and the planner needs statistics.
   await client.query('VACUUM (ANALYZE) cache_entries');
   await client.query('VACUUM (ANALYZE) workers');
   await client.query('VACUUM (ANALYZE) tokens');
   return { seconds: (performance.now() - t0) / 1000 };
+}
+
+/**
+ * Images in the registry, so resolve's registry lookups find rows: the script image of every even script
+ * (half the resolves can pull it) and every dependency layer.
+ */
+async function seedRegistry(client: pg.Client): Promise<void> {
+  await client.query(
+    `INSERT INTO registry_images (account_id, kind, key, registry, manifest_digest, size_bytes, runtime, base_image_id,
+       requirements_sha256, script_sha256, deps_key, pushed_by)
+     SELECT '${ACCOUNT}', 'image', encode(sha256(('img:' || s)::bytea), 'hex'), '127.0.0.1:5000', 'sha256:' || encode(sha256(('man:' || s)::bytea), 'hex'),
+       (50 + s % 900) * 1048576::bigint, 'python3.11', 'sha256:' || encode(sha256('base'::bytea), 'hex'),
+       encode(sha256(('req:' || (s % ${REQUIREMENTS}))::bytea), 'hex'), encode(sha256(('script:' || s)::bytea), 'hex'),
+       encode(sha256(('deps:' || (s % ${REQUIREMENTS}))::bytea), 'hex'), 'w1'
+     FROM generate_series(0, ${SCRIPTS - 1}, 2) AS s`,
+  );
+  await client.query(
+    `INSERT INTO registry_images (account_id, kind, key, registry, manifest_digest, size_bytes, runtime, base_image_id,
+       requirements_sha256, script_sha256, deps_key, pushed_by)
+     SELECT '${ACCOUNT}', 'deps', encode(sha256(('deps:' || r)::bytea), 'hex'), '127.0.0.1:5000', 'sha256:' || encode(sha256(('depsman:' || r)::bytea), 'hex'),
+       (200 + r % 600) * 1048576::bigint, 'python3.11', 'sha256:' || encode(sha256('base'::bytea), 'hex'),
+       encode(sha256(('req:' || r)::bytea), 'hex'), NULL, NULL, 'w1'
+     FROM generate_series(0, ${REQUIREMENTS - 1}) AS r`,
+  );
+  await client.query('VACUUM (ANALYZE) registry_images');
 }
 
 /**
@@ -217,6 +244,8 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
       await client.query('VACUUM (ANALYZE) workers');
       await client.query('VACUUM (ANALYZE) tokens');
       await client.query('VACUUM (ANALYZE) cache_entries');
+      // A database kept from before the registry was seeded gets its registry rows now.
+      if ((await client.query('SELECT 1 FROM registry_images LIMIT 1')).rowCount === 0) await seedRegistry(client);
       console.log(`reusing the seeded database in ${dir}`);
     } else {
       console.log(`seeding ${WORKERS} workers and ${WORKERS * ENTRIES_PER_WORKER} entries ...`);
@@ -228,8 +257,8 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     server = await startServer(databaseUrl, join(dir, 'data'));
     const sched = ((await post(server.url, '/v1/admin/tokens', ADMIN, { account: ACCOUNT, role: 'scheduler' })).json as { token: string }).token;
     const sample = await post(server.url, '/v1/resolve', sched, JSON.parse(resolveBodies(1)[0]!));
-    const sampleBody = sample.json as { image: { workers: string[] }; deps: { workers: string[] }; placement: unknown[] };
-    console.log(`sample resolve: ${sampleBody.image.workers.length} image holders, ${sampleBody.deps.workers.length} deps holders, ${sampleBody.placement.length} placed`);
+    const sampleBody = sample.json as { image: { workers: string[] }; deps: { workers: string[] }; registry?: { image: boolean; deps: boolean }; placement: unknown[] };
+    console.log(`sample resolve: ${sampleBody.image.workers.length} image holders, ${sampleBody.deps.workers.length} deps holders, registry ${JSON.stringify(sampleBody.registry)}, ${sampleBody.placement.length} placed`);
 
     await load(server.url, sched, { seconds: 3 }); // warm-up: connections, plans, caches
     console.log(`resolve at saturation (${SATURATION_SECONDS} s, ${CONNECTIONS} connections) ...`);
@@ -264,6 +293,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
         server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, token cache 1 s, log level warn; autocannon in another process on the same machine',
         workers: WORKERS,
         entries: WORKERS * ENTRIES_PER_WORKER,
+        registry_images: SCRIPTS / 2 + REQUIREMENTS,
         distinct_script_images: SCRIPTS,
         image_holders_per_script: (WORKERS * ENTRIES_PER_WORKER) / 2 / SCRIPTS,
         deps_holders_per_requirements: (WORKERS * ENTRIES_PER_WORKER) / 2 / REQUIREMENTS,

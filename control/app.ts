@@ -21,7 +21,8 @@ import { declareV1Errors, swaggerOptions } from './openapi.js';
 import healthRoutes from './routes/health.js';
 import adminRoutes from './routes/admin.js';
 import workerRoutes from './routes/workers.js';
-import resolveRoutes from './routes/resolve.js';
+import placementPlugin from './placement/plugin.js';
+import resolveRoutes from './placement/route.js';
 import { blobRoutes, manifestRoutes } from './routes/inputs.js';
 import executionRoutes from './routes/executions.js';
 // Dispatch: queues, claims, leases.
@@ -73,14 +74,13 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
   await app.register(databasePlugin, {
     databaseUrl: config.databaseUrl ?? '',
     poolMax: config.poolMax,
-    fleetCacheMs: config.fleetCacheMs,
     tokenCacheMs: config.tokenCacheMs,
-    workerDeadAfterMs: config.workerDeadAfterMs,
     ...(deps.pool ? { pool: deps.pool } : {}),
   });
   await app.register(storagePlugin, { dataDir: config.dataDir, ...(deps.storage ? { storage: deps.storage } : {}) });
   await app.register(metricsPlugin, { workerDeadAfterMs: config.workerDeadAfterMs });
   await app.register(cleanupJob);
+  await app.register(placementPlugin);
   await app.register(dispatchPlugin);
 
   await app.register(healthRoutes);

@@ -102,7 +102,7 @@ export const ControlConfigSchema = Type.Object(
     poolMax: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
     /**
      * How long a process reuses its read of an account's live workers and loads for placement; 0 reads
-     * on every resolve. Replicas converge within this time (control/fleet-view.ts).
+     * on every resolve. Replicas converge within this time (control/placement/index.ts).
      */
     fleetCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
     /**
@@ -112,6 +112,12 @@ export const ControlConfigSchema = Type.Object(
     tokenCacheMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000 }),
     /** Placement lists at most this many workers unless the request asks for another limit. */
     placementLimit: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
+    /**
+     * Pull throughput placement assumes from the registry, in MB/s (1 MB = 2^20 bytes): turns an image's
+     * size into the seconds a worker would spend pulling it (control/placement/rank.ts). A guess of a
+     * same-site registry over a 1 Gbit/s link; only the order of the workers depends on it.
+     */
+    placementPullMbps: Type.Integer({ minimum: 1, maximum: 100_000, default: 100 }),
     // Dispatch (docs/dispatch.md).
     /** A claimed execution goes back to the queue when its worker has not renewed the claim for this long. */
     claimLeaseMs: Type.Integer({ minimum: 500, default: 30_000 }),

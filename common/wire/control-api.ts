@@ -298,10 +298,17 @@ export const ResolveCacheAnswer = Type.Object({
   entries: Type.Optional(Type.Array(HolderEntry)),
 });
 
+/**
+ * One part of a placement score: `cost` (what the worker would have to do before the script runs —
+ * nothing, pull, build the script layer, pull the dependency layer, build everything — with its estimate
+ * in seconds) or `load`.
+ */
 export const ScoreReason = Type.Object({
-  factor: Type.Union([Type.Literal('image'), Type.Literal('deps'), Type.Literal('load')]),
+  factor: Type.Union([Type.Literal('cost'), Type.Literal('load')]),
   score: Type.Number(),
   detail: Type.String(),
+  /** `cost` only: the estimated seconds before the script can start on this worker. */
+  estimate_s: Type.Optional(Type.Number({ minimum: 0 })),
 });
 export type ScoreReason = Type.Static<typeof ScoreReason>;
 
@@ -323,6 +330,8 @@ export const ResolveResponse = Type.Object({
     stored: Type.Boolean(),
     missing_blobs: Type.Array(Sha256Hex),
   }),
+  /** Whether the account's registry has the script image and the dependency layer (any worker can pull them). */
+  registry: Type.Object({ image: Type.Boolean(), deps: Type.Boolean() }),
   placement: Type.Array(PlacementItem),
   live_workers: Type.Integer(),
 });

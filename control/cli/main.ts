@@ -157,6 +157,7 @@ export function buildProgram(env: ControlEnv): Command {
     .option('--blob-grace <duration>', 'keep an unreferenced blob this long after upload (default 1h)')
     .option('--pool-max <n>', 'PostgreSQL connections per process (default 10)')
     .option('--fleet-cache <duration>', 'reuse the live-worker view for placement this long, 0 = never (default 1s)')
+    .option('--placement-pull-mbps <n>', 'registry pull throughput placement assumes, MB/s (default 100)')
     .option('--token-cache <duration>', 'reuse a valid token lookup this long (never past expiry), 0 = never (default 1s)')
     .option('--no-migrate', 'do not apply migrations at start')
     // Admission control (docs/operations.md, Admission control and limits).

@@ -52,6 +52,7 @@ export interface ServeFlags extends CommonFlags {
   blobGrace?: string;
   poolMax?: string;
   fleetCache?: string;
+  placementPullMbps?: string;
   tokenCache?: string;
   migrate?: boolean;
   // Admission control (docs/operations.md, Admission control and limits).
@@ -175,6 +176,7 @@ export function configFromFlags(flags: ServeFlags, env: ControlEnv): ControlConf
   set('blobGraceMs', duration(flags.blobGrace, '--blob-grace', 'blobGraceMs'));
   set('fleetCacheMs', duration(flags.fleetCache, '--fleet-cache', 'fleetCacheMs'));
   set('tokenCacheMs', duration(flags.tokenCache, '--token-cache', 'tokenCacheMs'));
+  set('placementPullMbps', integer(flags.placementPullMbps, '--placement-pull-mbps', 'placementPullMbps'));
   set('snapshotBodyLimitBytes', integer(flags.snapshotBodyLimit, '--snapshot-body-limit', 'snapshotBodyLimitBytes'));
   set('accountBlobQuotaBytes', integer(flags.accountBlobQuota, '--account-blob-quota', 'accountBlobQuotaBytes'));
   set('accountBlobQuotaCount', integer(flags.accountBlobCount, '--account-blob-count', 'accountBlobQuotaCount'));

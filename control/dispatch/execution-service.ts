@@ -18,7 +18,7 @@ import type { ClaimedExecution, CompleteRequest, SubmitExecutionRequest } from '
 import type { ControlConfig } from '../config.js';
 import { withTransaction, type Db } from '../db/pool.js';
 import type { Repositories } from '../plugins/database.js';
-import { chooseWorker } from './choose-worker.js';
+import type { Placement } from '../placement/index.js';
 import { clockTickMs, downtimeAfterMs, tickLeaseClock, type TickResult } from './lease-clock.js';
 import { notify } from './notify.js';
 import {
@@ -47,13 +47,14 @@ export interface ExecutionServiceDeps {
   repos: Pick<Repositories, 'inputs' | 'executions'>;
   config: ControlConfig;
   log: FastifyBaseLogger;
+  placement: Pick<Placement, 'choose'>;
 }
 
 export function claimLost(executionId: string): RgridError {
   return new RgridError('conflict', `the claim on execution ${executionId} is no longer held (lease expired or re-queued)`, { claim_lost: true });
 }
 
-export function createExecutionService({ db, repos, config, log }: ExecutionServiceDeps) {
+export function createExecutionService({ db, repos, config, log, placement }: ExecutionServiceDeps) {
   const downtimeMs = downtimeAfterMs(clockTickMs(config.claimLeaseMs));
 
   /** Places an execution leaving a claim or a dead worker's queue again, or fails it when out of attempts. */
@@ -64,9 +65,9 @@ export function createExecutionService({ db, repos, config, log }: ExecutionServ
       return;
     }
     const avoid = lostBy === null ? row.lost_by : [...row.lost_by, lostBy];
-    const workerId = await chooseWorker(db, tx, {
+    const workerId = await placement.choose(tx, {
       account: row.account, runtime: row.runtime, scriptSha256: row.script_sha256, requirementsSha256: row.requirements_sha256, avoid,
-    }, config);
+    });
     await requeue(tx, row, workerId, lostBy);
     await notify(tx, [workerId ? `w:${workerId}` : '*']);
     log.info({ execution_id: row.execution_id, from: row.worker_id, to: workerId, attempts: row.attempts, reason }, 'execution re-queued');
@@ -98,9 +99,9 @@ export function createExecutionService({ db, repos, config, log }: ExecutionServ
       }
       return withTransaction(db, async (tx) => {
         await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [PLACEMENT_LOCK_NAMESPACE, account]);
-        const workerId = await chooseWorker(db, tx, {
+        const workerId = await placement.choose(tx, {
           account, runtime: body.runtime, scriptSha256: body.script_sha256, requirementsSha256: body.requirements_sha256 ?? null,
-        }, config);
+        });
         const created = await insertSubmitted(tx, account, body, workerId, maxAttempts);
         await notify(tx, [workerId ? `w:${workerId}` : '*']);
         return created;

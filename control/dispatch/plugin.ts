@@ -44,7 +44,7 @@ export default fp(
     let closing = false;
     let listener: pg.PoolClient | undefined;
     const timers: NodeJS.Timeout[] = [];
-    const executions = createExecutionService({ db: app.db, repos: app.repos, config: app.config, log: app.log });
+    const executions = createExecutionService({ db: app.db, repos: app.repos, config: app.config, log: app.log, placement: app.placement });
 
     const wake = (key: string): void => {
       for (const fn of waiters.get(key) ?? []) fn();

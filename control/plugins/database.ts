@@ -3,17 +3,14 @@ import { createPool, type Db } from '../db/pool.js';
 import { createTokenRepository, type TokenRepository } from '../repositories/tokens.js';
 import { createWorkerRepository, type WorkerRepository } from '../repositories/workers.js';
 import { createEntryRepository, type EntryRepository } from '../repositories/entries.js';
-import { createResolveRepository, type ResolveRepository } from '../repositories/resolve.js';
 import { createInputRepository, type InputRepository } from '../repositories/inputs.js';
 import { createExecutionRepository, type ExecutionRepository } from '../repositories/executions.js';
-import { createFleetView, type FleetView } from '../fleet-view.js';
 import { createTokenCache, type TokenCache } from '../token-cache.js';
 
 export interface Repositories {
   tokens: TokenRepository;
   workers: WorkerRepository;
   entries: EntryRepository;
-  resolve: ResolveRepository;
   inputs: InputRepository;
   executions: ExecutionRepository;
 }
@@ -22,7 +19,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     db: Db;
     repos: Repositories;
-    fleet: FleetView;
     tokenCache: TokenCache;
   }
 }
@@ -31,7 +27,7 @@ declare module 'fastify' {
  * The PostgreSQL pool and the repositories over it. A pool handed in by the caller (tests, the bench)
  * stays the caller's to close; a pool created here ends with the app.
  */
-export default fp<{ databaseUrl: string; poolMax: number; pool?: Db; fleetCacheMs: number; tokenCacheMs: number; workerDeadAfterMs: number }>(
+export default fp<{ databaseUrl: string; poolMax: number; pool?: Db; tokenCacheMs: number }>(
   (app, opts, done) => {
     const db = opts.pool ?? createPool(opts.databaseUrl, opts.poolMax);
     app.decorate('db', db);
@@ -40,11 +36,9 @@ export default fp<{ databaseUrl: string; poolMax: number; pool?: Db; fleetCacheM
       tokens,
       workers: createWorkerRepository(db),
       entries: createEntryRepository(db),
-      resolve: createResolveRepository(db),
       inputs: createInputRepository(db),
       executions: createExecutionRepository(db),
     });
-    app.decorate('fleet', createFleetView(db, { cacheMs: opts.fleetCacheMs, deadAfterMs: opts.workerDeadAfterMs }));
     app.decorate('tokenCache', createTokenCache((hash) => tokens.lookupHash(hash), { ttlMs: opts.tokenCacheMs }));
     if (!opts.pool) app.addHook('onClose', async () => db.end());
     done();

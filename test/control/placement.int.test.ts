@@ -1,7 +1,8 @@
 /* eslint-disable @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call --
    HTTP response bodies are untyped JSON here; every field used is checked by expect(). */
-// Placement prefers the worker holding the image, spreads when every worker holds it,
-// and skips dead workers.
+// Placement ranks workers by what each would have to do (run, pull, build the script layer, pull
+// the dependency layer, build everything) and by load, spreads when every worker can get the image
+// cheaply, and skips dead workers.
 import { describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { sha256Hex } from '../../common/digest.js';
@@ -12,7 +13,7 @@ const db = useTestDatabase();
 interface Placement {
   worker_id: string;
   score: number;
-  reasons: { factor: string; score: number; detail: string }[];
+  reasons: { factor: string; score: number; detail: string; estimate_s?: number }[];
 }
 
 async function setLoad(app: FastifyInstance, token: string, workerId: string, running: number): Promise<void> {
@@ -21,7 +22,7 @@ async function setLoad(app: FastifyInstance, token: string, workerId: string, ru
 }
 
 describe('placement', () => {
-  it('prefers the image holder, then the dependency holder, then the least loaded worker', async () => {
+  it('prefers the image holder, then the dependency holder, then the least loaded worker, weighing the small script layer against load', async () => {
     const app = await build(db);
     const sched = await createToken(app, 'p1', 'scheduler');
     const tokens: Record<string, string> = {};
@@ -41,18 +42,27 @@ describe('placement', () => {
 
     const res = await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') });
     expect(res.statusCode).toBe(200);
-    const body = res.json<{ placement: Placement[]; live_workers: number; image: { workers: string[] }; deps: { workers: string[] } }>();
+    const body = res.json<{ placement: Placement[]; live_workers: number; image: { workers: string[] }; deps: { workers: string[] }; registry: unknown }>();
     expect(body.live_workers).toBe(4);
     expect(body.image.workers).toEqual(['a2']);
     expect(body.deps.workers).toEqual(['a1', 'a2']);
-    expect(body.placement.map((p) => p.worker_id)).toEqual(['a2', 'a1', 'a4', 'a3']);
-    const top = body.placement[0]!;
-    expect(top.reasons.map((r) => r.factor)).toEqual(['image', 'deps', 'load']);
-    expect(top.reasons[0]!.detail).toMatch(/held by 1\/4 live workers/);
-    expect(top.score).toBeCloseTo(top.reasons.reduce((s, r) => s + r.score, 0), 5);
+    expect(body.registry).toEqual({ image: false, deps: false });
+    // a1 only builds the ~2 s script layer on its dependency layer and is far less loaded than a2 (1/4
+    // against 3/4): it goes first. Both are far ahead of the workers that would build for a minute.
+    expect(body.placement.map((p) => p.worker_id)).toEqual(['a1', 'a2', 'a4', 'a3']);
+    const byId = new Map(body.placement.map((p) => [p.worker_id, p]));
+    expect(byId.get('a2')!.reasons.map((r) => r.factor)).toEqual(['cost', 'load']);
+    expect(byId.get('a2')!.reasons[0]).toMatchObject({ estimate_s: 0, detail: expect.stringMatching(/^script image present ≈ 0 s \(spread factor 0\.88: 1\/4 live workers/) as unknown });
+    expect(byId.get('a1')!.reasons[0]).toMatchObject({ estimate_s: 2, detail: expect.stringMatching(/^dependency layer present, build the script layer ≈ 2 s/) as unknown });
+    expect(byId.get('a4')!.reasons[0]).toMatchObject({ estimate_s: 60, score: 0 });
+    for (const p of body.placement) expect(p.score).toBeCloseTo(p.reasons.reduce((s, r) => s + r.score, 0), 5);
     // limit bounds the list.
     const limited = await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs'), limit: 2 });
-    expect(limited.json().placement.map((p: Placement) => p.worker_id)).toEqual(['a2', 'a1']);
+    expect(limited.json().placement.map((p: Placement) => p.worker_id)).toEqual(['a1', 'a2']);
+    // At equal load the image holder is ahead of the dependency holder.
+    await setLoad(app, tokens.a1!, 'a1', 3);
+    const equal = await call(app, 'POST', '/v1/resolve', sched, { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') });
+    expect(equal.json().placement.map((p: Placement) => p.worker_id)).toEqual(['a2', 'a1', 'a4', 'a3']);
   });
 
   it('spreads by load when every worker holds the image, with the image weight scaled down', async () => {
@@ -73,9 +83,9 @@ describe('placement', () => {
     await setLoad(app, tokens.b3!, 'b3', 1);
     const first = await resolve();
     expect(first.placement.map((p) => p.worker_id)).toEqual(['b2', 'b3', 'b1']);
-    const imageScores = first.placement.map((p) => p.reasons.find((r) => r.factor === 'image')!.score);
+    const imageScores = first.placement.map((p) => p.reasons.find((r) => r.factor === 'cost')!.score);
     expect(new Set(imageScores).size).toBe(1);
-    expect(first.placement[0]!.reasons[0]!.detail).toMatch(/held by 3\/3 live workers \(spread factor 0\.5\)/);
+    expect(first.placement[0]!.reasons[0]!.detail).toMatch(/\(spread factor 0\.5: 3\/3 live workers can get the script image without building\)/);
 
     // As work lands on the top worker, the next placement moves on: a batch spreads over all holders.
     await setLoad(app, tokens.b2!, 'b2', 3);
@@ -147,9 +157,11 @@ describe('placement', () => {
     expect(body.live_workers).toBe(2);
     expect(body.image).toEqual({ cached: true, workers: ['d-one', 'd-two'] });
     expect(body.deps).toEqual({ cached: true, workers: ['d-two'] });
-    const top = body.placement[0] as Placement;
-    expect(top.worker_id).toBe('d-two');
-    expect(top.reasons[0]!.detail).toMatch(/^script image present \(900 MB, .*held by 2\/2 live workers/);
+    // Both run it now (holding the dependency layer as well saves d-two nothing more): the id breaks the tie.
+    expect(body.placement.map((p: Placement) => p.worker_id)).toEqual(['d-one', 'd-two']);
+    for (const p of body.placement as Placement[]) {
+      expect(p.reasons[0]).toMatchObject({ estimate_s: 0, detail: expect.stringMatching(/^script image present ≈ 0 s \(spread factor 0\.5: 2\/2 live workers/) as unknown });
+    }
 
     // include_entries lists every live entry (both of d-two's images), still none of the dead or departed.
     const detailed = (await call(app, 'POST', '/v1/resolve', sched, { ...request, include_entries: true })).json();
@@ -162,6 +174,52 @@ describe('placement', () => {
     expect(foreign.image).toEqual({ cached: false, workers: [], entries: [] });
     expect(foreign.deps).toEqual({ cached: false, workers: [], entries: [] });
     expect(foreign.live_workers).toBe(0);
+  });
+
+  it('ranks a worker that can pull the image from the registry above the busy holder, where building put it below', async () => {
+    const app = await build(db);
+    const sched = await createToken(app, 'p6', 'scheduler');
+    const tokens: Record<string, string> = {};
+    for (const w of ['e-holder', 'e-bare']) {
+      tokens[w] = await createToken(app, 'p6', 'worker', w);
+      await registerWorker(app, tokens[w], w, { capacity: 4 });
+    }
+    await snapshot(app, tokens['e-holder']!, 'e-holder', [entry({ account: 'p6', size: 500 * MB })]);
+    await snapshot(app, tokens['e-bare']!, 'e-bare', []);
+    await setLoad(app, tokens['e-holder']!, 'e-holder', 4);
+    await setLoad(app, tokens['e-bare']!, 'e-bare', 0);
+    const request = { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') };
+    const resolve = async () => (await call(app, 'POST', '/v1/resolve', sched, request)).json<{ placement: Placement[]; registry: { image: boolean; deps: boolean } }>();
+
+    // e-bare holds nothing and the registry has nothing: it must build for a minute, so the full holder wins.
+    const before = await resolve();
+    expect(before.registry).toEqual({ image: false, deps: false });
+    expect(before.placement.map((p) => p.worker_id)).toEqual(['e-holder', 'e-bare']);
+    expect(before.placement[1]!.reasons[0]).toMatchObject({ factor: 'cost', estimate_s: 60 });
+
+    // Another worker pushed the image (and its dependency layer) to the registry: e-bare pulls 170 MB.
+    const depsKey = sha('deps:python3.11:' + sha('reqs'));
+    await db.pool.query(
+      `INSERT INTO registry_images (account_id, kind, key, registry, manifest_digest, size_bytes, runtime, base_image_id,
+                                    requirements_sha256, script_sha256, deps_key, pushed_by)
+       VALUES ('p6', 'image', $1, '127.0.0.1:5000', $2, $3, 'python3.11', $4, $5, $6, $7, 'e-other'),
+              ('p6', 'deps',  $7, '127.0.0.1:5000', $8, $9, 'python3.11', $4, $5, NULL, NULL, 'e-other')`,
+      [sha('image-key'), `sha256:${sha('manifest')}`, 170 * MB, `sha256:${sha('base')}`, sha('reqs'), sha('script'), depsKey, `sha256:${sha('deps-manifest')}`, 400 * MB],
+    );
+    const after = await resolve();
+    expect(after.registry).toEqual({ image: true, deps: true });
+    expect(after.placement.map((p) => p.worker_id)).toEqual(['e-bare', 'e-holder']);
+    expect(after.placement[0]!.reasons[0]).toMatchObject({
+      factor: 'cost', estimate_s: 2.7, detail: expect.stringMatching(/^pull script image \(170 MB\) ≈ 2\.7 s \(spread factor 0\.5: 2\/2 live workers/) as unknown,
+    });
+
+    // Registry rows of another account, runtime or requirements are not this submission's.
+    const other = await createToken(app, 'p6-other', 'scheduler');
+    expect((await call(app, 'POST', '/v1/resolve', other, request)).json<{ registry: unknown }>().registry).toEqual({ image: false, deps: false });
+    const noReqs = (await call(app, 'POST', '/v1/resolve', sched, { ...request, requirements_sha256: null })).json<{ registry: unknown }>();
+    expect(noReqs.registry).toEqual({ image: false, deps: false });
+    const otherRuntime = (await call(app, 'POST', '/v1/resolve', sched, { ...request, runtime: 'python3.12' })).json<{ registry: unknown }>();
+    expect(otherRuntime.registry).toEqual({ image: false, deps: false });
   });
 
   it('answers the inputs state in the same request when asked', async () => {

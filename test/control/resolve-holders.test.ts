@@ -1,6 +1,6 @@
-// control/repositories/resolve.ts parseHolders: the aggregated holder string → one holder per worker.
+// control/placement/query.ts parseHolders: the aggregated holder string → one holder per worker.
 import { describe, expect, it } from 'vitest';
-import { parseHolders } from '../../control/repositories/resolve.js';
+import { parseHolders } from '../../control/placement/query.js';
 
 describe('parseHolders', () => {
   it('keeps one holder per worker, its largest entry, ordered by worker id', () => {

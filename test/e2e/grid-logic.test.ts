@@ -2,8 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { TailBuffer } from '../../agent/worker/tail-buffer.js';
 import { capLog, resultStatus } from '../../control/dispatch/repository.js';
-import { dispatchLoad, pick } from '../../control/dispatch/choose-worker.js';
-import { loadRatio, rankPlacement } from '../../control/placement.js';
+import { dispatchLoad, pick } from '../../control/placement/index.js';
+import { loadRatio, rankPlacement } from '../../control/placement/rank.js';
 import { exitStatusOf as exitStatus } from '../../common/executions.js';
 import { formatBar } from '../../client/progress.js';
 
@@ -57,6 +57,9 @@ describe('dispatch load', () => {
         liveWorkers: 2,
         imageHolders: [{ worker_id: 'a', size_bytes: 1 }, { worker_id: 'b', size_bytes: 1 }],
         depsHolders: [],
+        registry: { image: null, deps: null },
+        hasRequirements: true,
+        cost: { pullBytesPerS: 100 * 1024 * 1024 },
         candidates: ['a', 'b'].map((w) => dispatchLoad({ worker_id: w, capacity: 2 }, counts[w]!)),
         limit: 2,
       });
@@ -66,7 +69,8 @@ describe('dispatch load', () => {
   });
   it('prefers the image holder on an idle grid, and avoids a worker that lost the claim', () => {
     const ranked = rankPlacement({
-      liveWorkers: 2, imageHolders: [{ worker_id: 'b', size_bytes: 1 }], depsHolders: [],
+      liveWorkers: 2, imageHolders: [{ worker_id: 'b', size_bytes: 1 }], depsHolders: [], registry: { image: null, deps: null },
+      hasRequirements: true, cost: { pullBytesPerS: 100 * 1024 * 1024 },
       candidates: [dispatchLoad({ worker_id: 'a', capacity: 2 }, 0), dispatchLoad({ worker_id: 'b', capacity: 2 }, 0)], limit: 2,
     });
     expect(pick(ranked)).toBe('b');
