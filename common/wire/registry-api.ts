@@ -86,7 +86,7 @@ export type BuildAcquireResponse = Type.Static<typeof BuildAcquireResponse>;
 
 export const BuildLeaseParams = Type.Object({ worker_id: WorkerId, lease_id: Uuid });
 
-export const BuildRenewResponse = Type.Object({ lease_expires_at: Timestamp });
+export const BuildRenewResponse = Type.Object({ lease_expires_at: Timestamp }, { description: "the build lease's new expiry" });
 export type BuildRenewResponse = Type.Static<typeof BuildRenewResponse>;
 
 export const BuildCompleteRequest = Type.Union([
