@@ -5,8 +5,11 @@
 // nobody renews, failures remembered for their window, releases, lease-less pushes, tenancy and hostile
 // input. Lease and failure expiry are simulated by moving the expiry into the past: the control plane only
 // compares it with the database clock, and waiting out a real lease would make the tests slow.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { describe, expect, it } from 'vitest';
+import { eventually } from '../fleet/helpers.js';
 import { build, call, createToken, sha, useTestDatabase } from './support.js';
 
 const db = useTestDatabase();
@@ -193,6 +196,30 @@ describe('build leases', () => {
     const closed = app.close();
     expect(await ok(waiter)).toMatchObject({ state: 'building', holder: w1!.id });
     await closed;
+  });
+
+  it('a held long poll ends when its client leaves, without taking a lease', async () => {
+    const { app, parked } = await appWithWaitProbe();
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    const [w1, w2] = await workers(app, 'ib-l');
+    const body = image('ib-l', 'left');
+    const lease = await ok(acquire(app, w1!.token, w1!.id, body));
+    const isParked = parked();
+    const payload = JSON.stringify({ ...body, wait_ms: 30_000 });
+    const req = http.request({
+      host: '127.0.0.1', port, method: 'POST', path: `/v1/workers/${w2!.id}/image-builds`,
+      headers: { authorization: `Bearer ${w2!.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+    });
+    req.on('error', () => undefined);
+    req.end(payload);
+    await isParked;
+    req.destroy();
+    // The holder's lease runs out after the client left: a loop still polling would take it over.
+    await db.pool.query("UPDATE build_leases SET expires_at = now() - interval '1 second' WHERE lease_id = $1", [lease.lease_id]);
+    const metrics = async () => (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    await eventually('the long poll to end', async () => (/rgrid_control_build_waits_total\{result="client_left"\} 1\b/.test(await metrics()) ? true : undefined), 10_000, 50);
+    expect((await db.pool.query("SELECT lease_id, holder FROM build_leases WHERE account_id = 'ib-l'")).rows).toEqual([{ lease_id: lease.lease_id, holder: w1!.id }]);
   });
 });
 
