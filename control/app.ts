@@ -28,6 +28,8 @@ import executionRoutes from './routes/executions.js';
 // Dispatch: queues, claims, leases.
 import dispatchPlugin from './dispatch/plugin.js';
 import dispatchRoutes from './dispatch/routes.js';
+// Images shared through an OCI registry: build leases, recorded pushes.
+import registryRoutes from './registry/routes.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -108,6 +110,7 @@ export async function buildControlApp(config: ControlConfig, deps: ControlDeps =
       await v1.register(manifestRoutes);
       await v1.register(executionRoutes);
       await v1.register(dispatchRoutes);
+      await v1.register(registryRoutes);
       // Last and in its own context: it swaps the content-type parsers for raw byte streams.
       await v1.register(blobRoutes);
     },

@@ -6,16 +6,21 @@
  * run executes the very same DELETE ... RETURNING statements and rolls back: what it reports is exactly
  * what a real run would remove at that instant. Byte files are unlinked only for blobs no account
  * references any more, while holding the blob's advisory lock that uploads also take.
+ *
+ * Registry images (control/registry/lifecycle.ts): expired build leases and failures go in the same
+ * transaction; the manifests of images unused past the TTL are deleted from the registry after it has
+ * committed (a dry run only lists them), each row removed once its manifest is gone.
  */
 import type { Db } from './db/pool.js';
 import type { BlobStorage } from './storage/blob-storage.js';
+import { deleteUnusedManifests, removeExpiredBuildState, unusedRegistryImages, type RegistryCleanupSettings, type UnusedImage } from './registry/lifecycle.js';
 
 export const CLEANUP_LOCK_ID = 7_243_001;
 /** Namespace of the per-blob advisory locks shared with uploads (two-int form: namespace, hashtext). */
 export const BLOB_LOCK_NAMESPACE = 7243;
 const MAX_ITEMS = 1000;
 
-export interface CleanupSettings {
+export interface CleanupSettings extends RegistryCleanupSettings {
   entryTtlMs: number;
   workerRetentionMs: number;
   opRetentionMs: number;
@@ -40,6 +45,17 @@ export interface CleanupReport {
   blobs: Section<{ account: string; sha256: string; size_bytes: number }> & { bytes: number };
   blob_files: Section<string>;
   applied_ops: { count: number };
+  registry_images: {
+    /** The registry cleaned (--registry); null: its images are left alone. */
+    registry: string | null;
+    /** Manifests deleted (or found already gone) and their rows removed; in a dry run, those that would be. */
+    deleted: Section<UnusedImage>;
+    /** Rows kept because the registry did not take the delete (down, deletes disabled, credentials): the next cleanup retries. */
+    failed: Section<UnusedImage & { error: string }>;
+    expired_leases: number;
+    expired_failures: number;
+    completions: number;
+  };
 }
 
 function section<T>(rows: T[]): Section<T> {
@@ -62,7 +78,9 @@ export async function runCleanup(
     at: new Date().toISOString(),
     settings: { entry_ttl_ms: settings.entryTtlMs, worker_retention_ms: settings.workerRetentionMs, op_retention_ms: settings.opRetentionMs, blob_grace_ms: settings.blobGraceMs },
     entries: empty(), workers: empty(), manifests: empty(), blobs: { ...empty(), bytes: 0 }, blob_files: empty(), applied_ops: { count: 0 },
+    registry_images: { registry: settings.registry, deleted: empty(), failed: empty(), expired_leases: 0, expired_failures: 0, completions: 0 },
   };
+  let unused: UnusedImage[] = [];
   try {
     await client.query('BEGIN');
     const lock = await client.query<{ ok: boolean }>(
@@ -113,17 +131,27 @@ export async function runCleanup(
       if (still.rowCount === 0) orphans.push(sha);
     }
     report.blob_files = section(orphans);
+    const expired = await removeExpiredBuildState(client, settings);
+    report.registry_images = { ...report.registry_images, ...expired };
+    unused = await unusedRegistryImages(client, settings);
     if (opts.dryRun) {
+      report.registry_images.deleted = section(unused);
       await client.query('ROLLBACK');
     } else {
       for (const sha of orphans) await storage.delete(sha);
       await client.query('COMMIT');
     }
-    return report;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
     client.release();
   }
+  if (!opts.dryRun && unused.length > 0) {
+    // After the commit, with the connection handed back: see control/registry/lifecycle.ts for why.
+    const { deleted, failed } = await deleteUnusedManifests(db, unused, settings);
+    report.registry_images.deleted = section(deleted);
+    report.registry_images.failed = section(failed);
+  }
+  return report;
 }

@@ -7,6 +7,7 @@
 import Type from 'typebox';
 import { Value } from 'typebox/value';
 import { RgridError } from '../common/errors.js';
+import { assertRegistryAddress, REGISTRY_ADDRESS_PATTERN } from '../common/names.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -140,6 +141,19 @@ export const ControlConfigSchema = Type.Object(
     /** Most `max_attempts` a submission may ask for; the default `maxAttempts` is capped by it too. */
     runMaxAttempts: Type.Integer({ minimum: 1, maximum: 20, default: 5 }),
     // ---- end of run limits --------------------------------------------------------------------------
+    // ---- Images in the registry (docs/architecture.md, "Images in the registry") ----------------------
+    /** A build lease not renewed for this long is taken over by the next worker that asks. */
+    buildLeaseMs: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
+    /** A failed build is answered to every worker asking for its key for this long; 0 = not remembered. */
+    buildFailureTtlMs: Type.Integer({ minimum: 0, maximum: 7 * DAY, default: 600_000 }),
+    /**
+     * `HOST:PORT[/PREFIX]`: the registry whose manifests cleanup deletes when an image falls out of use
+     * (the one the workers push to); null leaves the registry and its rows alone.
+     */
+    registry: Type.Union([Type.String({ pattern: REGISTRY_ADDRESS_PATTERN, maxLength: 255 }), Type.Null()], { default: null }),
+    /** A JSON file `{"username": ..., "password": ...}` for the registry, read at each use; null = no authentication. */
+    registryAuthFile: Type.Union([Type.String({ minLength: 1 }), Type.Null()], { default: null }),
+    // ---- end of images in the registry --------------------------------------------------------------
     ...AdmissionConfigFields,
     logLevel: Type.Union(
       [
@@ -152,6 +166,17 @@ export const ControlConfigSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** What the registry pattern cannot say: the port's range. */
+function registryProblems(c: ControlConfig): string[] {
+  if (c.registry === null) return [];
+  try {
+    assertRegistryAddress(c.registry);
+    return [];
+  } catch (err) {
+    return [`/registry: ${(err as Error).message}`];
+  }
+}
+
 export type ControlConfig = Type.Static<typeof ControlConfigSchema>;
 export type ControlConfigInput = Partial<ControlConfig>;
 
@@ -160,7 +185,7 @@ export function loadControlConfig(input: ControlConfigInput = {}): ControlConfig
   const withDefaults = Value.Default(ControlConfigSchema, structuredClone(input));
   const errors = Value.Errors(ControlConfigSchema, withDefaults);
   const lines = errors.map((e) => `${e.instancePath || '/'}: ${e.message}`);
-  if (lines.length === 0) lines.push(...admissionProblems(withDefaults as ControlConfig));
+  if (lines.length === 0) lines.push(...admissionProblems(withDefaults as ControlConfig), ...registryProblems(withDefaults as ControlConfig));
   if (lines.length > 0) {
     throw new RgridError('bad_request', `invalid control configuration: ${lines.join('; ')}`, { errors: lines });
   }

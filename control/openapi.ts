@@ -180,6 +180,7 @@ export function swaggerOptions(): FastifyDynamicSwaggerOptions {
         { name: 'inputs', description: 'Content-addressed blobs and input manifests' },
         { name: 'executions', description: 'Execution records' },
         { name: 'dispatch', description: 'Submit, wait, logs; claim, renew, complete' },
+        { name: 'registry', description: 'Images shared through an OCI registry: build leases and recorded pushes (worker token)' },
       ],
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],

@@ -6,29 +6,15 @@
  */
 import type Docker from 'dockerode';
 import { RgridError } from '../../common/errors.js';
-import { assertOciDigest, assertRegistryAddress, shown } from '../../common/names.js';
-import { accountTagSuffix } from '../builder/recipe.js';
+import { assertOciDigest, shown } from '../../common/names.js';
+import { registryLocation, type ImageKind, type RegistryLocation } from '../../common/registry-names.js';
 
-export type ImageKind = 'deps' | 'image';
-
-/** Where one (account, kind, key) lives in the registry. */
-export interface RegistryLocation {
-  /** `HOST:PORT[/PREFIX]/rgrid-<account hash>` */
-  repository: string;
-  /** `<kind>-<key>`: the tag the builder pushes; pulls never use it. */
-  tag: string;
-}
+// The naming is shared with the control plane, which deletes what falls out of use.
+export { registryLocation, type ImageKind, type RegistryLocation };
 
 export interface RegistryAuth {
   username: string;
   password: string;
-}
-
-export function registryLocation(registry: string, account: string, kind: ImageKind, key: string): RegistryLocation {
-  const address = assertRegistryAddress(registry);
-  // One repository per account, named by a hash of it: account names never appear in the registry, and
-  // a registry's per-repository permissions can separate tenants.
-  return { repository: `${address}/rgrid-${accountTagSuffix(account)}`, tag: `${kind}-${key}` };
 }
 
 /** The engine's X-Registry-Auth for one request; an empty object for a registry without authentication. */

@@ -9,6 +9,7 @@
 import type { TSchema } from 'typebox';
 import * as api from './control-api.js';
 import * as dispatch from './dispatch-api.js';
+import * as registry from './registry-api.js';
 import * as tenancy from './tenancy-api.js';
 
 export const COMPONENT_SCHEMAS: Readonly<Record<string, TSchema>> = {
@@ -86,4 +87,19 @@ export const COMPONENT_SCHEMAS: Readonly<Record<string, TSchema>> = {
   CompleteRequest: dispatch.CompleteRequest,
   LogsResponse: dispatch.LogsResponse,
   WaitResponse: dispatch.WaitResponse,
+  // images in the registry
+  OciDigest: registry.OciDigest,
+  RegistryAddress: registry.RegistryAddress,
+  ImageId: registry.ImageId,
+  BuildAcquireRequest: registry.BuildAcquireRequest,
+  BuildAcquirePushed: registry.BuildAcquirePushed,
+  BuildAcquireLease: registry.BuildAcquireLease,
+  BuildAcquireBuilding: registry.BuildAcquireBuilding,
+  BuildAcquireFailed: registry.BuildAcquireFailed,
+  BuildAcquireResponse: registry.BuildAcquireResponse,
+  BuildRenewResponse: registry.BuildRenewResponse,
+  BuildCompleteRequest: registry.BuildCompleteRequest,
+  BuildCompleteResponse: registry.BuildCompleteResponse,
+  RecordPushRequest: registry.RecordPushRequest,
+  RecordPushResponse: registry.RecordPushResponse,
 };

@@ -86,7 +86,8 @@ export type BuildAcquireResponse = Type.Static<typeof BuildAcquireResponse>;
 
 export const BuildLeaseParams = Type.Object({ worker_id: WorkerId, lease_id: Uuid });
 
-export const BuildRenewResponse = Type.Object({ lease_expires_at: Timestamp });
+// The title keeps it apart from the claim's RenewResponse (same shape) as its own OpenAPI component.
+export const BuildRenewResponse = Type.Object({ lease_expires_at: Timestamp }, { title: 'BuildRenewResponse' });
 export type BuildRenewResponse = Type.Static<typeof BuildRenewResponse>;
 
 export const BuildCompleteRequest = Type.Union([

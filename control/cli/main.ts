@@ -23,7 +23,7 @@ import { createTokenRepository } from '../repositories/tokens.js';
 import { createFsBlobStorage } from '../storage/fs-storage.js';
 import { tokenInfo } from '../routes/admin.js';
 import { join } from 'node:path';
-import { configFromFlags, readControlEnv, readDatabaseUrl, urlHasPassword, type CommonFlags, type ControlEnv, type ServeFlags } from './options.js';
+import { configFromFlags, readControlEnv, readDatabaseUrl, urlHasPassword, type CommonFlags, type ControlEnv, type RegistryFlags, type ServeFlags } from './options.js';
 import { connectedAsSuperuser } from '../db/roles.js';
 
 type Lifecycle = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -138,13 +138,18 @@ function print(value: unknown, json: boolean | undefined, text: () => string): v
 
 export function buildProgram(env: ControlEnv): Command {
   const program = createProgram('rgrid-control', 'rgrid control plane: fleet-wide cache index, inputs, executions');
+  // The registry cleanup deletes unused manifests from (serve's background cleanup and the cleanup command).
+  const registryOptions = (cmd: Command): Command =>
+    cmd
+      .option('--registry <host:port[/prefix]>', envHelp('the registry the workers push to, where cleanup deletes manifests unused past the entry TTL (default: none, the registry is left alone)', 'RGRID_CONTROL_REGISTRY'))
+      .option('--registry-auth-file <path>', envHelp('JSON file {"username": ..., "password": ...} for the registry, read at each use', 'RGRID_CONTROL_REGISTRY_AUTH_FILE'));
   const common = (cmd: Command): Command =>
     cmd
       .option('--data-dir <dir>', envHelp('data directory: embedded PostgreSQL, blobs (default .rgrid/control)', 'RGRID_CONTROL_DATA_DIR'))
       .option('--database-url <url>', envHelp('external PostgreSQL (default: embedded); prefer --database-url-file, a password here is visible to other users', 'DATABASE_URL'))
       .option('--database-url-file <path>', envHelp('file holding the external PostgreSQL URL', 'DATABASE_URL', 'DATABASE_URL_FILE', '$CREDENTIALS_DIRECTORY/database-url'));
 
-  common(program.command('serve').description('run the HTTP API'))
+  registryOptions(common(program.command('serve').description('run the HTTP API')))
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8080')
     .option('--admin-token-file <path>', envHelp('file holding the admin token', 'RGRID_CONTROL_ADMIN_TOKEN', 'RGRID_CONTROL_ADMIN_TOKEN_FILE', '$CREDENTIALS_DIRECTORY/admin-token'))
     .option('--log-level <level>', envHelp('fatal|error|warn|info|debug|trace|silent (default info)', 'RGRID_CONTROL_LOG_LEVEL'))
@@ -180,6 +185,9 @@ export function buildProgram(env: ControlEnv): Command {
     .option('--run-max-memory-mb <mb>', 'largest memory_mb a submission may ask for, unless its account has its own ceiling (default 4096)')
     .option('--run-max-timeout <duration>', 'longest timeout_s a submission may ask for, unless its account has its own ceiling (default 1d)')
     .option('--run-max-attempts <n>', 'most max_attempts a submission may ask for, unless its account has its own ceiling, 1-20 (default 5)')
+    // Images in the registry (docs/operations.md, Images in the registry).
+    .option('--build-lease <duration>', 'a build lease not renewed this long is taken over by the next worker (default 30s)')
+    .option('--build-failure-ttl <duration>', 'answer a failed build to every worker asking for its key this long, 0 = not at all (default 10m)')
     .action(async (flags: ServeFlags) => serve(flags, env));
 
   common(program.command('migrate').description('apply pending migrations and exit'))
@@ -248,13 +256,13 @@ export function buildProgram(env: ControlEnv): Command {
       });
     });
 
-  common(program.command('cleanup').description('remove entries past the TTL, silent workers, unreferenced blobs'))
+  registryOptions(common(program.command('cleanup').description('remove entries past the TTL, silent workers, unreferenced blobs, unused registry images')))
     .option('--dry-run', 'report what would be removed; remove nothing')
     .option('--json', 'print the report as JSON')
     .option('--entry-ttl <duration>', 'default 30d')
     .option('--worker-retention <duration>', 'default 7d')
     .option('--blob-grace <duration>', 'default 1h')
-    .action(async (flags: CommonFlags & { dryRun?: boolean; json?: boolean; entryTtl?: string; workerRetention?: string; blobGrace?: string }) => {
+    .action(async (flags: CommonFlags & RegistryFlags & { dryRun?: boolean; json?: boolean; entryTtl?: string; workerRetention?: string; blobGrace?: string }) => {
       // Cleanup needs no admin token: its sources are left out, so a bad one cannot stop a cleanup.
       const config = configFromFlags({ ...flags, migrate: true }, { ...env, RGRID_CONTROL_ADMIN_TOKEN: undefined, RGRID_CONTROL_ADMIN_TOKEN_FILE: undefined, CREDENTIALS_DIRECTORY: undefined });
       await withDatabase(flags, env, async (url) => {
@@ -262,7 +270,7 @@ export function buildProgram(env: ControlEnv): Command {
         try {
           const report = await runCleanup(pool, createFsBlobStorage(join(config.dataDir, 'blobs')), config, { dryRun: flags.dryRun === true, wait: true });
           print(report, flags.json, () =>
-            `${report.dry_run ? 'would remove' : 'removed'}: ${report.entries.count} entries, ${report.workers.count} workers, ${report.manifests.count} manifests, ${report.blobs.count} blob rows (${report.blob_files.count} files, ${report.blobs.bytes} bytes), ${report.applied_ops.count} op ids`);
+            `${report.dry_run ? 'would remove' : 'removed'}: ${report.entries.count} entries, ${report.workers.count} workers, ${report.manifests.count} manifests, ${report.blobs.count} blob rows (${report.blob_files.count} files, ${report.blobs.bytes} bytes), ${report.applied_ops.count} op ids, ${report.registry_images.deleted.count} registry manifests${report.registry_images.failed.count > 0 ? ` (${report.registry_images.failed.count} kept: ${report.registry_images.failed.items[0]?.error ?? ''})` : ''}`);
         } finally {
           await pool.end();
         }

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { durationFlag, numberFlag, rangeOf } from '../../common/cli-flags.js';
 import { RgridError } from '../../common/errors.js';
+import { assertRegistryAddress } from '../../common/names.js';
 import { ControlConfigSchema, loadControlConfig, parseListen, type ControlConfig, type ControlConfigInput } from '../config.js';
 
 /** Every environment variable the control plane reads; the help of each flag names its own. */
@@ -17,6 +18,8 @@ export const CONTROL_ENV_VARIABLES = [
   'RGRID_CONTROL_ADMIN_TOKEN_FILE',
   'DATABASE_URL',
   'DATABASE_URL_FILE',
+  'RGRID_CONTROL_REGISTRY',
+  'RGRID_CONTROL_REGISTRY_AUTH_FILE',
   // systemd's LoadCredential= directory (admin-token, database-url).
   'CREDENTIALS_DIRECTORY',
 ] as const;
@@ -40,7 +43,15 @@ export interface CommonFlags {
   logLevel?: string;
 }
 
-export interface ServeFlags extends CommonFlags {
+/** The registry cleanup deletes from (serve and cleanup). */
+export interface RegistryFlags {
+  registry?: string;
+  registryAuthFile?: string;
+  buildLease?: string;
+  buildFailureTtl?: string;
+}
+
+export interface ServeFlags extends CommonFlags, RegistryFlags {
   listen?: string;
   adminTokenFile?: string;
   bodyLimit?: string;
@@ -196,6 +207,12 @@ export function configFromFlags(flags: ServeFlags, env: ControlEnv): ControlConf
   // The ceiling is kept in seconds (as submissions give `timeout_s`); the flag takes any duration.
   set('runMaxTimeoutS', durationFlag(flags.runMaxTimeout, '--run-max-timeout', rangeOf(ControlConfigSchema.properties.runMaxTimeoutS), 1000));
   set('runMaxAttempts', integer(flags.runMaxAttempts, '--run-max-attempts', 'runMaxAttempts'));
+  const registry = flags.registry ?? env.RGRID_CONTROL_REGISTRY;
+  // Checked here too so the message names the flag (the schema would name /registry).
+  if (registry !== undefined) set('registry', assertRegistryAddress(registry.trim(), '--registry'));
+  set('registryAuthFile', flags.registryAuthFile ?? env.RGRID_CONTROL_REGISTRY_AUTH_FILE);
+  set('buildLeaseMs', duration(flags.buildLease, '--build-lease', 'buildLeaseMs'));
+  set('buildFailureTtlMs', duration(flags.buildFailureTtl, '--build-failure-ttl', 'buildFailureTtlMs'));
   if (flags.migrate === false) input.migrateOnStart = false;
   return loadControlConfig(input);
 }

@@ -24,7 +24,7 @@ const WorkerParams = Type.Object({ worker_id: WorkerId });
  * stops at once: the admission plugin has already given the token's concurrency slot back, so a loop
  * that kept querying until its deadline would be database work nobody accounts for or reads.
  */
-function clientLeft(reply: FastifyReply): AbortSignal {
+export function clientLeft(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   const check = (): void => {
     if (!reply.raw.writableFinished) controller.abort();

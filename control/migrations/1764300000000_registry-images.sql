@@ -63,7 +63,20 @@ CREATE TABLE build_failures (
   PRIMARY KEY (account_id, kind, key)
 );
 
+-- The outcome of every completed lease, kept for a while (cleanup removes it with the applied op ids) so
+-- that an agent repeating a complete after an outage (it never saw the answer) is told ok, and a
+-- different outcome for the same lease is a conflict.
+CREATE TABLE build_completions (
+  lease_id         uuid PRIMARY KEY,
+  holder           text NOT NULL,
+  outcome          text NOT NULL CHECK (outcome IN ('pushed', 'failed', 'released')),
+  manifest_digest  text,
+  completed_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX build_completions_completed_at ON build_completions (completed_at);
+
 -- Down Migration
+DROP TABLE build_completions;
 DROP TABLE build_failures;
 DROP TABLE build_leases;
 DROP TABLE registry_images;

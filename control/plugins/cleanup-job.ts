@@ -19,7 +19,13 @@ export default fp(
       try {
         const report = await runCleanup(app.db, app.storage, app.config, { dryRun: false, wait: false });
         if (!report.skipped) {
-          app.log.info({ entries: report.entries.count, workers: report.workers.count, manifests: report.manifests.count, blobs: report.blobs.count, blob_files: report.blob_files.count }, 'cleanup done');
+          const registry = report.registry_images;
+          app.metrics.registryManifestsDeleted.inc(registry.deleted.count);
+          app.log.info({
+            entries: report.entries.count, workers: report.workers.count, manifests: report.manifests.count, blobs: report.blobs.count, blob_files: report.blob_files.count,
+            registry_manifests: registry.deleted.count, registry_failed: registry.failed.count, build_leases_expired: registry.expired_leases, build_failures_expired: registry.expired_failures,
+          }, 'cleanup done');
+          if (registry.failed.count > 0) app.log.warn({ registry: registry.registry, kept: registry.failed.count, error: registry.failed.items[0]?.error }, 'registry manifests not deleted; the next cleanup retries');
         }
       } catch (err) {
         app.log.error({ err }, 'cleanup failed; will retry next round');
@@ -38,5 +44,5 @@ export default fp(
     });
     done();
   },
-  { name: 'rgrid-cleanup-job', dependencies: ['rgrid-database', 'rgrid-storage'] },
+  { name: 'rgrid-cleanup-job', dependencies: ['rgrid-database', 'rgrid-storage', 'rgrid-metrics'] },
 );

@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import pg from 'pg';
 import { isRgridError, type ErrorBody, type RgridErrorCode } from '../../common/errors.js';
-import { INPUT_FILE_NAME_PATTERN, LONGEST_PATH_ID, OUTPUT_FILE_PATH_PATTERN, SHA256_PATTERN, shown } from '../../common/names.js';
+import { INPUT_FILE_NAME_PATTERN, LONGEST_PATH_ID, OCI_DIGEST_PATTERN, OUTPUT_FILE_PATH_PATTERN, SHA256_PATTERN, shown } from '../../common/names.js';
 
 /** Seconds a client is told to wait when the database is unreachable or a transaction lost a race. */
 const RETRY_AFTER_UNAVAILABLE_S = 2;
@@ -23,6 +23,7 @@ const RETRY_AFTER_UNAVAILABLE_S = 2;
  */
 const PATTERN_ERRORS = new Map<string, { code: RgridErrorCode; rule: string }>([
   [SHA256_PATTERN, { code: 'bad_digest', rule: 'must be 64 lower-case hex characters (sha256)' }],
+  [OCI_DIGEST_PATTERN, { code: 'bad_digest', rule: 'must be sha256:<64 lower-case hex>' }],
   [INPUT_FILE_NAME_PATTERN, { code: 'bad_file_name', rule: 'must be one file name: no path separator, no . or .., no control characters' }],
   [OUTPUT_FILE_PATH_PATTERN, { code: 'bad_file_name', rule: 'must be a relative path: no . or .. segments, no control characters' }],
 ]);

@@ -17,6 +17,11 @@ export interface ControlMetrics {
   resolves: Counter;
   blobBytesUploaded: Counter;
   httpDuration: Histogram<'method' | 'route' | 'status'>;
+  /** Images in the registry (docs/architecture.md). */
+  buildLeases: Counter<'how'>;
+  buildWaits: Counter<'result'>;
+  buildFailures: Counter;
+  registryManifestsDeleted: Counter;
 }
 
 declare module 'fastify' {
@@ -35,6 +40,10 @@ export default fp<{ workerDeadAfterMs: number }>(
       snapshots: new Counter({ name: 'rgrid_control_sync_snapshots_total', help: 'Full snapshots applied', registers: [registry] }),
       resolves: new Counter({ name: 'rgrid_control_resolve_total', help: 'Resolve requests answered', registers: [registry] }),
       blobBytesUploaded: new Counter({ name: 'rgrid_control_blob_upload_bytes_total', help: 'Verified blob bytes received', registers: [registry] }),
+      buildLeases: new Counter({ name: 'rgrid_control_build_leases_total', help: 'Build leases handed out, by how (granted: nobody held it; taken_over: its holder stopped renewing)', labelNames: ['how'], registers: [registry] }),
+      buildWaits: new Counter({ name: 'rgrid_control_build_waits_total', help: 'Build acquires that found another worker building and waited, by the state they answered at the end', labelNames: ['result'], registers: [registry] }),
+      buildFailures: new Counter({ name: 'rgrid_control_build_failures_total', help: 'Failed builds recorded (answered to every worker asking within the failure window)', registers: [registry] }),
+      registryManifestsDeleted: new Counter({ name: 'rgrid_control_registry_manifests_deleted_total', help: 'Manifests of unused images deleted from the registry by cleanup (404 counts as deleted)', registers: [registry] }),
       httpDuration: new Histogram({
         name: 'rgrid_control_http_request_duration_seconds',
         help: 'HTTP request duration by route',
