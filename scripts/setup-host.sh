@@ -2,7 +2,7 @@
 # Prepares this machine for the demo, the tests and CI — the one script behind `npm run demo`, `npm test`
 # and .ci/run. It says what it does and does only what is not done yet:
 #   1. installs the Debian packages that are missing (docker.io, debootstrap, docker-registry, python3,
-#      systemd), only as root on Debian or Ubuntu; elsewhere it stops with a one-line instruction;
+#      systemd, prometheus for promtool, procps for ps), only as root on Debian or Ubuntu; elsewhere it stops with a one-line instruction;
 #   2. starts a Docker engine if none answers (dockerd --bridge=none --iptables=false, log in /tmp);
 #   3. builds the Python base image once (debootstrap bookworm + python3, pip, venv; about a minute);
 #   4. as root, creates the system user `postgres` if there is none: PostgreSQL refuses to run as root, so
@@ -24,6 +24,8 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The secrets tests read every process's command line with ps, as an operator would.
+command -v ps >/dev/null || missing+=(procps)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null || [ ! -f /etc/debian_version ]; then
