@@ -2,7 +2,8 @@
 # Prepares this machine for the demo, the tests and CI — the one script behind `npm run demo`, `npm test`
 # and .ci/run. It says what it does and does only what is not done yet:
 #   1. installs the Debian packages that are missing (docker.io, debootstrap, docker-registry, python3,
-#      systemd, prometheus for promtool, procps for ps), only as root on Debian or Ubuntu; elsewhere it stops with a one-line instruction;
+#      systemd, prometheus for promtool, procps for ps), only as root on Debian or Ubuntu; elsewhere it
+#      stops with a one-line instruction;
 #   2. starts a Docker engine if none answers (dockerd --bridge=none --iptables=false, log in /tmp);
 #   3. builds the Python base image once (debootstrap bookworm + python3, pip, venv; about a minute);
 #   4. as root, creates the system user `postgres` if there is none: PostgreSQL refuses to run as root, so
