@@ -140,6 +140,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           // app.close() stops the listener and waits for in-flight requests (their builds and runs).
           // The claim loop stops claiming and lets its executions finish, like socket requests.
           const closed = Promise.all([app.close(), cache.drain(), worker?.stop()]).then(() => true);
+          // The idle outputs holders go while the work drains (runs still in flight get one made for them).
+          runner.drain();
           let timer: NodeJS.Timeout | undefined;
           const timedOut = new Promise<boolean>((resolve) => {
             timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));

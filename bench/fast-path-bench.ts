@@ -12,7 +12,9 @@ import { removeAccountResources, runCli, startAgentProcess, type AgentProcess } 
  * one after the other) in one run, so that the load of this shared machine moves both sides alike:
  *  1. a warm `rgrid-agent run` of a small script (its image cached) vs a bare `docker run` of the same
  *     image with the same container settings (network none, 1 CPU, 1 GiB, 256 PIDs, no capabilities,
- *     uid 65534, read-only root) — both whole commands, the CLI's start-up included on each side;
+ *     uid 65534, read-only root) — both whole commands, the CLI's start-up included on each side; and the
+ *     same run on a second agent that makes each run's outputs holder at the run (run_holder_pool_size 0),
+ *     the A/B of the holders made ahead;
  *  2. `rgrid-agent --help`, `ls` and `ensure` (a hit) as whole commands vs a bare `node -e 0`;
  *  3. ensure hits over the socket (p99 of 1,000 after 100 warm-up) vs the engine's own image inspect
  *     over its socket (what a hit used to ask on every call).
@@ -56,8 +58,14 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
   writeFileSync(script, `# fast path ${account}\nprint("hello")\n`);
   const load = { at_start: loadavg().map((x) => round(x, 2)) };
   let agent: AgentProcess | undefined;
+  let unpooled: AgentProcess | undefined;
   try {
     agent = await startAgentProcess({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: BASE_IMAGE, logLevel: 'warn', onOutput: (c) => void process.stderr.write(c) });
+    writeFileSync(join(dir, 'no-pool.json'), JSON.stringify({ run_holder_pool_size: 0 }));
+    unpooled = await startAgentProcess({
+      dataDir: join(dir, 'data-no-pool'), socket: join(dir, 'agent-no-pool.sock'), baseImage: BASE_IMAGE, logLevel: 'warn',
+      args: ['--config', join(dir, 'no-pool.json')], onOutput: (c) => void process.stderr.write(c),
+    });
     const socket = agent.socket;
     const ensured = JSON.parse((await agentCli(['ensure', '--script', script, '--account', account, '--json'], socket)).stdout) as { image_id: string };
     const runArgs = ['run', '--script', script, '--account', account, '--cpus', '1', '--memory', '1024', '--json'];
@@ -67,8 +75,10 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
     ];
     // One of each to warm the engine and the page cache.
     await agentCli(runArgs, socket);
+    await agentCli(runArgs, unpooled.socket);
     await timedExec('docker', bareArgs);
     const warm: number[] = [];
+    const warmUnpooled: number[] = [];
     const bare: number[] = [];
     const phases: Array<Record<string, unknown>> = [];
     for (let i = 0; i < ROUNDS; i++) {
@@ -78,6 +88,7 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
       if (out.script_cache_hit !== true || out.exit_code !== 0) throw new Error(`warm run was not a successful hit: ${r.stdout}`);
       phases.push({ build_ms: out.build_ms, run_ms: out.run_ms, total_ms: out.total_ms });
       bare.push(await timedExec('docker', bareArgs));
+      warmUnpooled.push((await agentCli(runArgs, unpooled.socket)).ms);
     }
     const node: number[] = [];
     const help: number[] = [];
@@ -123,6 +134,7 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
     await engine.close();
     const rows = [
       pair(`warm rgrid-agent run (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warm, bare),
+      pair(`warm run, holders made ahead (p50 of ${ROUNDS})`, 'the same, holder made at the run (pool 0)', warm, warmUnpooled),
       pair(`rgrid-agent --help (p50 of ${ROUNDS})`, 'node -e 0', help, node),
       pair(`rgrid-agent ls (p50 of ${ROUNDS})`, 'node -e 0', ls, node),
       pair(`rgrid-agent ensure, hit (p50 of ${ROUNDS})`, 'node -e 0', ensure, node),
@@ -132,6 +144,7 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
     return { machine: { cpus: cpus().length, node: process.version }, load: { ...load, at_end: loadavg().map((x) => round(x, 2)) }, rows, warm_run_phases: phases };
   } finally {
     await agent?.stop();
+    await unpooled?.stop();
     await removeAccountResources(account).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }

@@ -28,6 +28,11 @@ export interface HolderPool {
   take(imageId: string): Promise<OutputsSlot>;
   /** Removes a used slot in the background (close waits for it). */
   discard(slot: OutputsSlot): void;
+  /**
+   * Stops making slots ahead and removes the ready ones now (the daemon's drain: its runs may still take
+   * one, made for them then). Returns at once; `close` waits for the removals.
+   */
+  drain(): void;
   /** Stops making slots and removes every one; resolves when they are gone. */
   close(): Promise<void>;
   readonly ready: number;
@@ -54,6 +59,7 @@ export function createHolderPool(deps: HolderPoolDeps): HolderPool {
   const ready: OutputsSlot[] = [];
   const pending = new Set<Promise<unknown>>();
   let closed = false;
+  let draining = false;
   let filling = false;
   let retryTimer: NodeJS.Timeout | undefined;
 
@@ -86,16 +92,16 @@ export function createHolderPool(deps: HolderPoolDeps): HolderPool {
   }
 
   async function fill(): Promise<void> {
-    if (filling || closed || deps.size <= 0 || !deps.holderImage) return;
+    if (filling || closed || draining || deps.size <= 0 || !deps.holderImage) return;
     filling = true;
     try {
       await deps.after;
       // One at a time: a fill competes with the runs for the engine and the CPU.
-      while (!closed && ready.length < deps.size) {
+      while (!closed && !draining && ready.length < deps.size) {
         const image = await deps.holderImage();
         if (!image) return;
         const slot = await make(image);
-        if (closed) {
+        if (closed || draining) {
           await remove(slot);
           return;
         }
@@ -127,6 +133,12 @@ export function createHolderPool(deps: HolderPoolDeps): HolderPool {
 
     discard(slot) {
       void track(remove(slot));
+    },
+
+    drain() {
+      draining = true;
+      clearTimeout(retryTimer);
+      for (const slot of ready.splice(0)) void track(remove(slot));
     },
 
     async close() {

@@ -99,6 +99,8 @@ export interface Runner {
   run(prepared: PreparedRun, options: RunOptions): Promise<RunResult>;
   /** Runs whose container is alive now. */
   readonly active: number;
+  /** Stops making outputs holders ahead and removes the ready ones (the drain; runs still get theirs). */
+  drain(): void;
   /** Removes the outputs holders made ahead (after the runs have ended). */
   close(): Promise<void>;
 }
@@ -121,6 +123,7 @@ export function createRunner(deps: RunnerDeps): Runner {
       return active;
     },
 
+    drain: () => pool.drain(),
     close: () => pool.close(),
 
     async prepare(request) {
