@@ -102,6 +102,11 @@ export const AgentConfigSchema = Type.Object(
       { default: 'info' },
     ),
     ...FleetConfigProperties,
+    /**
+     * Outputs holders made ahead of runs (agent/runner/holder-pool.ts): each an idle, locked-down
+     * container holding one empty outputs tmpfs, used by one run; 0 makes one at each run instead.
+     */
+    run_holder_pool_size: Type.Integer({ minimum: 0, maximum: 64, default: 2 }),
   },
   { additionalProperties: false },
 );

@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import { RgridError } from '../common/errors.js';
 import { buildAgentApp, type DaemonPhase } from './api/app.js';
 import { createImageCache, type ImageCache } from './builder/image-cache.js';
-import { createRuntimeResolver } from './builder/runtimes.js';
+import { createImageProbe, type ImageProbe } from './builder/image-probe.js';
+import { createRuntimeResolver, type RuntimeResolver } from './builder/runtimes.js';
 import type { AgentConfig, AgentConfigInput } from './config.js';
 import { createConfigStore } from './config-store.js';
 import { startFleet, type Fleet } from './fleet.js';
@@ -56,6 +57,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const docker = deps.docker ?? new Docker();
   let index: AgentIndex | undefined;
   let fleet: Fleet | undefined;
+  let probe: ImageProbe | undefined;
+  let runner: Runner | undefined;
   try {
     await mkdir(config.data_dir, { recursive: true, mode: 0o700 });
     try {
@@ -78,13 +81,19 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
         (err: unknown) => logger.warn({ runtime: name, msg: (err as Error).message }, 'runtime base image unavailable'),
       );
     }
-    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics });
-    const runner = createRunner({ docker, cache, config, agentId: index.agentId, logger });
+    // Hits are answered from the engine's image events; the run path tells the probe about an image
+    // that vanished before its container was created (agent/builder/image-probe.ts).
+    probe = createImageProbe(docker, { logger });
+    const events = probe;
+    metrics.setImageProbe(() => events.stats());
+    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, probe });
+    const runs = createRunner({ docker, cache, probe, config, agentId: index.agentId, logger, holderImage: () => holderImage(runtimes) });
+    runner = runs;
     const startedAt = Date.now();
     fleet = await startFleet({
-      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runner.active,
+      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runs.active,
     });
-    const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt, docker, fleet: { fleet } });
+    const app = buildAgentApp({ config, index, leases, cache, runner: runs, logger, phase, version: deps.version, startedAt, docker, fleet: { fleet } });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
     // Owner and group only: the socket is the agent's whole authority over the engine.
@@ -106,13 +115,15 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     if (atStart.control_url && (atStart.worker_token !== undefined || atStart.worker_token_file !== undefined)) {
       worker = startWorkerLoop({
         options: { capacity: config.run_capacity, blobTtlMs: config.blob_cache_ttl_s * 1000, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024 },
-        control: fleet.control, runner, logger, dataDir: config.data_dir, sync: fleet.sync, registry: metrics.registry,
+        control: fleet.control, runner: runs, logger, dataDir: config.data_dir, sync: fleet.sync, registry: metrics.registry,
       });
     }
-    return makeDaemon(app, index, cache, runner, fleet, worker);
+    return makeDaemon(app, index, cache, runs, fleet, worker);
   } catch (err) {
     state = { phase: 'failed', error: (err as Error).message };
     await fleet?.close().catch(() => undefined);
+    await runner?.close().catch(() => undefined);
+    await probe?.close().catch(() => undefined);
     await index?.close().catch(() => undefined);
     throw err;
   }
@@ -129,6 +140,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           // app.close() stops the listener and waits for in-flight requests (their builds and runs).
           // The claim loop stops claiming and lets its executions finish, like socket requests.
           const closed = Promise.all([app.close(), cache.drain(), worker?.stop()]).then(() => true);
+          // The idle outputs holders go while the work drains (runs still in flight get one made for them).
+          runner.drain();
           let timer: NodeJS.Timeout | undefined;
           const timedOut = new Promise<boolean>((resolve) => {
             timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
@@ -146,6 +159,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           }
           // The claim loop reports through the fleet's sync: it closes first.
           await worker?.close().catch(() => undefined);
+          // No run is left: the outputs holders made ahead go (none may outlive the agent).
+          await runner.close().catch((err: unknown) => logger.warn({ err }, 'removing the outputs holders failed'));
           await fl.close().catch((err: unknown) => logger.warn({ err }, 'closing the fleet components failed'));
           await cache.close().catch(() => undefined);
           await idx.flushed().catch(() => undefined);
@@ -158,6 +173,18 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
       },
     };
   }
+}
+
+/** The image outputs holders are made from: a runtime's base image (the default one first). */
+async function holderImage(runtimes: RuntimeResolver): Promise<string | undefined> {
+  for (const name of [undefined, ...runtimes.names()]) {
+    try {
+      return (await runtimes.resolve(name)).imageId;
+    } catch {
+      // No default runtime, or its base image is missing: try the next.
+    }
+  }
+  return undefined;
 }
 
 /** A socket file left by a killed agent is removed; one that answers belongs to a live agent: refuse. */

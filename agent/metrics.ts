@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
+import type { ImageProbeStats } from './builder/image-probe.js';
 import type { AgentIndex } from './index/index.js';
 import type { OutboxOpType } from './index/outbox.js';
 import type { SyncStatus } from './sync/sync-loop.js';
@@ -19,6 +20,8 @@ export interface AgentMetrics {
   build(kind: CacheKindLabel, ok: boolean, seconds: number): void;
   pruned(kind: CacheKindLabel, reason: string, bytes: number): void;
   drift(type: string, count: number): void;
+  /** The image probe's counts (agent/builder/image-probe.ts), read at scrape time. */
+  setImageProbe(stats: () => ImageProbeStats): void;
   /** Wires the scrape-time sources in (they exist after the metrics object). */
   setSources(sources: MetricSources): void;
   text(): Promise<string>;
@@ -57,6 +60,23 @@ export function createAgentMetrics(): AgentMetrics {
   });
   const prunes = new Counter({ name: 'rgrid_agent_prune_removed_total', help: 'Entries removed by the pruner, by kind and reason (ttl|disk)', labelNames: ['kind', 'reason'], registers: r });
   const freed = new Counter({ name: 'rgrid_agent_prune_freed_bytes_total', help: 'Image bytes of pruned entries (engine image size; shared layers count in full)', registers: r });
+  let probeStats: (() => ImageProbeStats) | undefined;
+  new Counter({
+    name: 'rgrid_agent_image_engine_checks_total',
+    help: 'Image presence questions asked of the engine (the image events were down, or did not know the ID)',
+    registers: r,
+    collect() {
+      if (probeStats) mirror(this, [[{}, probeStats().engine_checks]]);
+    },
+  });
+  new Gauge({
+    name: 'rgrid_agent_image_events_live',
+    help: '1 while hits are verified from the engine\'s image event stream, 0 while the engine is asked',
+    registers: r,
+    collect() {
+      this.set(probeStats?.().live ? 1 : 0);
+    },
+  });
   const drift = new Counter({ name: 'rgrid_agent_reconcile_drift_total', help: 'Index/engine drift found by reconcile, by type', labelNames: ['type'], registers: r });
 
   new Gauge({
@@ -174,6 +194,9 @@ export function createAgentMetrics(): AgentMetrics {
     drift: (type, count) => drift.inc({ type }, count),
     setSources(s) {
       sources = s;
+    },
+    setImageProbe(stats) {
+      probeStats = stats;
     },
     text: () => registry.metrics(),
     contentType: registry.contentType,

@@ -3,7 +3,7 @@
  * plus a machine-readable summary in bench-output/summary.json. docs/benchmarks.md quotes these files;
  * tests never assert timings.
  *
- * `npm run bench -- agent` (or `control`, `grid`) runs one suite.
+ * `npm run bench -- agent` (or `control`, `fastpath`, `grid`) runs one suite.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -15,6 +15,12 @@ type Suite = { name: string; run: () => Promise<Record<string, unknown>> };
 const SUITES: Suite[] = [
   { name: 'agent', run: async () => (await import('./agent-bench.js')).runAgentBench() },
   { name: 'control', run: async () => (await import('./control-bench.js')).runControlBench() },
+  { name: 'fastpath', run: async () => {
+    const bench = await import('./fast-path-bench.js');
+    const result = await bench.runFastPathBench();
+    bench.printFastPath(result);
+    return result;
+  } },
   { name: 'grid', run: async () => (await import('./grid-bench.js')).runGridBench() },
 ];
 

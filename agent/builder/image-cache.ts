@@ -8,7 +8,7 @@ import type { AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import type { Lease, LeaseTable } from '../index/leases.js';
 import { refId, type EntryRef, type IndexEntry } from '../index/types.js';
-import { createImageProbe } from './image-probe.js';
+import { createImageProbe, type ImageProbe } from './image-probe.js';
 import { buildDepsImage, buildExecImage, type BuildContextDeps } from './image-builds.js';
 import { compileBuildPolicy, enforceBuildPolicy } from './build-policy.js';
 import { requirementsFileText } from './recipe.js';
@@ -68,6 +68,8 @@ export interface ImageCacheDeps {
   config: AgentConfig;
   logger: Logger;
   now?: () => number;
+  /** The daemon's probe (shared with the run path, which closes the start race through it). */
+  probe?: ImageProbe;
 }
 
 interface BuildOutcome {
@@ -86,7 +88,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
   // Compiled once: the build policy keys need a restart (they are not live keys).
   const policy = compileBuildPolicy(config);
   const buildDeps: BuildContextDeps = { docker, index, config, policy, logger, signal: abort.signal, now };
-  const probe = createImageProbe(docker);
+  const probe = deps.probe ?? createImageProbe(docker, { logger });
 
   /** Runs a build through the one queue; a build that had not started when draining began never starts. */
   async function queued<T>(work: () => Promise<T>): Promise<T> {

@@ -1,9 +1,11 @@
-import { Client } from 'undici';
+import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { errorFromBody, RgridError } from '../../common/errors.js';
 
 /**
  * The client side of the socket API, used by the CLI, the tests and the benchmark alike (one code path).
  * HTTP/1.1 over the Unix socket with keep-alive, so a sequence of requests reuses one connection.
+ * Node's own http client, not undici: loading undici costs a CLI command ~0.1–0.2 s of its start-up,
+ * several times the whole socket call (the module listing test in test/cli/cli-light.int.test.ts).
  */
 export interface EnsureParams {
   script: Buffer;
@@ -22,12 +24,17 @@ export interface RunParams extends EnsureParams {
 
 export type AgentEvent = { type: string } & Record<string, unknown>;
 
-export class AgentClient {
-  private readonly client: Client;
+interface Answer {
+  statusCode: number;
+  body: IncomingMessage;
+}
 
-  constructor(readonly socketPath: string) {
-    this.client = new Client('http://localhost', { socketPath, keepAliveTimeout: 10_000, bodyTimeout: 0, headersTimeout: 0 });
-  }
+export class AgentClient {
+  private readonly agent = new Agent({ keepAlive: true, keepAliveMsecs: 10_000 });
+  /** Requests whose answer has not been read to its end: close() waits for them. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(readonly socketPath: string) {}
 
   async ensure(params: EnsureParams, onEvent?: (event: AgentEvent) => void): Promise<Record<string, unknown>> {
     return this.stream('/v1/ensure', encodeEnsure(params), onEvent);
@@ -64,25 +71,41 @@ export class AgentClient {
 
   /** Waits for requests in flight, then closes the connection. */
   async close(): Promise<void> {
-    await this.client.close();
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    this.agent.destroy();
   }
 
   /** Closes now; requests in flight fail. */
-  async destroy(): Promise<void> {
-    await this.client.destroy();
+  destroy(): Promise<void> {
+    this.agent.destroy();
+    return Promise.resolve();
   }
 
-  private async json(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-    const res = await this.request(method, path, body);
-    const parsed = await res.body.json().catch(() => undefined);
-    if (res.statusCode >= 400) throw errorFromBody(res.statusCode, parsed);
-    return parsed;
+  private json(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+    return this.tracked(async () => {
+      const res = await this.request(method, path, body);
+      const parsed = await readJson(res.body);
+      if (res.statusCode >= 400) throw errorFromBody(res.statusCode, parsed);
+      return parsed;
+    });
+  }
+
+  private tracked<T>(work: () => Promise<T>): Promise<T> {
+    const done = work();
+    const settled = done.then(() => undefined, () => undefined);
+    this.inFlight.add(settled);
+    void settled.then(() => this.inFlight.delete(settled));
+    return done;
   }
 
   /** Sends a request whose answer is NDJSON: events go to onEvent; the terminal line is returned or thrown. */
-  private async stream(path: string, body: unknown, onEvent?: (event: AgentEvent) => void): Promise<Record<string, unknown>> {
+  private stream(path: string, body: unknown, onEvent?: (event: AgentEvent) => void): Promise<Record<string, unknown>> {
+    return this.tracked(() => this.readStream(path, body, onEvent));
+  }
+
+  private async readStream(path: string, body: unknown, onEvent?: (event: AgentEvent) => void): Promise<Record<string, unknown>> {
     const res = await this.request('POST', path, body);
-    if (res.statusCode >= 400) throw errorFromBody(res.statusCode, await res.body.json().catch(() => undefined));
+    if (res.statusCode >= 400) throw errorFromBody(res.statusCode, await readJson(res.body));
     let pending = '';
     let terminal: AgentEvent | undefined;
     const handle = (line: string): void => {
@@ -107,18 +130,35 @@ export class AgentClient {
     return rest;
   }
 
-  private async request(method: 'GET' | 'POST', path: string, body?: unknown): Promise<import('undici').Dispatcher.ResponseData> {
-    try {
-      return await this.client.request({
-        method,
-        path,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  private request(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Answer> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(
+        {
+          socketPath: this.socketPath,
+          agent: this.agent,
+          method,
+          path,
+          headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+        },
+        (res) => resolve({ statusCode: res.statusCode ?? 0, body: res }),
+      );
+      req.once('error', (err: NodeJS.ErrnoException) => {
+        reject(new RgridError('unavailable', `cannot reach the agent on ${this.socketPath} (${err.code ?? err.message})`));
       });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new RgridError('unavailable', `cannot reach the agent on ${this.socketPath} (${code ?? (err as Error).message})`);
-    }
+      req.end(payload);
+    });
+  }
+}
+
+/** The answer's body as JSON; undefined when it is not JSON (or the connection broke). */
+async function readJson(body: IncomingMessage): Promise<unknown> {
+  try {
+    const chunks: Buffer[] = [];
+    for await (const chunk of body as AsyncIterable<Buffer>) chunks.push(chunk);
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    return undefined;
   }
 }
 

@@ -15,8 +15,10 @@ import type { AgentConfig } from '../config.js';
 import type { BuildLogEvent, EnsureRequest, PreparedEnsure } from '../builder/ensure-types.js';
 import { engineError } from '../builder/engine-build.js';
 import type { ImageCache } from '../builder/image-cache.js';
+import type { ImageProbe } from '../builder/image-probe.js';
 import { chunkEventSink, copyOutputTar, type OutputChunk, type OutputSink } from './outputs.js';
-import { holderContainerSpec, outputsVolumeSpec, runContainerSpec, runLimits, type RunLimits } from './sandbox.js';
+import { createHolderPool, type OutputsSlot } from './holder-pool.js';
+import { runContainerSpec, runLimits, type RunLimits } from './sandbox.js';
 
 /**
  * A local run: ensure the image (leased for the whole run), start a locked-down container (the sandbox of
@@ -82,6 +84,10 @@ export interface RunOptions {
 export interface RunnerDeps {
   docker: Docker;
   cache: ImageCache;
+  /** The cache's image probe: told when the engine says an image it answered for is gone. */
+  probe?: Pick<ImageProbe, 'forget'>;
+  /** The image outputs holders are made from ahead of runs (holder-pool.ts); without it, each run makes its own. */
+  holderImage?: () => Promise<string | undefined>;
   config: AgentConfig;
   agentId: string;
   logger: Logger;
@@ -93,21 +99,32 @@ export interface Runner {
   run(prepared: PreparedRun, options: RunOptions): Promise<RunResult>;
   /** Runs whose container is alive now. */
   readonly active: number;
+  /** Stops making outputs holders ahead and removes the ready ones (the drain; runs still get theirs). */
+  drain(): void;
+  /** Removes the outputs holders made ahead (after the runs have ended). */
+  close(): Promise<void>;
 }
 
 export function createRunner(deps: RunnerDeps): Runner {
   const { docker, cache, config, logger } = deps;
   const now = deps.now ?? Date.now;
   const runsDir = join(config.data_dir, 'runs');
-  /** Outputs volumes of runs in progress: the leftover sweep must not take them. */
-  const ownVolumes = new Set<string>();
   let active = 0;
-  void removeVolumeLeftovers(docker, deps.agentId, ownVolumes, logger);
+  const swept = removeVolumeLeftovers(docker, deps.agentId, logger);
+  // Output limits come from the config alone (never from a request): every run's tmpfs is the same.
+  const outputLimits = runLimits(config, {}, hostCpus().length).limits.output;
+  const pool = createHolderPool({
+    docker, agentId: deps.agentId, logger, size: config.run_holder_pool_size, output: outputLimits, after: swept,
+    ...(deps.holderImage ? { holderImage: deps.holderImage } : {}),
+  });
 
   return {
     get active() {
       return active;
     },
+
+    drain: () => pool.drain(),
+    close: () => pool.close(),
 
     async prepare(request) {
       const manifest = canonicalManifest(
@@ -126,18 +143,15 @@ export function createRunner(deps: RunnerDeps): Runner {
 
     async run(p, { onEvent, signal, outputSink }) {
       const runId = randomUUID();
-      const { result: ensured, lease } = await cache.ensure(p.ensure, { onEvent, leaseHolder: `run:${runId}` });
-      const buildMs = ensured.duration_ms;
+      let { result: ensured, lease } = await cache.ensure(p.ensure, { onEvent, leaseHolder: `run:${runId}` });
       const dir = join(runsDir, runId);
-      const volume = `rgrid-run-outputs-${runId}`;
-      const labels = {
+      const labelsOf = (e: typeof ensured): Record<string, string> => ({
         'io.rgrid.agent': deps.agentId,
-        'io.rgrid.account': ensured.account,
-        'io.rgrid.image-key': ensured.image_key,
-      };
+        'io.rgrid.account': e.account,
+        'io.rgrid.image-key': e.image_key,
+      });
       let container: Docker.Container | undefined;
-      let holder: Docker.Container | undefined;
-      let volumeCreated = false;
+      let slot: OutputsSlot | undefined;
       active++;
       try {
         const inputsDir = join(dir, 'inputs');
@@ -159,27 +173,37 @@ export function createRunner(deps: RunnerDeps): Runner {
           }
           await chmod(path, 0o644);
         }
-        ownVolumes.add(volume);
+        // The holder must run before the run starts (and so before it can exit): see sandbox.ts. Usually
+        // one made ahead; else made now, from the run's image.
+        const createContainers = async (imageId: string, labels: Record<string, string>): Promise<void> => {
+          slot ??= await pool.take(imageId);
+          container = await docker.createContainer(runContainerSpec({
+            imageId, name: `rgrid-run-${runId}`, inputsDir, volume: slot.volume, network: config.run_network,
+            pidsLimit: config.run_pids_limit, limits: p.limits, labels,
+          }));
+        };
         try {
-          await docker.createVolume(outputsVolumeSpec(volume, p.limits.output, labels));
-          volumeCreated = true;
-          // The holder must run before the run starts (and so before it can exit): see sandbox.ts.
-          const [h, c] = await Promise.all([
-            docker.createContainer(holderContainerSpec({ imageId: ensured.image_id, name: `rgrid-hold-${runId}`, volume, limits: p.limits, labels })).then((made) => {
-              holder = made;
-              return made.start().then(() => made);
-            }),
-            docker.createContainer(runContainerSpec({
-              imageId: ensured.image_id, name: `rgrid-run-${runId}`, inputsDir, volume, network: config.run_network,
-              pidsLimit: config.run_pids_limit, limits: p.limits, labels,
-            })).then((made) => (container = made)),
-          ]);
-          holder = h;
-          container = c;
+          await createContainers(ensured.image_id, labelsOf(ensured));
         } catch (err) {
-          throw engineError('creating the run container failed', err);
+          if (!isNoSuchImage(err)) throw engineError('creating the run container failed', err);
+          // The start race: the image was deleted between the hit and the create (the event saying so
+          // had not arrived yet). The probe learns it; ensuring again rebuilds; the run goes on. Once:
+          // an image deleted again at once is an engine problem, reported as such.
+          logger.warn({ image_id: ensured.image_id, image_key: ensured.image_key }, 'cached image vanished before its run started; ensuring it again');
+          deps.probe?.forget(ensured.image_id);
+          lease?.release();
+          lease = undefined;
+          ({ result: ensured, lease } = await cache.ensure(p.ensure, { onEvent, leaseHolder: `run:${runId}` }));
+          try {
+            await createContainers(ensured.image_id, labelsOf(ensured));
+          } catch (again) {
+            throw engineError('creating the run container failed', again);
+          }
         }
-        const c = container;
+        const buildMs = ensured.duration_ms;
+        const c: Docker.Container | undefined = container;
+        const outputsHolder = slot?.holder;
+        if (!c || !outputsHolder) throw new RgridError('engine_unavailable', 'Docker engine: creating the run container failed');
         const streamed = attachOutput(await c.attach({ stream: true, stdout: true, stderr: true }), docker, onEvent);
         let timedOut = false;
         const kill = (): void => void c.kill({ signal: 'SIGKILL' }).catch(() => undefined);
@@ -205,7 +229,7 @@ export function createRunner(deps: RunnerDeps): Runner {
         const state = (await c.inspect()).State;
         const sink = outputSink ?? (p.collectOutputs ? chunkEventSink((chunk) => onEvent({ type: 'output', ...chunk })) : undefined);
         // Read through the holder: it is running, so the volume is mounted for the engine to read.
-        const archive = (await holder.getArchive({ path: '/work/outputs' })) as Readable;
+        const archive = (await outputsHolder.getArchive({ path: '/work/outputs' })) as Readable;
         const outputs = await copyOutputTar(archive, p.limits.output, sink);
         // Names the script chose: shown escaped, and not all of them.
         if (outputs.skipped.length) logger.info({ skipped: outputs.skipped.slice(0, 20).map((n) => shown(n)), count: outputs.skipped.length }, 'outputs that are not regular files, or whose names are not safe, were not copied');
@@ -229,14 +253,9 @@ export function createRunner(deps: RunnerDeps): Runner {
         };
       } finally {
         active--;
-        const removals = [container, holder].filter((x): x is Docker.Container => x !== undefined).map((x) =>
-          x.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'run container not removed')),
-        );
-        await Promise.all(removals);
-        if (volumeCreated) {
-          await docker.getVolume(volume).remove().catch((err: unknown) => logger.warn({ err, volume }, 'run outputs volume not removed'));
-        }
-        ownVolumes.delete(volume);
+        await container?.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'run container not removed'));
+        // Off the run's path: the holder and its volume go in the background (the pool's close waits).
+        if (slot) pool.discard(slot);
         lease?.release();
         await rm(dir, { recursive: true, force: true });
       }
@@ -245,20 +264,26 @@ export function createRunner(deps: RunnerDeps): Runner {
 }
 
 /**
- * Outputs volumes of this agent's earlier life (a crash between creating and removing one): empty, since
- * a tmpfs does not outlive its containers, but still records in the engine. Volumes in use are refused
- * by the engine; those of runs in progress here are skipped.
+ * Outputs volumes that an earlier version of this agent labelled with its ID (a crash between creating and
+ * removing one): empty, since a tmpfs does not outlive its containers, but still records in the engine.
+ * Volumes now carry the holder pool's label, and the start-up repair removes those (holder-pool.ts).
  */
-async function removeVolumeLeftovers(docker: Docker, agentId: string, own: ReadonlySet<string>, logger: Logger): Promise<void> {
+async function removeVolumeLeftovers(docker: Docker, agentId: string, logger: Logger): Promise<void> {
   try {
     const { Volumes } = await docker.listVolumes({ filters: { label: [`io.rgrid.agent=${agentId}`, 'io.rgrid.role=run-outputs'] } });
     for (const v of Volumes ?? []) {
-      if (own.has(v.Name)) continue;
       await docker.getVolume(v.Name).remove().catch((err: unknown) => logger.debug({ err, volume: v.Name }, 'leftover outputs volume not removed'));
     }
   } catch (err) {
     logger.debug({ err }, 'listing leftover outputs volumes failed');
   }
+}
+
+/** The engine's answer to a create naming an image it does not have. */
+function isNoSuchImage(err: unknown): boolean {
+  const e = err as { statusCode?: number; json?: { message?: unknown }; message?: unknown };
+  const message = typeof e.json?.message === 'string' ? e.json.message : typeof e.message === 'string' ? e.message : '';
+  return e.statusCode === 404 && /no such image/i.test(message);
 }
 
 /** The attach stream as stdout/stderr events. */

@@ -9,7 +9,8 @@
  * engine's archive endpoint cannot read a container's own tmpfs mounts (HostConfig.Tmpfs) at all. So the
  * outputs live on a named `local` volume of type tmpfs, which dockerd mounts on the host (the archive
  * endpoint reads it) and unmounts when no running container uses it: the holder — an idle, locked-down
- * container of the same image — keeps it mounted after the run has exited. See docs/agent.md.
+ * container of a runtime image — keeps it mounted after the run has exited. Holders are made ahead of the
+ * runs and each is used by one run only (holder-pool.ts). See docs/agent.md.
  */
 import type Docker from 'dockerode';
 import { RgridError } from '../../common/errors.js';
@@ -179,8 +180,19 @@ export function runContainerSpec(input: RunContainerInput): Docker.ContainerCrea
   };
 }
 
-/** Keeps the outputs volume mounted after the run exits (module comment). Python is in every runtime image. */
-export function holderContainerSpec(input: Omit<RunContainerInput, 'inputsDir' | 'network' | 'pidsLimit'>): Docker.ContainerCreateOptions {
+export interface HolderContainerInput {
+  imageId: string;
+  name: string;
+  volume: string;
+  output: OutputLimits;
+  labels: Record<string, string>;
+}
+
+/**
+ * Keeps the outputs volume mounted after the run exits (module comment). Python is in every runtime
+ * image. Holders are made ahead of their runs (holder-pool.ts), so nothing in one is run-specific.
+ */
+export function holderContainerSpec(input: HolderContainerInput): Docker.ContainerCreateOptions {
   return {
     Image: input.imageId,
     name: input.name,
@@ -192,7 +204,7 @@ export function holderContainerSpec(input: Omit<RunContainerInput, 'inputsDir' |
       ...LOCKED_DOWN,
       CapDrop: [...LOCKED_DOWN.CapDrop],
       SecurityOpt: [...LOCKED_DOWN.SecurityOpt],
-      Mounts: [outputsMount(input.volume, input.limits.output, true)],
+      Mounts: [outputsMount(input.volume, input.output, true)],
       NetworkMode: 'none',
       Memory: 64 * MiB,
       MemorySwap: 64 * MiB,

@@ -82,7 +82,7 @@ describe('the sandbox the engine is asked for', () => {
   it('keeps the outputs on a tmpfs volume held by an idle, locked-down holder', () => {
     const volume = outputsVolumeSpec('vol-1', limits.output, labels);
     expect(volume).toMatchObject({ Name: 'vol-1', Driver: 'local', DriverOpts: { type: 'tmpfs', device: 'tmpfs' }, Labels: { ...labels, 'io.rgrid.role': 'run-outputs' } });
-    const holder = holderContainerSpec({ imageId: 'sha256:img', name: 'rgrid-hold-1', volume: 'vol-1', limits, labels });
+    const holder = holderContainerSpec({ imageId: 'sha256:img', name: 'rgrid-hold-1', volume: 'vol-1', output: limits.output, labels });
     expect(holder).toMatchObject({ User: '65534:65534', Entrypoint: ['python3'], Labels: { 'io.rgrid.role': 'run-holder', 'io.rgrid.agent': 'agent-1' } });
     expect(holder.HostConfig).toMatchObject({ ReadonlyRootfs: true, CapDrop: ['ALL'], NetworkMode: 'none', PidsLimit: 8 });
     expect(holder.HostConfig?.Mounts?.[0]).toMatchObject({ Source: 'vol-1', Target: '/work/outputs', ReadOnly: true });

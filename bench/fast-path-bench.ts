@@ -1,0 +1,175 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Client } from 'undici';
+import { AgentClient } from '../agent/client/agent-client.js';
+import { removeAccountResources, runCli, startAgentProcess, type AgentProcess } from '../tools/harness/processes.js';
+
+/**
+ * The cached path against its like-for-like references, each pair measured back to back (interleaved,
+ * one after the other) in one run, so that the load of this shared machine moves both sides alike:
+ *  1. a warm `rgrid-agent run` of a small script (its image cached) vs a bare `docker run` of the same
+ *     image with the same container settings (network none, 1 CPU, 1 GiB, 256 PIDs, no capabilities,
+ *     uid 65534, read-only root) — both whole commands, the CLI's start-up included on each side; and the
+ *     same run on a second agent that makes each run's outputs holder at the run (run_holder_pool_size 0),
+ *     the A/B of the holders made ahead;
+ *  2. `rgrid-agent --help`, `ls` and `ensure` (a hit) as whole commands vs a bare `node -e 0`;
+ *  3. ensure hits over the socket (p99 of 1,000 after 100 warm-up) vs the engine's own image inspect
+ *     over its socket (what a hit used to ask on every call).
+ * Prints the rows and writes bench-output/fast-path.json. `npm run bench -- fastpath`.
+ */
+const BASE_IMAGE = process.env.RGRID_TEST_BASE_IMAGE ?? 'rgrid-test/python:bookworm';
+const ROUNDS = Number(process.env.RGRID_BENCH_FAST_ROUNDS ?? 10);
+const HITS = Number(process.env.RGRID_BENCH_HITS ?? 1000);
+
+const round = (n: number, digits = 1): number => Math.round(n * 10 ** digits) / 10 ** digits;
+function percentile(samples: readonly number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+function timedExec(file: string, args: string[]): Promise<number> {
+  const started = performance.now();
+  return new Promise((res, rej) => {
+    execFile(file, args, (err, _out, stderr) => (err ? rej(new Error(`${file} ${args[0] ?? ''}: ${stderr}`)) : res(performance.now() - started)));
+  });
+}
+
+async function agentCli(args: string[], socket: string): Promise<{ ms: number; stdout: string }> {
+  const r = await runCli('rgrid-agent', args, { env: { RGRID_AGENT_SOCKET: socket } });
+  if (r.code !== 0) throw new Error(`rgrid-agent ${args.join(' ')} exited ${String(r.code)}: ${r.stderr}`);
+  return { ms: r.wallMs, stdout: r.stdout };
+}
+
+/** `rows` of [what, reference, ratio]: the same shape printed and stored. */
+interface Pair { name: string; subject_ms: number; reference: string; reference_ms: number; ratio: number; delta_ms: number; subject_samples_ms: number[]; reference_samples_ms: number[] }
+function pair(name: string, reference: string, subject: number[], ref: number[], p = 50): Pair {
+  const s = percentile(subject, p);
+  const r = percentile(ref, p);
+  return { name, subject_ms: round(s, 2), reference, reference_ms: round(r, 2), ratio: round(s / r, 2), delta_ms: round(s - r, 2), subject_samples_ms: subject.map((x) => round(x, 2)), reference_samples_ms: ref.map((x) => round(x, 2)) };
+}
+
+export async function runFastPathBench(): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), 'rgrid-fast-bench-'));
+  const account = `fast-${process.pid}-${Date.now().toString(36)}`;
+  const script = join(dir, 'script.py');
+  writeFileSync(script, `# fast path ${account}\nprint("hello")\n`);
+  const load = { at_start: loadavg().map((x) => round(x, 2)) };
+  let agent: AgentProcess | undefined;
+  let unpooled: AgentProcess | undefined;
+  try {
+    agent = await startAgentProcess({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: BASE_IMAGE, logLevel: 'warn', onOutput: (c) => void process.stderr.write(c) });
+    writeFileSync(join(dir, 'no-pool.json'), JSON.stringify({ run_holder_pool_size: 0 }));
+    unpooled = await startAgentProcess({
+      dataDir: join(dir, 'data-no-pool'), socket: join(dir, 'agent-no-pool.sock'), baseImage: BASE_IMAGE, logLevel: 'warn',
+      args: ['--config', join(dir, 'no-pool.json')], onOutput: (c) => void process.stderr.write(c),
+    });
+    const socket = agent.socket;
+    const ensured = JSON.parse((await agentCli(['ensure', '--script', script, '--account', account, '--json'], socket)).stdout) as { image_id: string };
+    const runArgs = ['run', '--script', script, '--account', account, '--cpus', '1', '--memory', '1024', '--json'];
+    const bareArgs = [
+      'run', '--rm', '--network', 'none', '--cpus', '1', '--memory', '1024m', '--memory-swap', '1024m', '--pids-limit', '256',
+      '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', '--user', '65534:65534', '--read-only', ensured.image_id,
+    ];
+    // One of each to warm the engine and the page cache.
+    await agentCli(runArgs, socket);
+    await agentCli(runArgs, unpooled.socket);
+    await timedExec('docker', bareArgs);
+    const warm: number[] = [];
+    const warmUnpooled: number[] = [];
+    const bare: number[] = [];
+    const phases: Array<Record<string, unknown>> = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      const r = await agentCli(runArgs, socket);
+      warm.push(r.ms);
+      const out = JSON.parse(r.stdout) as Record<string, unknown>;
+      if (out.script_cache_hit !== true || out.exit_code !== 0) throw new Error(`warm run was not a successful hit: ${r.stdout}`);
+      phases.push({ build_ms: out.build_ms, run_ms: out.run_ms, total_ms: out.total_ms });
+      bare.push(await timedExec('docker', bareArgs));
+      warmUnpooled.push((await agentCli(runArgs, unpooled.socket)).ms);
+    }
+    const node: number[] = [];
+    const help: number[] = [];
+    const ls: number[] = [];
+    const ensure: number[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      node.push(await timedExec(process.execPath, ['-e', '0']));
+      help.push((await agentCli(['--help'], socket)).ms);
+      ls.push((await agentCli(['ls', '--account', account], socket)).ms);
+      ensure.push((await agentCli(['ensure', '--script', script, '--account', account, '--json'], socket)).ms);
+    }
+
+    // Socket round trips: ensure hits through the CLI's client, and the engine's inspect of the same image
+    // over one kept-alive connection, interleaved in blocks of 100.
+    const client = new AgentClient(socket);
+    const engine = new Client('http://localhost', { socketPath: '/var/run/docker.sock', keepAliveTimeout: 30_000 });
+    const params = { script: Buffer.from(`# fast path ${account}\nprint("hello")\n`), account };
+    const inspect = async (): Promise<void> => {
+      const res = await engine.request({ method: 'GET', path: `/images/${encodeURIComponent(ensured.image_id)}/json` });
+      await res.body.dump();
+      if (res.statusCode !== 200) throw new Error(`engine inspect answered ${res.statusCode}`);
+    };
+    for (let i = 0; i < 100; i++) {
+      await client.ensure(params);
+      await inspect();
+    }
+    const hits: number[] = [];
+    const inspects: number[] = [];
+    for (let block = 0; block < HITS / 100; block++) {
+      for (let i = 0; i < 100; i++) {
+        const t = performance.now();
+        const r = await client.ensure(params);
+        hits.push(performance.now() - t);
+        if (r.script_cache_hit !== true) throw new Error('expected a hit');
+      }
+      for (let i = 0; i < 100; i++) {
+        const t = performance.now();
+        await inspect();
+        inspects.push(performance.now() - t);
+      }
+    }
+    await client.close();
+    await engine.close();
+    const rows = [
+      pair(`warm rgrid-agent run (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warm, bare),
+      pair(`warm run, holders made ahead (p50 of ${ROUNDS})`, 'the same, holder made at the run (pool 0)', warm, warmUnpooled),
+      pair(`rgrid-agent --help (p50 of ${ROUNDS})`, 'node -e 0', help, node),
+      pair(`rgrid-agent ls (p50 of ${ROUNDS})`, 'node -e 0', ls, node),
+      pair(`rgrid-agent ensure, hit (p50 of ${ROUNDS})`, 'node -e 0', ensure, node),
+      pair(`ensure hit over the socket, p99 of ${HITS}`, `engine image inspect over its socket, p99 of ${HITS}`, hits, inspects, 99),
+      pair(`ensure hit over the socket, p50 of ${HITS}`, `engine image inspect over its socket, p50 of ${HITS}`, hits, inspects, 50),
+    ];
+    return { machine: { cpus: cpus().length, node: process.version }, load: { ...load, at_end: loadavg().map((x) => round(x, 2)) }, rows, warm_run_phases: phases };
+  } finally {
+    await agent?.stop();
+    await unpooled?.stop();
+    await removeAccountResources(account).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function printFastPath(r: Record<string, unknown>): void {
+  const rows = r.rows as Pair[];
+  const width = Math.max(...rows.map((x) => x.name.length));
+  for (const x of rows) {
+    process.stdout.write(`${x.name.padEnd(width)}  ${String(x.subject_ms).padStart(8)} ms  vs ${String(x.reference_ms).padStart(8)} ms ${x.reference}: ${x.ratio}x (${x.delta_ms >= 0 ? '+' : ''}${x.delta_ms} ms)\n`);
+  }
+  process.stdout.write(`load: ${JSON.stringify(r.load)}\n`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  runFastPathBench().then(
+    (results) => {
+      printFastPath(results);
+      const out = join(process.cwd(), 'bench-output');
+      mkdirSync(out, { recursive: true });
+      writeFileSync(join(out, 'fast-path.json'), `${JSON.stringify(results, null, 2)}\n`);
+    },
+    (err: unknown) => {
+      process.stderr.write(`fast-path bench failed: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,115 @@
+/**
+ * Outputs holders made ahead of runs (agent/runner/holder-pool.ts), against a real engine and the real
+ * agent from dist/: runs use them and their outputs stay bounded; a used holder is never reused; none
+ * outlives the agent — a stop removes them all, and after a kill -9 the next start removes what the
+ * killed agent left (start-up repair by the pool's label).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import type { AgentEvent } from '../../agent/client/agent-client.js';
+import { POOL_LABEL } from '../../agent/runner/holder-pool.js';
+import { docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, type AgentProcess } from './helpers.js';
+
+const account = uniqueAccount('pool');
+const dir = tempDir('holder-pool');
+const configFile = join(dir, 'agent.json');
+writeFileSync(configFile, JSON.stringify({ run_holder_pool_size: 2, run_max_output_mb: 1, run_max_output_file_mb: 1 }));
+let agent: AgentProcess | undefined;
+let agentId = '';
+
+const start = async (): Promise<AgentProcess> => {
+  const started = await startAgent({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: inject('baseImage'), args: ['--config', configFile], logLevel: 'warn' });
+  agentId = String((await started.client.health()).agent_id);
+  return started;
+};
+const poolContainers = async (): Promise<Array<{ Id: string; State: string; Labels: Record<string, string> }>> =>
+  docker.listContainers({ all: true, filters: { label: [`${POOL_LABEL}=${agentId}`] } });
+const poolVolumes = async (): Promise<string[]> => ((await docker.listVolumes({ filters: { label: [`${POOL_LABEL}=${agentId}`] } })).Volumes ?? []).map((v) => v.Name);
+
+async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (await condition()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`gave up waiting: ${what}`);
+}
+const poolIsFull = async (): Promise<boolean> => {
+  const held = await poolContainers();
+  return held.length === 2 && held.every((c) => c.State === 'running');
+};
+
+afterAll(async () => {
+  await agent?.stop();
+  await removeAccountImages(account);
+});
+
+describe('outputs holders made ahead of runs', () => {
+  it('runs take a ready holder; outputs are copied and still bounded; a used holder is never reused', async () => {
+    agent = await start();
+    await until(poolIsFull, 'two holders made ahead');
+    const before = new Set((await poolContainers()).map((c) => c.Id));
+    expect((await poolContainers()).every((c) => c.Labels['io.rgrid.role'] === 'run-holder')).toBe(true);
+
+    const outputs = new Map<string, number>();
+    const onEvent = (e: AgentEvent): void => {
+      if (e.type === 'output') outputs.set(String(e.name), (outputs.get(String(e.name)) ?? 0) + Buffer.from(String(e.data), 'base64').length);
+    };
+    const small = await agent.client.run({
+      script: Buffer.from(nonceScript('open("/work/outputs/a.txt", "w").write("x" * 1000)')), account, collect_outputs: true,
+    }, onEvent);
+    expect(small).toMatchObject({ exit_code: 0, outputs: ['a.txt'], output_limit: null });
+    expect(outputs.get('a.txt')).toBe(1000);
+
+    // Writes until the tmpfs is full: it ends at the output limit plus the slack, never on the host's disk.
+    const big = await agent.client.run({
+      script: Buffer.from(nonceScript([
+        'n = 0',
+        'try:',
+        '    with open("/work/outputs/big.bin", "wb") as f:',
+        '        while n < 64 * 1024 * 1024:',
+        '            f.write(b"y" * 65536); f.flush(); n += 65536',
+        'except OSError:',
+        '    pass',
+        'print(n)',
+      ].join('\n'))), account, collect_outputs: true,
+    }, () => undefined);
+    expect(big.exit_code).toBe(0);
+    expect(big.output_limit).not.toBeNull();
+    expect(big.outputs).toEqual([]);
+
+    // The two holders that served these runs are gone; the ones there now are new.
+    await until(poolIsFull, 'the pool refilled');
+    await until(async () => (await poolVolumes()).length === 2, 'used volumes removed');
+    const now = (await poolContainers()).map((c) => c.Id);
+    expect(now.filter((id) => before.has(id))).toEqual([]);
+  });
+
+  it('a stop removes every holder and its volume', async () => {
+    await agent!.stop();
+    agent = undefined;
+    expect(await poolContainers()).toEqual([]);
+    expect(await poolVolumes()).toEqual([]);
+  });
+
+  it('after a kill -9, the next start removes what the killed agent left', async () => {
+    agent = await start();
+    await until(poolIsFull, 'two holders made ahead');
+    const left = (await poolContainers()).map((c) => c.Id);
+    const leftVolumes = await poolVolumes();
+    await agent.kill();
+    agent = undefined;
+    // Nothing removed them: the killed agent could not.
+    expect((await poolContainers()).map((c) => c.Id).sort()).toEqual([...left].sort());
+
+    agent = await start();
+    const after = (await poolContainers()).map((c) => c.Id);
+    expect(after.filter((id) => left.includes(id))).toEqual([]);
+    const volumesAfter = await poolVolumes();
+    expect(volumesAfter.filter((v) => leftVolumes.includes(v))).toEqual([]);
+    await agent.stop();
+    agent = undefined;
+    expect(await poolContainers()).toEqual([]);
+    expect(await poolVolumes()).toEqual([]);
+  });
+});
