@@ -74,7 +74,7 @@ export function createExecutionService({ db, repos, config, log, placement }: Ex
   }
 
   async function tickClock(): Promise<TickResult> {
-    const result = await withTransaction(db, (tx) => tickLeaseClock(tx, downtimeMs));
+    const result = await withTransaction(db, (tx) => tickLeaseClock(tx, downtimeMs, config.claimLeaseMs));
     if (result.gapMs > downtimeMs) {
       log.warn({ gap_ms: Math.round(result.gapMs), extended_claims: result.extended }, 'no control-plane replica was up for a while: leases extended by that time');
     }

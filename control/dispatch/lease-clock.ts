@@ -8,13 +8,14 @@
  * and each tick first measures the gap since the last tick of *any* replica. A gap longer than a few
  * ticks is time during which nobody could renew: every claim that still had lease left when that gap
  * began gets its expiry moved forward by the gap, so it keeps the lease it had when the control plane
- * went quiet. The tick and the extension are one transaction on the clock's row: replicas tick one at a
+ * went quiet — and at least one whole lease from now: a worker finds the control plane back only at its
+ * next renewal attempt, and a claim that had seconds left when the outage began would otherwise expire
+ * before its worker could get through (seen under load: the run then ran twice). The tick and the extension are one transaction on the clock's row: replicas tick one at a
  * time, and a sweep (which ticks first) never sees a claim the extension has not reached yet.
  *
  * Why this is safe with several replicas: one replica restarting while others run leaves no gap (the
- * others keep ticking), so nothing is extended. A claim whose worker is really gone is extended only by
- * real downtime and only by what it had left, so it expires after at most one lease of control-plane
- * uptime in total, however often the control plane goes down.
+ * others keep ticking), so nothing is extended. A claim whose worker is really gone is extended only
+ * across real downtime, so it expires at most one lease after the control plane is back.
  */
 import type pg from 'pg';
 
@@ -39,7 +40,7 @@ export interface TickResult {
 }
 
 /** One tick, inside the caller's transaction (clock_timestamp: the time now, not the transaction's start). */
-export async function tickLeaseClock(tx: pg.PoolClient, downtimeMs: number): Promise<TickResult> {
+export async function tickLeaseClock(tx: pg.PoolClient, downtimeMs: number, leaseMs: number): Promise<TickResult> {
   await tx.query('INSERT INTO dispatch_clock (id, last_alive_at) VALUES (true, clock_timestamp()) ON CONFLICT (id) DO NOTHING');
   // Lock first, then read: the gap is measured after any other replica's tick has committed.
   await tx.query('SELECT 1 FROM dispatch_clock WHERE id FOR UPDATE');
@@ -50,9 +51,11 @@ export async function tickLeaseClock(tx: pg.PoolClient, downtimeMs: number): Pro
   let extended = 0;
   if (gapMs > downtimeMs) {
     const res = await tx.query(
-      `UPDATE executions SET claim_expires_at = claim_expires_at + make_interval(secs => $1::float8 / 1000)
+      `UPDATE executions SET claim_expires_at = greatest(
+         claim_expires_at + make_interval(secs => $1::float8 / 1000),
+         clock_timestamp() + make_interval(secs => $2::float8 / 1000))
        WHERE dispatch AND status = 'running' AND claim_expires_at > (SELECT last_alive_at FROM dispatch_clock WHERE id)`,
-      [gapMs],
+      [gapMs, leaseMs],
     );
     extended = res.rowCount ?? 0;
   }

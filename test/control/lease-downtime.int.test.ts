@@ -78,4 +78,34 @@ describe('lease accounting across control-plane downtime', () => {
       await running.close();
     }
   });
+  it('a claim with little lease left when the outage began gets a whole lease after it, to reach the worker', async () => {
+    const first = await open();
+    const { w, id, c } = await (async () => {
+      try {
+        const w = await world(first, 'dt-c', 'dt-c-w');
+        const id = await submitted(first, w);
+        const [c] = await claim(first, w.worker, w.workerId);
+        // The worker's last renewal was long ago: 300 ms of the lease are left when every replica stops.
+        await db.pool.query("UPDATE executions SET claim_expires_at = clock_timestamp() + interval '300 milliseconds' WHERE execution_id = $1", [id]);
+        await first.dispatch.executions.tickClock();
+        return { w, id, c: c! };
+      } finally {
+        await first.close();
+      }
+    })();
+    await sleep(LEASE_MS + 1000);
+
+    const second = await open();
+    try {
+      // Keeping only the 300 ms it had would let the first sweep take it before the worker's next
+      // renewal attempt could find the control plane back; it gets a whole lease from now instead.
+      expect((await row(db, id)).lease_left_ms).toBeGreaterThan(LEASE_MS - 1000);
+      await sleep(1000);
+      expect(await second.dispatch.executions.sweep()).toMatchObject({ expired: 0 });
+      expect((await renew(second, w.worker, w.workerId, c)).statusCode).toBe(200);
+      expect(await row(db, id)).toMatchObject({ status: 'running', attempts: 1 });
+    } finally {
+      await second.close();
+    }
+  });
 });
