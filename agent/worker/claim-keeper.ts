@@ -1,6 +1,7 @@
 /**
  * Keeps a claim alive while the worker runs it, uploads its outputs and reports its result: a renewal
- * every third of the lease, one at a time (a hung request cannot pile up more behind it). A renewal that
+ * every third of the lease, one at a time (a hung request cannot pile up more behind it), and sooner
+ * after one failed. A renewal that
  * fails because the control plane is away is only logged — the run goes on, and the next renewal may
  * reach it again; a 409 means the control plane gave the execution up (the lease ran out, it was
  * re-queued), and then `lost` aborts so the run stops and nothing is reported.
@@ -8,6 +9,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { isRgridError } from '../../common/errors.js';
+import { backoffDelay } from '../../common/retry.js';
 import type { ClaimedExecution } from '../../common/wire/dispatch-api.js';
 import type { ControlPlaneClient } from '../control/client.js';
 
@@ -26,6 +28,8 @@ export function keepClaim(
   client: Pick<ControlPlaneClient, 'renew'>,
   claim: Pick<ClaimedExecution, 'execution_id' | 'claim_id' | 'lease_ms'>,
   log: Logger,
+  /** The wait between renewals; tests record it instead of waiting. */
+  wait: (ms: number, signal: AbortSignal) => Promise<unknown> = (ms, signal) => delay(ms, undefined, { signal }),
 ): ClaimKeeper {
   const lost = new AbortController();
   const stopped = new AbortController();
@@ -34,7 +38,9 @@ export function keepClaim(
   async function loop(): Promise<void> {
     while (!stopped.signal.aborted) {
       try {
-        await delay(every, undefined, { signal: stopped.signal });
+        // After a failed renewal the next comes sooner (full jitter from 250 ms, never later than the
+        // usual interval): the lease left when the control plane comes back may be short.
+        await wait(failures > 0 ? backoffDelay(failures, { initialMs: 250, maxMs: every }) : every, stopped.signal);
       } catch {
         return;
       }
