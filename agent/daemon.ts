@@ -1,15 +1,19 @@
 import { chmod, chown, mkdir, readFile, stat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { RgridError } from '../common/errors.js';
 import { buildAgentApp, type DaemonPhase } from './api/app.js';
 import { createImageCache, type ImageCache } from './builder/image-cache.js';
 import { createRuntimeResolver } from './builder/runtimes.js';
+import { ControlPlaneClient } from './control/client.js';
+import { startPushRunner, type PushRunner } from './registry/push-runner.js';
+import { createImageSharing } from './registry/sharing.js';
 import type { AgentConfig, AgentConfigInput } from './config.js';
 import { createConfigStore } from './config-store.js';
+import { dockerFor } from './engine.js';
 import { startFleet, type Fleet } from './fleet.js';
 import { readAgentIdFile, writeAgentIdFile } from './identity.js';
 import { createAgentMetrics } from './metrics.js';
@@ -53,15 +57,16 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const { config, logger } = deps;
   let state: DaemonState = { phase: 'starting' };
   const phase = (): DaemonPhase => state.phase;
-  const docker = deps.docker ?? new Docker();
+  const docker = deps.docker ?? dockerFor(config.docker_host);
   let index: AgentIndex | undefined;
   let fleet: Fleet | undefined;
+  let pushes: PushRunner | undefined;
   try {
     await mkdir(config.data_dir, { recursive: true, mode: 0o700 });
     try {
       await docker.ping();
     } catch {
-      throw new RgridError('engine_unavailable', 'cannot reach the Docker engine (is dockerd running, is /var/run/docker.sock accessible?)');
+      throw new RgridError('engine_unavailable', `cannot reach the Docker engine at ${config.docker_host ?? 'unix:///var/run/docker.sock'} (is dockerd running, is its socket accessible?)`);
     }
     index = createIndex({ path: join(config.data_dir, 'index'), agentId: await readAgentIdFile(config.data_dir) });
     await writeAgentIdFile(config.data_dir, index.agentId);
@@ -78,12 +83,20 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
         (err: unknown) => logger.warn({ runtime: name, msg: (err as Error).message }, 'runtime base image unavailable'),
       );
     }
-    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics });
+    // One control-plane client for the sync, the claim loop and image sharing (made before the cache,
+    // which asks the grid on a miss when a registry is configured).
+    const control = new ControlPlaneClient(store.get);
+    const sharing = createImageSharing({
+      docker, index, settings: store.get, control: () => control, logger, observer: metrics, onQueued: () => pushes?.wake(),
+    });
+    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, sharing });
     const runner = createRunner({ docker, cache, config, agentId: index.agentId, logger });
     const startedAt = Date.now();
     fleet = await startFleet({
-      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runner.active,
+      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runner.active, control,
     });
+    // After reconcile (startFleet): pushes a previous process left in the outbox go out first.
+    pushes = startPushRunner({ index, sharing, docker, control: () => control, settings: store.get, logger });
     const app = buildAgentApp({ config, index, leases, cache, runner, logger, phase, version: deps.version, startedAt, docker, fleet: { fleet } });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
@@ -112,6 +125,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     return makeDaemon(app, index, cache, runner, fleet, worker);
   } catch (err) {
     state = { phase: 'failed', error: (err as Error).message };
+    await pushes?.stop().catch(() => undefined);
     await fleet?.close().catch(() => undefined);
     await index?.close().catch(() => undefined);
     throw err;
@@ -146,6 +160,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           }
           // The claim loop reports through the fleet's sync: it closes first.
           await worker?.close().catch(() => undefined);
+          await pushes?.stop().catch(() => undefined);
           await fl.close().catch((err: unknown) => logger.warn({ err }, 'closing the fleet components failed'));
           await cache.close().catch(() => undefined);
           await idx.flushed().catch(() => undefined);
