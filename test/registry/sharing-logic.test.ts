@@ -27,17 +27,17 @@ function harness(answers: Array<BuildAcquireResponse | Error>, holdMs: number) {
     sleeps,
     run: (buildWaitMs: number, minIntervalMs = 1000) =>
       acquireLoop({
-        acquire: async (waitMs) => {
+        acquire: (waitMs) => {
           waits.push(waitMs);
           const next = answers.shift() ?? building();
           clock += Math.min(holdMs, waitMs);
-          if (next instanceof Error) throw next;
-          return next;
+          return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
         },
         buildWaitMs, pollMs: 20_000, minIntervalMs, now: () => clock,
-        sleep: async (ms) => {
+        sleep: (ms) => {
           sleeps.push(ms);
           clock += ms;
+          return Promise.resolve();
         },
       }),
   };
