@@ -126,11 +126,14 @@ export function createImageSharing(deps: SharingDeps): ImageSharing {
     const registry = settings().registry!;
     const fields = describe(p, kind);
     const auth = await readRegistryAuth(settings().registry_auth_file);
-    const imageId = await pullVerified(docker, registry, registryLocation(registry, p.account, kind, fields.key), digest,
-      { account: p.account, kind, key: fields.key }, { ...(auth ? { auth } : {}), timeoutMs: timeoutMs() });
+    const location = registryLocation(registry, p.account, kind, fields.key);
+    const imageId = await pullVerified(docker, registry, location, digest, { account: p.account, kind, key: fields.key }, { ...(auth ? { auth } : {}), timeoutMs: timeoutMs() });
     const tag = localTag(kind, fields.key, p.account);
     const colon = tag.lastIndexOf(':');
     await docker.getImage(imageId).tag({ repo: tag.slice(0, colon), tag: tag.slice(colon + 1) });
+    // The local tag alone names it from now on: an image referenced in two repositories would make the
+    // engine refuse the pruner's plain remove by ID. The digest stays in the entry (registry_digest).
+    await docker.getImage(`${location.repository}@${digest}`).remove({ noprune: true }).catch(() => undefined);
     const info = await docker.getImage(imageId).inspect();
     const at = now();
     const entry: IndexEntry = {

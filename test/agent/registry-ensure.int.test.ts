@@ -9,6 +9,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { registryLocation } from '../../agent/registry/transfer.js';
+import { requirementsDigest } from '../../common/cache-keys.js';
+import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { pushImage } from '../support/engines.js';
 import { startEngine, type TestEngine } from '../support/engines.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
@@ -30,10 +32,11 @@ describe('image sharing through a registry (agent side)', () => {
   let engineB: TestEngine | undefined;
   let agentB: AgentProcess | undefined;
   let baseRef = '';
+  let wheelhouse = '';
   /** The first test's script image: its key and the digest it was pushed as. */
   let shared: { script: string; key: string; digest: string } | undefined;
 
-  const startA = async (): Promise<AgentProcess> => startWorkerAgent(fake, dataA, 'reg-a', { registry: registry.address, build_wait_s: 30 });
+  const startA = async (): Promise<AgentProcess> => startWorkerAgent(fake, dataA, 'reg-a', { registry: registry.address, build_wait_s: 30, pip_find_links: wheelhouse });
   const acquiresFor = (script: string): Array<Record<string, unknown>> =>
     fake.requests.filter((r) => r.url.endsWith('/image-builds') && (r.body as { script_sha256?: unknown }).script_sha256 === sha256(script)).map((r) => r.body as Record<string, unknown>);
   const completesOf = (leaseId: string): RecordedRequest[] => fake.requests.filter((r) => r.url.includes(`/image-builds/${leaseId}/complete`));
@@ -44,8 +47,9 @@ describe('image sharing through a registry (agent side)', () => {
     return res.status;
   };
   /** Runs `script` through the claim loop of worker `workerId` and returns the report the fake received. */
-  const runClaim = async (script: string, workerId = 'reg-a'): Promise<Record<string, unknown>> => {
-    const claim = claimFor(fake, account, { script });
+  const runClaim = async (script: string, workerId = 'reg-a', requirements?: Buffer): Promise<Record<string, unknown>> => {
+    if (requirements) fake.blobs.set(sha256(requirements), requirements);
+    const claim = claimFor(fake, account, { script }, requirements ? { requirements_sha256: requirementsDigest(requirements).sha256, requirements_blob_sha256: sha256(requirements) } : {});
     fake.queueClaims([claim], workerId);
     return eventually(`the report of ${String(claim.execution_id)}`, () => fake.completions.get(claim.execution_id as string));
   };
@@ -66,6 +70,7 @@ describe('image sharing through a registry (agent side)', () => {
     registry = await startRegistry();
     fake = await startFakeControl(account);
     dataA = `${tempDir('regshare-a')}/data`;
+    wheelhouse = createWheelhouse([{ name: 'rgtest-regshare', version: '1.0' }], tempDir('wheels-regshare'));
     agentA = await startA();
   });
 
@@ -110,7 +115,7 @@ describe('image sharing through a registry (agent side)', () => {
         : { state: 'lease', lease_id: randomUUID(), lease_ms: 30_000, lease_expires_at: new Date(Date.now() + 30_000).toISOString(), attempt: 1 };
     const dataB = `${tempDir('regshare-b')}/data`;
     const startB = (): Promise<AgentProcess> => startAgent({
-      dataDir: dataB, baseImage: baseRef, control: { url: fake.url, workerToken: 'fake-token', workerId: 'reg-b', capacity: 1 },
+      dataDir: dataB, baseImage: baseRef, wheelhouse, control: { url: fake.url, workerToken: 'fake-token', workerId: 'reg-b', capacity: 1 },
       args: ['--registry', registry.address], env: { DOCKER_HOST: engineB!.host },
     });
     agentB = await startB();
@@ -122,14 +127,60 @@ describe('image sharing through a registry (agent side)', () => {
     expect(await metric(agentB, /^rgrid_agent_registry_pulls_total\{kind="image",result="ok"\} (\d+)$/m)).toBe(1);
     expect(await metric(agentB, /^rgrid_agent_builds_total\{kind="image",result="ok"\} (\d+)$/m)).toBeUndefined();
     const pulled = { kind: 'image', key, origin: 'pulled', registry_digest: digest };
-    expect((await cliJson<Array<Record<string, unknown>>>(['ls', '--account', account], agentB.socket)).find((e) => e.key === key)).toMatchObject(pulled);
+    const entry = (await cliJson<Array<Record<string, unknown>>>(['ls', '--account', account], agentB.socket)).find((e) => e.key === key);
+    expect(entry).toMatchObject(pulled);
+    // Named by the local tag only (no second repository), so the pruner's remove by ID is not refused.
+    const image = await engineB.docker.getImage(entry!.image_id as string).inspect();
+    expect(image.RepoTags).toEqual([entry!.image_tag]);
+    // …and it names the builder (agent A) as its owner, which the restart's reconcile below must accept.
+    expect(image.Config.Labels?.['io.rgrid.owner']).toBe((await agentA.client.health()).agent_id);
     // The pulled image names the builder as its owner: reconcile at the next start keeps it all the same.
     await agentB.stop();
     agentB = await startB();
     expect((await cliJson<Array<Record<string, unknown>>>(['ls', '--account', account], agentB.socket)).find((e) => e.key === key)).toMatchObject(pulled);
     // A second run is a plain local hit.
     expect(await runClaim(script, 'reg-b')).toMatchObject({ exit_code: 0, image_origin: 'local' });
-    await agentB.stop();
+  });
+
+  it('script image missing but its dependency layer pushed: pulls the layer and builds only the script layer', async () => {
+    const requirements = Buffer.from('rgtest-regshare==1.0\n');
+    const requirementsSha = requirementsDigest(requirements).sha256;
+    const leases = new Map<string, string>();
+    fake.onAcquire = (_w, body) => {
+      const leaseId = randomUUID();
+      leases.set(`${String(body.kind)}/${String(body.key)}`, leaseId);
+      return { state: 'lease', lease_id: leaseId, lease_ms: 30_000, lease_expires_at: new Date(Date.now() + 30_000).toISOString(), attempt: 1 };
+    };
+    const scriptA = nonceScript('import rgtest_regshare\nprint("deps on a")');
+    expect(await runClaim(scriptA, 'reg-a', requirements)).toMatchObject({ exit_code: 0, stdout: 'deps on a\n', image_origin: 'built' });
+    const depsKey = fake.requests.map((r) => r.body as Record<string, unknown>)
+      .find((b) => b?.kind === 'deps' && b.requirements_sha256 === requirementsSha)?.key as string;
+    const [depsComplete] = completesOf(leases.get(`deps/${depsKey}`)!);
+    expect(depsComplete?.body).toMatchObject({ outcome: 'pushed' });
+    const depsDigest = (depsComplete!.body as { manifest_digest: string }).manifest_digest;
+
+    // Worker B: another script with the same requirements. The grid has the layer, not the script image.
+    fake.onAcquire = (worker, body) => {
+      if (worker === 'reg-b' && body.kind === 'deps' && body.key === depsKey) {
+        return { state: 'pushed', registry: registry.address, manifest_digest: depsDigest, size_bytes: null, pushed_by: 'reg-a' };
+      }
+      const leaseId = randomUUID();
+      leases.set(`${String(body.kind)}/${String(body.key)}`, leaseId);
+      return { state: 'lease', lease_id: leaseId, lease_ms: 30_000, lease_expires_at: new Date(Date.now() + 30_000).toISOString(), attempt: 1 };
+    };
+    const scriptB = nonceScript('import rgtest_regshare\nprint("deps on b")');
+    expect(await runClaim(scriptB, 'reg-b', requirements)).toMatchObject({ exit_code: 0, stdout: 'deps on b\n', image_origin: 'built' });
+    expect(await metric(agentB!, /^rgrid_agent_registry_pulls_total\{kind="deps",result="ok"\} (\d+)$/m)).toBe(1);
+    // No pip install on B: no dependency build at all, one script image build.
+    expect(await metric(agentB!, /^rgrid_agent_builds_total\{kind="deps",result="ok"\} (\d+)$/m)).toBeUndefined();
+    expect(await metric(agentB!, /^rgrid_agent_builds_total\{kind="image",result="ok"\} (\d+)$/m)).toBe(1);
+    const imageKey = acquiresFor(scriptB)[0]!.key as string;
+    const [imageComplete] = completesOf(leases.get(`image/${imageKey}`)!);
+    expect(imageComplete?.body).toMatchObject({ outcome: 'pushed' });
+    const entries = await cliJson<Array<Record<string, unknown>>>(['ls', '--account', account], agentB!.socket);
+    expect(entries.find((e) => e.kind === 'deps' && e.key === depsKey)).toMatchObject({ origin: 'pulled', registry_digest: depsDigest });
+    expect(entries.find((e) => e.kind === 'image' && e.key === imageKey)).toMatchObject({ origin: 'built', deps_key: depsKey });
+    await agentB!.stop();
     agentB = undefined;
   });
 
