@@ -143,7 +143,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
     // worker waiting for another's build holds no build slot.
     const flight = depsFlights.run(refId(ref), async (emitDeps) => {
       const build = (): Promise<IndexEntry> => queued(() => timed('deps', () => buildDepsImage(buildDeps, p, emitDeps)));
-      return shared() ? (await sharing!.obtain(p, 'deps', build)).entry : build();
+      return shared() ? (await sharing!.obtain(p, 'deps', build, abort.signal)).entry : build();
     });
     const unsubscribe = flight.subscribe(emit);
     try {
@@ -166,7 +166,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
       return queued(() => timed('image', () => buildExecImage(buildDeps, p, depsEntry, depsHit === true, emit)));
     };
     if (!shared()) return { entry: await buildHere(), depsHit, origin: 'built' };
-    const got = await sharing!.obtain(p, 'image', buildHere);
+    const got = await sharing!.obtain(p, 'image', buildHere, abort.signal);
     // A pulled script image brings its dependency layers along: no local layer was used.
     return { entry: got.entry, depsHit: got.origin === 'pulled' ? (p.depsKey ? false : null) : depsHit, origin: got.origin };
   }

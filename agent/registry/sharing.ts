@@ -56,7 +56,7 @@ export interface ImageSharing {
   /** Whether a miss asks the grid first (a registry and a control plane are configured). */
   active(): boolean;
   /** The image for (p, kind): pulled from the registry, or `build()` under the grid's lease. */
-  obtain(p: PreparedEnsure, kind: EntryKind, build: () => Promise<IndexEntry>): Promise<{ entry: IndexEntry; origin: SharedOrigin }>;
+  obtain(p: PreparedEnsure, kind: EntryKind, build: () => Promise<IndexEntry>, signal?: AbortSignal): Promise<{ entry: IndexEntry; origin: SharedOrigin }>;
   /** Pushes an entry's image now; the digest. */
   push(entry: Pick<IndexEntry, 'kind' | 'account' | 'key' | 'image_id'>): Promise<PushResult>;
   /** Refs whose push obtain() is making right now (the background pusher leaves them alone). */
@@ -231,7 +231,7 @@ export function createImageSharing(deps: SharingDeps): ImageSharing {
       return s.registry !== undefined && s.control_url !== undefined && deps.control() !== undefined;
     },
 
-    async obtain(p, kind, build) {
+    async obtain(p, kind, build, signal) {
       const control = deps.control()!;
       const registry = settings().registry!;
       const fields = describe(p, kind);
@@ -242,12 +242,19 @@ export function createImageSharing(deps: SharingDeps): ImageSharing {
       };
       const started = now();
       const decision = await acquireLoop({
-        acquire: (waitMs) => control.acquireBuild({ ...body, wait_ms: waitMs }, { timeoutMs: waitMs + controlTimeoutMs() }),
+        // An abandoned drain cuts the wait; the build that follows is then refused as shutting_down.
+        acquire: (waitMs) => control.acquireBuild({ ...body, wait_ms: waitMs }, { timeoutMs: waitMs + controlTimeoutMs(), signal }),
         buildWaitMs: settings().build_wait_s * 1000,
         pollMs: ACQUIRE_POLL_MS,
         minIntervalMs: 1000,
         now,
-        sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+        sleep: (ms) => new Promise((r) => {
+          const timer = setTimeout(r, ms);
+          signal?.addEventListener('abort', () => {
+            clearTimeout(timer);
+            r(undefined);
+          }, { once: true });
+        }),
         onWaiting: (holder) => log.info({ kind, key: fields.key, holder }, 'another worker is building this image; waiting for its push'),
       });
       deps.observer?.leaseWait(kind, decision.type, (now() - started) / 1000);
