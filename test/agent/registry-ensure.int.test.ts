@@ -184,6 +184,26 @@ describe('image sharing through a registry (agent side)', () => {
     agentB = undefined;
   });
 
+  it('lease: renewed while building; a lease taken over (409) only stops the recording, not the build', async () => {
+    const leaseId = randomUUID();
+    // 600 ms leases: renewals every 200 ms during the build; every renewal says the lease is gone.
+    fake.onAcquire = (_w, body) => ({
+      state: 'lease', lease_id: body.kind === 'image' ? leaseId : randomUUID(), lease_ms: 600, lease_expires_at: new Date(Date.now() + 600).toISOString(), attempt: 1,
+    });
+    fake.fail('build_renew', Number.POSITIVE_INFINITY, 409);
+    const script = nonceScript('print("built under a lost lease")');
+    try {
+      expect(await runClaim(script)).toMatchObject({ exit_code: 0, stdout: 'built under a lost lease\n', image_origin: 'built' });
+    } finally {
+      fake.fail('build_renew', 0);
+    }
+    expect(fake.requests.filter((r) => r.url.includes(`/image-builds/${leaseId}/renew`)).length).toBeGreaterThanOrEqual(1);
+    expect(agentA.log()).toContain('build lease lost');
+    // Not completed, and not queued for recording either: the new holder records its own build.
+    expect(completesOf(leaseId)).toEqual([]);
+    expect(await metric(agentA, /^rgrid_agent_push_outbox_depth (\d+)$/m)).toBe(0);
+  });
+
   it('failed: fails with the recorded message and tail, without building', async () => {
     const script = nonceScript('print("never built")');
     fake.onAcquire = () => ({ state: 'failed', error: 'build_failed', message: 'dependency install failed: pip exited 1', log_tail: 'ERROR: tail-marker-42', failed_by: 'reg-x', failed_at: new Date().toISOString() });
