@@ -1,4 +1,4 @@
-import { RUNTIME_PATTERN } from '../common/names.js';
+import { assertRegistryAddress, RUNTIME_PATTERN } from '../common/names.js';
 import { readFile } from 'node:fs/promises';
 import { parseJsonFile } from '../common/json-file.js';
 import Type from 'typebox';
@@ -86,6 +86,18 @@ export const AgentConfigSchema = Type.Object(
     /** Wall-clock bound on copying the outputs out of a finished run. */
     run_output_copy_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 300 }),
     // ---- end of run limits -------------------------------------------------------------------------------
+    // ---- engine and image sharing (agent/registry/; docs/operations.md "Image sharing through a registry")
+    /** The Docker engine the agent uses: `unix:///path/docker.sock` or `tcp://host:port`; default: DOCKER_HOST, else the default socket. */
+    docker_host: Type.Optional(Type.String({ pattern: '^(unix:///[^\\s]+|tcp://[^\\s/]+)$' })),
+    /** `HOST:PORT[/PREFIX]` of the OCI registry workers share images through; absent: no sharing at all. */
+    registry: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+    /** JSON file `{"username":…,"password":…}` for the registry, read on every push and pull; never logged. */
+    registry_auth_file: Type.Optional(Type.String({ minLength: 1 })),
+    /** Bound of one push or pull (and of a runtime's base image pull). */
+    registry_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 300 }),
+    /** How long a worker waits for another worker's build of the same image before building it itself. */
+    build_wait_s: Type.Number({ minimum: 0, default: 900 }),
+    // ---- end of engine and image sharing ----------------------------------------------------------------
     /** Largest request body (scripts, requirements and inputs travel base64-encoded inside JSON). */
     max_request_mb: Type.Integer({ minimum: 1, default: 256 }),
     /** On SIGTERM: time for in-flight builds and runs to finish before they are abandoned. Fits systemd's default 90 s TimeoutStopSec. */
@@ -149,6 +161,10 @@ export function resolveConfig(fileValues: AgentConfigInput, flagValues: AgentCon
   }
   if (filled.disk_low_percent > filled.disk_high_percent) {
     throw new RgridError('bad_request', 'invalid agent config: disk_low_percent must not exceed disk_high_percent');
+  }
+  if (filled.registry !== undefined) assertRegistryAddress(filled.registry, 'invalid agent config: registry');
+  if (filled.registry_auth_file !== undefined && !filled.registry_auth_file.startsWith('/')) {
+    throw new RgridError('bad_request', 'invalid agent config: registry_auth_file must be an absolute path');
   }
   checkRunLimits(filled);
   if (filled.default_runtime !== undefined && !(filled.default_runtime in filled.runtimes)) {

@@ -1,7 +1,7 @@
 import { chmod, chown, mkdir, readFile, stat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { RgridError } from '../common/errors.js';
@@ -9,8 +9,12 @@ import { buildAgentApp, type DaemonPhase } from './api/app.js';
 import { createImageCache, type ImageCache } from './builder/image-cache.js';
 import { createImageProbe, type ImageProbe } from './builder/image-probe.js';
 import { createRuntimeResolver, type RuntimeResolver } from './builder/runtimes.js';
+import { ControlPlaneClient } from './control/client.js';
+import { startPushRunner, type PushRunner } from './registry/push-runner.js';
+import { createImageSharing } from './registry/sharing.js';
 import type { AgentConfig, AgentConfigInput } from './config.js';
 import { createConfigStore } from './config-store.js';
+import { dockerFor } from './engine.js';
 import { startFleet, type Fleet } from './fleet.js';
 import { readAgentIdFile, writeAgentIdFile } from './identity.js';
 import { createAgentMetrics } from './metrics.js';
@@ -54,17 +58,18 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const { config, logger } = deps;
   let state: DaemonState = { phase: 'starting' };
   const phase = (): DaemonPhase => state.phase;
-  const docker = deps.docker ?? new Docker();
+  const docker = deps.docker ?? dockerFor(config.docker_host);
   let index: AgentIndex | undefined;
   let fleet: Fleet | undefined;
   let probe: ImageProbe | undefined;
   let runner: Runner | undefined;
+  let pushes: PushRunner | undefined;
   try {
     await mkdir(config.data_dir, { recursive: true, mode: 0o700 });
     try {
       await docker.ping();
     } catch {
-      throw new RgridError('engine_unavailable', 'cannot reach the Docker engine (is dockerd running, is /var/run/docker.sock accessible?)');
+      throw new RgridError('engine_unavailable', `cannot reach the Docker engine at ${config.docker_host ?? 'unix:///var/run/docker.sock'} (is dockerd running, is its socket accessible?)`);
     }
     index = createIndex({ path: join(config.data_dir, 'index'), agentId: await readAgentIdFile(config.data_dir) });
     await writeAgentIdFile(config.data_dir, index.agentId);
@@ -86,13 +91,21 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     probe = createImageProbe(docker, { logger });
     const events = probe;
     metrics.setImageProbe(() => events.stats());
-    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, probe });
+    // One control-plane client for the sync, the claim loop and image sharing (made before the cache,
+    // which asks the grid on a miss when a registry is configured).
+    const control = new ControlPlaneClient(store.get);
+    const sharing = createImageSharing({
+      docker, index, settings: store.get, control: () => control, logger, observer: metrics, onQueued: () => pushes?.wake(),
+    });
+    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, probe, sharing });
     const runs = createRunner({ docker, cache, probe, config, agentId: index.agentId, logger, holderImage: () => holderImage(runtimes) });
     runner = runs;
     const startedAt = Date.now();
     fleet = await startFleet({
-      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runs.active,
+      docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runs.active, control,
     });
+    // After reconcile (startFleet): pushes a previous process left in the outbox go out first.
+    pushes = startPushRunner({ index, sharing, docker, control: () => control, settings: store.get, logger });
     const app = buildAgentApp({ config, index, leases, cache, runner: runs, logger, phase, version: deps.version, startedAt, docker, fleet: { fleet } });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
@@ -121,6 +134,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     return makeDaemon(app, index, cache, runs, fleet, worker);
   } catch (err) {
     state = { phase: 'failed', error: (err as Error).message };
+    await pushes?.stop().catch(() => undefined);
     await fleet?.close().catch(() => undefined);
     await runner?.close().catch(() => undefined);
     await probe?.close().catch(() => undefined);
@@ -161,6 +175,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           await worker?.close().catch(() => undefined);
           // No run is left: the outputs holders made ahead go (none may outlive the agent).
           await runner.close().catch((err: unknown) => logger.warn({ err }, 'removing the outputs holders failed'));
+          await pushes?.stop().catch(() => undefined);
           await fl.close().catch((err: unknown) => logger.warn({ err }, 'closing the fleet components failed'));
           await cache.close().catch(() => undefined);
           await idx.flushed().catch(() => undefined);

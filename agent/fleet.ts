@@ -48,6 +48,8 @@ export interface FleetDeps {
   logger: Logger;
   version: string;
   runsActive: () => number;
+  /** The control-plane client, when the daemon made it earlier (image sharing needs it before the fleet starts). */
+  control?: ControlPlaneClient;
 }
 
 export async function startFleet(deps: FleetDeps): Promise<Fleet> {
@@ -62,7 +64,7 @@ export async function startFleet(deps: FleetDeps): Promise<Fleet> {
 
   const pruner = createPruner({ docker, index, leases, settings, disk, logger, metrics, serial });
   let engineInfo: Record<string, unknown> | undefined;
-  const control = new ControlPlaneClient(settings);
+  const control = deps.control ?? new ControlPlaneClient(settings);
   const sync = createSyncLoop({
     index,
     settings,

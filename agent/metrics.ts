@@ -22,6 +22,10 @@ export interface AgentMetrics {
   drift(type: string, count: number): void;
   /** The image probe's counts (agent/builder/image-probe.ts), read at scrape time. */
   setImageProbe(stats: () => ImageProbeStats): void;
+  /** Image sharing (agent/registry/sharing.ts). */
+  registryPull(kind: CacheKindLabel, result: 'ok' | 'mismatch' | 'failed'): void;
+  registryPush(kind: CacheKindLabel, ok: boolean): void;
+  leaseWait(kind: CacheKindLabel, outcome: string, seconds: number): void;
   /** Wires the scrape-time sources in (they exist after the metrics object). */
   setSources(sources: MetricSources): void;
   text(): Promise<string>;
@@ -78,6 +82,28 @@ export function createAgentMetrics(): AgentMetrics {
     },
   });
   const drift = new Counter({ name: 'rgrid_agent_reconcile_drift_total', help: 'Index/engine drift found by reconcile, by type', labelNames: ['type'], registers: r });
+  const pulls = new Counter({
+    name: 'rgrid_agent_registry_pulls_total',
+    help: 'Pulls of images other workers built, by kind and result (ok|mismatch: refused, labels not the ones asked for|failed: registry unavailable)',
+    labelNames: ['kind', 'result'],
+    registers: r,
+  });
+  const pushes = new Counter({ name: 'rgrid_agent_registry_pushes_total', help: 'Pushes of images built here, by kind and result (ok|failed)', labelNames: ['kind', 'result'], registers: r });
+  const leaseWaits = new Histogram({
+    name: 'rgrid_agent_build_lease_wait_seconds',
+    help: 'Time from a miss to the grid\'s answer (pushed|lease|failed|timeout|unreachable), by kind and outcome',
+    labelNames: ['kind', 'outcome'],
+    buckets: [0.01, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 900],
+    registers: r,
+  });
+  new Gauge({
+    name: 'rgrid_agent_push_outbox_depth',
+    help: 'Images built here still to be pushed to the registry or recorded with the control plane',
+    registers: r,
+    collect() {
+      if (sources) this.set(sources.index.pushes.depth());
+    },
+  });
 
   new Gauge({
     name: 'rgrid_agent_index_entries',
@@ -192,6 +218,9 @@ export function createAgentMetrics(): AgentMetrics {
       freed.inc(bytes);
     },
     drift: (type, count) => drift.inc({ type }, count),
+    registryPull: (kind, result) => pulls.inc({ kind, result }),
+    registryPush: (kind, ok) => pushes.inc({ kind, result: ok ? 'ok' : 'failed' }),
+    leaseWait: (kind, outcome, seconds) => leaseWaits.observe({ kind, outcome }, seconds),
     setSources(s) {
       sources = s;
     },

@@ -7,7 +7,7 @@ import type { AgentConfig } from '../config.js';
 import type { ImageCache } from '../builder/image-cache.js';
 import type { AgentIndex } from '../index/index.js';
 import type { LeaseTable } from '../index/leases.js';
-import type { IndexEntry } from '../index/types.js';
+import { entryOrigin, type IndexEntry } from '../index/types.js';
 import type { Runner } from '../runner/run.js';
 import { installErrorHandler } from './errors.js';
 import { registerFleetRoutes, type FleetRouteDeps } from './fleet-routes.js';
@@ -54,6 +54,8 @@ export function renderEntry(e: IndexEntry): Record<string, unknown> {
     script_sha256: e.script_sha256,
     requirements_sha256: e.requirements_sha256,
     base_image_id: e.base_image_id,
+    origin: entryOrigin(e),
+    registry_digest: e.registry_digest ?? null,
   };
 }
 

@@ -30,6 +30,8 @@ export interface EnsureResult {
   script_cache_hit: boolean;
   dependency_cache_hit: boolean | null;
   built: boolean;
+  /** `local`: a hit; `pulled`: from the registry (another worker built it); `built`: built here now. */
+  image_origin: 'local' | 'pulled' | 'built';
   duration_ms: number;
   runtime: string;
   account: string;

@@ -26,6 +26,8 @@ export interface BuildContextDeps {
   logger: Logger;
   signal: AbortSignal;
   now: () => number;
+  /** Whether a new entry is written with a push job (image sharing on: agent/registry/sharing.ts). */
+  queuePush?: () => boolean;
 }
 
 export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, emit: (e: BuildLogEvent) => void): Promise<IndexEntry> {
@@ -105,7 +107,7 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
       requirements_sha256: requirements.sha256,
       deps_key: depsKey,
     });
-    await deps.index.putBuilt(entry);
+    await deps.index.putBuilt(entry, [], { queuePush: deps.queuePush?.() === true });
     deps.logger.info({ tag, image_id: entry.image_id, ms: deps.now() - started }, 'built dependency layer');
     return entry;
   } finally {
@@ -156,7 +158,7 @@ export async function buildExecImage(
     deps_key: p.depsKey,
   });
   // A deps layer that was reused counts as used, in the same transaction as the new entry.
-  await deps.index.putBuilt(entry, depsHit && depsEntry ? [{ kind: 'deps', account: p.account, key: depsEntry.key }] : []);
+  await deps.index.putBuilt(entry, depsHit && depsEntry ? [{ kind: 'deps', account: p.account, key: depsEntry.key }] : [], { queuePush: deps.queuePush?.() === true });
   deps.logger.info({ tag, image_id: entry.image_id }, 'built script image');
   return entry;
 }
@@ -174,7 +176,7 @@ async function entryFor(
     throw engineError('inspecting the new image failed', err);
   }
   const at = deps.now();
-  return { ...fields, image_id: info.Id, image_tag: tag, size_bytes: info.Size, created_at: at, last_used_at: at, use_count: 1 };
+  return { ...fields, image_id: info.Id, image_tag: tag, size_bytes: info.Size, created_at: at, last_used_at: at, use_count: 1, origin: 'built', registry_digest: null };
 }
 
 /**

@@ -17,6 +17,7 @@ import type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from 
 
 export type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from './ensure-types.js';
 import { SingleFlight } from './single-flight.js';
+import type { ImageSharing } from '../registry/sharing.js';
 
 /**
  * ensure = "give me the image for (account, runtime, script, requirements)": a verified hit, or a build
@@ -70,11 +71,17 @@ export interface ImageCacheDeps {
   now?: () => number;
   /** The daemon's probe (shared with the run path, which closes the start race through it). */
   probe?: ImageProbe;
+  /**
+   * Image sharing through a registry (agent/registry/sharing.ts): a miss asks the grid before building.
+   * Absent or inactive: every miss builds here, as without a registry.
+   */
+  sharing?: ImageSharing;
 }
 
 interface BuildOutcome {
   entry: IndexEntry;
   depsHit: boolean | null;
+  origin: 'built' | 'pulled';
 }
 
 export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
@@ -87,7 +94,9 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
   let draining = false;
   // Compiled once: the build policy keys need a restart (they are not live keys).
   const policy = compileBuildPolicy(config);
-  const buildDeps: BuildContextDeps = { docker, index, config, policy, logger, signal: abort.signal, now };
+  const sharing = deps.sharing;
+  const shared = (): boolean => sharing?.active() === true;
+  const buildDeps: BuildContextDeps = { docker, index, config, policy, logger, signal: abort.signal, now, queuePush: shared };
   const probe = deps.probe ?? createImageProbe(docker, { logger });
 
   /** Runs a build through the one queue; a build that had not started when draining began never starts. */
@@ -132,7 +141,12 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
     const hit = await verified(ref);
     deps.observer?.lookup('deps', hit !== undefined);
     if (hit) return { entry: hit, hit: true };
-    const flight = depsFlights.run(refId(ref), (emitDeps) => queued(() => timed('deps', () => buildDepsImage(buildDeps, p, emitDeps))));
+    // The grid's lease wait (sharing) happens inside the single flight but outside the build queue: a
+    // worker waiting for another's build holds no build slot.
+    const flight = depsFlights.run(refId(ref), async (emitDeps) => {
+      const build = (): Promise<IndexEntry> => queued(() => timed('deps', () => buildDepsImage(buildDeps, p, emitDeps)));
+      return shared() ? (await sharing!.obtain(p, 'deps', build, abort.signal)).entry : build();
+    });
     const unsubscribe = flight.subscribe(emit);
     try {
       return { entry: await flight.promise, hit: false };
@@ -142,15 +156,21 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
   }
 
   async function buildFlow(p: PreparedEnsure, emit: (e: BuildLogEvent) => void): Promise<BuildOutcome> {
-    let depsEntry: IndexEntry | null = null;
     let depsHit: boolean | null = null;
-    if (p.depsKey !== null) {
-      const d = await ensureDeps(p, emit);
-      depsEntry = d.entry;
-      depsHit = d.hit;
-    }
-    const entry = await queued(() => timed('image', () => buildExecImage(buildDeps, p, depsEntry, depsHit === true, emit)));
-    return { entry, depsHit };
+    // The dependency layer (a hit, pulled or built) and then the script image FROM it.
+    const buildHere = async (): Promise<IndexEntry> => {
+      let depsEntry: IndexEntry | null = null;
+      if (p.depsKey !== null) {
+        const d = await ensureDeps(p, emit);
+        depsEntry = d.entry;
+        depsHit = d.hit;
+      }
+      return queued(() => timed('image', () => buildExecImage(buildDeps, p, depsEntry, depsHit === true, emit)));
+    };
+    if (!shared()) return { entry: await buildHere(), depsHit, origin: 'built' };
+    const got = await sharing!.obtain(p, 'image', buildHere, abort.signal);
+    // A pulled script image brings its dependency layers along: no local layer was used.
+    return { entry: got.entry, depsHit: got.origin === 'pulled' ? (p.depsKey ? false : null) : depsHit, origin: got.origin };
   }
 
   async function prepare(request: EnsureRequest): Promise<PreparedEnsure> {
@@ -202,7 +222,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
       const depsRef: EntryRef | null = p.depsKey ? { kind: 'deps', account: p.account, key: p.depsKey } : null;
       // Lease before hit: pinned before verification, so nothing can prune between verify and use.
       const lease = options.leaseHolder ? leases.acquire(depsRef ? [imageRef, depsRef] : [imageRef], options.leaseHolder) : undefined;
-      const finish = (entry: IndexEntry, scriptHit: boolean, depsHit: boolean | null, built: boolean): { result: EnsureResult; lease?: Lease } => ({
+      const finish = (entry: IndexEntry, scriptHit: boolean, depsHit: boolean | null, built: boolean, origin: EnsureResult['image_origin']): { result: EnsureResult; lease?: Lease } => ({
         result: {
           image_id: entry.image_id,
           image_key: p.imageKey,
@@ -212,6 +232,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
           script_cache_hit: scriptHit,
           dependency_cache_hit: depsHit,
           built,
+          image_origin: origin,
           duration_ms: now() - p.startedAt,
           runtime: p.runtime.name,
           account: p.account,
@@ -231,7 +252,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
           const [touched] = await touch;
           if (alive) {
             deps.observer?.lookup('image', true);
-            return finish(touched ?? cached, true, depsRef ? true : null, false);
+            return finish(touched ?? cached, true, depsRef ? true : null, false, 'local');
           }
           await dropVanished(cached);
         }
@@ -246,7 +267,7 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
         }
         // The leader's build wrote use_count 1; every follower is one more use of the same entry.
         const entry = flight.leader ? outcome.entry : ((await index.touch([imageRef]))[0] ?? outcome.entry);
-        return finish(entry, false, outcome.depsHit, flight.leader);
+        return finish(entry, false, outcome.depsHit, flight.leader, outcome.origin);
       } catch (err) {
         lease?.release();
         throw err;

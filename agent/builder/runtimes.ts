@@ -2,6 +2,29 @@ import type Docker from 'dockerode';
 import { RgridError } from '../../common/errors.js';
 import { defaultRuntime, type AgentConfig } from '../config.js';
 import { engineError, isNotFound } from './engine-build.js';
+import { readRegistryAuth } from '../registry/auth.js';
+
+/** Pulls a runtime's missing base image; a clear `unavailable` when it cannot be pulled. */
+async function pullBaseImage(docker: Docker, config: AgentConfig, name: string, image: string): Promise<string> {
+  const registryHost = config.registry?.split('/')[0];
+  const fromRegistry = registryHost !== undefined && image.startsWith(`${registryHost}/`);
+  try {
+    const auth = fromRegistry ? await readRegistryAuth(config.registry_auth_file) : undefined;
+    const authconfig = auth ? { username: auth.username, password: auth.password, serveraddress: registryHost! } : undefined;
+    const stream = await docker.pull(image, { abortSignal: AbortSignal.timeout(config.registry_timeout_s * 1000), ...(authconfig ? { authconfig } : {}) });
+    await new Promise<void>((resolve, reject) => {
+      docker.modem.followProgress(stream, (err: Error | null, events: Array<{ error?: string }>) => {
+        const failed = events?.find((e) => e.error);
+        if (err || failed) reject(err ?? new Error(failed?.error));
+        else resolve();
+      });
+    });
+    return (await docker.getImage(image).inspect()).Id;
+  } catch (err) {
+    const reason = (err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError' ? `no pull within ${config.registry_timeout_s} s` : (err as Error).message;
+    throw new RgridError('unavailable', `base image ${image} of runtime ${name} is not in the Docker engine and could not be pulled: ${reason.slice(0, 300)}`);
+  }
+}
 
 /**
  * Runtime names → base image IDs. The ID (not the tag) goes into deps_key/image_key, so re-tagging a
@@ -43,8 +66,10 @@ export function createRuntimeResolver(docker: Docker, configOrGetter: AgentConfi
       try {
         imageId = (await docker.getImage(image).inspect()).Id;
       } catch (err) {
-        if (isNotFound(err)) throw new RgridError('unavailable', `base image ${image} of runtime ${name} is not in the Docker engine`);
-        throw engineError('inspecting a base image failed', err);
+        if (!isNotFound(err)) throw engineError('inspecting a base image failed', err);
+        // Not here yet (a new worker): pulled once, from the configured registry when the reference
+        // names it, bounded by registry_timeout_s.
+        imageId = await pullBaseImage(docker, config, name, image);
       }
       cache.set(name, { image, imageId, at: now() });
       return { name, image, imageId };

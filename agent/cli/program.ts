@@ -23,6 +23,7 @@ const env = {
   workerTokenFile: process.env.RGRID_WORKER_TOKEN_FILE,
   // systemd's LoadCredential=worker-token:… (the token never appears in a command line or the unit).
   credentialsDirectory: process.env.CREDENTIALS_DIRECTORY,
+  dockerHost: process.env.DOCKER_HOST,
 };
 // Read once; out of the environment so that nothing the agent starts could inherit the secret.
 delete process.env.RGRID_WORKER_TOKEN;
@@ -78,6 +79,11 @@ program
   .option('--disk-usage-file <file>', 'JSON {used_bytes,total_bytes} read instead of statfs')
   .option('--warm-dir <dir>', 'requirements files to pre-build (default DATA_DIR/warm.d)')
   .option('--metrics-listen <host:port>', 'also serve GET /metrics on this TCP address')
+  .option('--docker-host <url>', envHelp('Docker engine: unix:///path or tcp://host:port', 'DOCKER_HOST'))
+  .option('--registry <host:port[/prefix]>', 'OCI registry to share images through with other workers (default: no sharing)')
+  .option('--registry-auth-file <file>', 'JSON {"username","password"} for the registry, read per push and pull')
+  .option('--registry-timeout <duration>', 'bound of one push or pull (default 300s)')
+  .option('--build-wait <duration>', 'how long to wait for another worker\'s build before building (default 900s)')
   .action(async (flags: ServeFlags) => {
     try {
       const { serve } = await import('./serve.js');

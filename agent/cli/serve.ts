@@ -32,6 +32,11 @@ export interface ServeFlags {
   diskUsageFile?: string;
   warmDir?: string;
   metricsListen?: string;
+  dockerHost?: string;
+  registry?: string;
+  registryAuthFile?: string;
+  registryTimeout?: string;
+  buildWait?: string;
 }
 
 type NumericKey = { [K in keyof AgentConfig]-?: NonNullable<AgentConfig[K]> extends number ? K : never }[keyof AgentConfig];
@@ -47,6 +52,8 @@ const secondsOf = (value: string | undefined, flag: string, key: NumericKey): nu
 /** `rgrid-agent serve`: the only place that listens and installs the signal handler. */
 export interface ServeEnv extends WorkerTokenEnv {
   socket?: string | undefined;
+  /** DOCKER_HOST, the engine's usual variable: below --docker-host and the config file's docker_host. */
+  dockerHost?: string | undefined;
 }
 
 export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
@@ -76,6 +83,11 @@ export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
     disk_usage_file: flags.diskUsageFile,
     warm_dir: flags.warmDir,
     metrics_listen: flags.metricsListen,
+    docker_host: flags.dockerHost ?? (fromFile.docker_host === undefined && env.dockerHost ? env.dockerHost : undefined),
+    registry: flags.registry,
+    registry_auth_file: flags.registryAuthFile,
+    registry_timeout_s: secondsOf(flags.registryTimeout, '--registry-timeout', 'registry_timeout_s'),
+    build_wait_s: secondsOf(flags.buildWait, '--build-wait', 'build_wait_s'),
   };
   const config = resolveConfig(fromFile, fromFlags);
   warnIfConfigExposesToken(flags.config, fromFile, warnLine);

@@ -18,6 +18,10 @@ import {
   type HeartbeatRequest, type RegisterWorkerRequest, type SnapshotRequest, type SyncOpsRequest,
 } from '../../common/wire/control-api.js';
 import { RenewResponse, type CompleteRequest } from '../../common/wire/dispatch-api.js';
+import {
+  BuildAcquireResponse, BuildCompleteResponse, BuildRenewResponse, RecordPushResponse,
+  type BuildAcquireRequest, type BuildCompleteRequest, type RecordPushRequest,
+} from '../../common/wire/registry-api.js';
 import type { AgentConfig } from '../config.js';
 import { readCredentials, type ControlCredentials } from './credentials.js';
 import { checkAnswer, ControlHttp, type CallOptions } from './http.js';
@@ -38,6 +42,10 @@ const worker = (c: ControlCredentials): string => `/v1/workers/${encodeURICompon
 const claimPath = (executionId: string, action: 'renew' | 'complete') => {
   const id = assertUuid(executionId, 'execution_id');
   return (c: ControlCredentials): string => `${worker(c)}/claims/${id}/${action}`;
+};
+const buildLeasePath = (leaseId: string, action: 'renew' | 'complete') => {
+  const id = assertUuid(leaseId, 'lease_id');
+  return (c: ControlCredentials): string => `${worker(c)}/image-builds/${id}/${action}`;
 };
 const blobPath = (account: string, sha256: string) => {
   const path = `/v1/blobs/${sha(sha256)}?account=${encodeURIComponent(assertAccount(account))}`;
@@ -131,6 +139,33 @@ export class ControlPlaneClient {
       throw new RgridError('digest_mismatch', `the control plane stored ${answer.sha256} (${answer.size_bytes} bytes) for ${sha256} (${size} bytes)`);
     }
     return answer;
+  }
+
+  // ---- image sharing: grid-wide build leases and pushed images (common/wire/registry-api.ts)
+
+  /** Long poll (up to `wait_ms`) for who builds (account, kind, key): pushed, lease, building or failed. */
+  async acquireBuild(body: BuildAcquireRequest, call?: CallOptions): Promise<BuildAcquireResponse> {
+    return await this.http.json('POST', (c) => `${worker(c)}/image-builds`, 'a build acquire', (answer) => {
+      const a = checkAnswer<BuildAcquireResponse>(BuildAcquireResponse, answer, 'a build acquire');
+      // A pushed image must be in the registry we asked about: we would pull it from ours.
+      if (a.state === 'pushed' && a.registry !== body.registry) {
+        throw new RgridError('bad_response', `the control plane answered a build acquire with a push to another registry (${shown(a.registry, 100)})`);
+      }
+      return a;
+    }, { json: body, call });
+  }
+
+  async renewBuild(leaseId: string, call?: CallOptions): Promise<BuildRenewResponse> {
+    return await this.http.json('POST', buildLeasePath(leaseId, 'renew'), 'a build lease renewal', (a) => checkAnswer<BuildRenewResponse>(BuildRenewResponse, a, 'a build lease renewal'), { json: {}, call });
+  }
+
+  async completeBuild(leaseId: string, body: BuildCompleteRequest, call?: CallOptions): Promise<void> {
+    await this.http.json('POST', buildLeasePath(leaseId, 'complete'), 'a build completion', (a) => checkAnswer(BuildCompleteResponse, a, 'a build completion'), { json: body, call });
+  }
+
+  /** Records a push made without a lease (the push outbox); idempotent per (account, kind, key). */
+  async recordPush(body: RecordPushRequest, call?: CallOptions): Promise<RecordPushResponse> {
+    return await this.http.json('PUT', (c) => `${worker(c)}/registry-images`, 'a push record', (a) => checkAnswer<RecordPushResponse>(RecordPushResponse, a, 'a push record'), { json: body, call });
   }
 
   /** Lets requests in flight finish for `graceMs` (default 5 s), then cuts them. */

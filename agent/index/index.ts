@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { createOutboxStore, type OutboxStore } from './outbox.js';
+import { createPushOutboxStore, type PushOutboxStore } from './push-outbox.js';
 import type { EntryKind, EntryRef, IndexEntry } from './types.js';
 
 /**
@@ -12,6 +13,8 @@ import type { EntryKind, EntryRef, IndexEntry } from './types.js';
  *   outbox, outbox.touch                 → the sync outbox (outbox.ts): every write below appends its
  *                                          op in the same transaction (putBuilt → upsert, touch →
  *                                          coalesced touch, remove → delete)
+ *   pushes                               → the push outbox (push-outbox.ts): built images still to be
+ *                                          pushed to the registry or recorded, written with the entry
  *
  * Keys are lmdb-js ordered-binary arrays, so all entries of one account form one contiguous range.
  *
@@ -44,7 +47,7 @@ export interface AgentIndex {
    * Writes a freshly built entry and touches related entries (e.g. the deps layer it was built on) in
    * one transaction. An existing entry for the same ref is replaced (a self-healed rebuild).
    */
-  putBuilt(entry: IndexEntry, alsoTouch?: readonly EntryRef[]): Promise<void>;
+  putBuilt(entry: IndexEntry, alsoTouch?: readonly EntryRef[], options?: { queuePush?: boolean }): Promise<void>;
   /**
    * Records a use of each ref in one transaction: last_used_at = now, use_count += 1. Refs that no longer
    * exist are skipped. Returns the updated entries (undefined for skipped ones).
@@ -57,6 +60,8 @@ export interface AgentIndex {
   remove(ref: EntryRef, options?: { ifImageId?: string }): Promise<boolean>;
   /** The durable sync outbox fed by the writes above. */
   readonly outbox: OutboxStore;
+  /** The durable push outbox (images to push to the registry), fed by putBuilt's `queuePush`. */
+  readonly pushes: PushOutboxStore;
   /**
    * For a full sync snapshot: every entry, read in one transaction that also seals every op so far;
    * `through` is the highest op seq whose effect the entries already contain.
@@ -77,7 +82,7 @@ export interface IndexDeps {
 
 export function createIndex(deps: IndexDeps): AgentIndex {
   const now = deps.now ?? Date.now;
-  const root: RootDatabase = open({ path: deps.path, maxDbs: 8, overlappingSync: true, separateFlushed: true, noMetaSync: true });
+  const root: RootDatabase = open({ path: deps.path, maxDbs: 12, overlappingSync: true, separateFlushed: true, noMetaSync: true });
   const tables: Record<EntryKind, Database<IndexEntry, [string, string]>> = {
     image: root.openDB<IndexEntry, [string, string]>({ name: 'entries.image' }),
     deps: root.openDB<IndexEntry, [string, string]>({ name: 'entries.deps' }),
@@ -95,6 +100,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
   }
   const id: string = agentId;
   const outbox = createOutboxStore(root, meta);
+  const pushes = createPushOutboxStore(root);
 
   const keyOf = (ref: EntryRef): [string, string] => [ref.account, ref.key];
 
@@ -116,6 +122,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
       if (options.ifImageId !== undefined && current.image_id !== options.ifImageId) return false;
       tables[ref.kind].removeSync(keyOf(ref));
       outbox.enqueueDelete(ref, now());
+      pushes.dropInTxn(ref);
       return true;
     });
   }
@@ -127,15 +134,17 @@ export function createIndex(deps: IndexDeps): AgentIndex {
     dependentsOf: (depsRef) =>
       list({ kind: 'image', account: depsRef.account }).filter((e) => e.deps_key === depsRef.key),
     outbox,
+    pushes,
     syncSnapshot() {
       return root.transactionSync(() => ({ entries: list(), through: outbox.sealAllInTxn() }));
     },
-    async putBuilt(entry, alsoTouch = []) {
+    async putBuilt(entry, alsoTouch = [], options = {}) {
       const at = now();
       // Inside a transaction callback the *Sync calls join that transaction (one commit for all).
       await root.transaction(() => {
         tables[entry.kind].putSync(keyOf(entry), entry);
         outbox.enqueueUpsert(entry, at);
+        if (options.queuePush) pushes.enqueueInTxn(entry, at);
         for (const ref of alsoTouch) {
           const current = tables[ref.kind].get(keyOf(ref));
           if (!current) continue;

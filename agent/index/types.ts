@@ -31,7 +31,18 @@ export interface IndexEntry extends EntryRef {
   created_at: number;
   last_used_at: number;
   use_count: number;
+  /**
+   * `built` here, or `pulled` from the registry (another worker built it). Absent in entries written
+   * before image sharing: read as `built` (entryOrigin).
+   */
+  origin?: EntryOrigin;
+  /** The registry manifest digest this image was pulled by or pushed as; absent/null: none known. */
+  registry_digest?: string | null;
 }
+
+export type EntryOrigin = 'built' | 'pulled';
+
+export const entryOrigin = (e: Pick<IndexEntry, 'origin'>): EntryOrigin => e.origin ?? 'built';
 
 export function refOf(entry: EntryRef): EntryRef {
   return { kind: entry.kind, account: entry.account, key: entry.key };

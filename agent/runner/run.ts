@@ -63,6 +63,8 @@ export interface RunResult {
   script_cache_hit: boolean;
   dependency_cache_hit: boolean | null;
   built: boolean;
+  /** Where the image came from: a hit (`local`), the registry (`pulled`), or a build here (`built`). */
+  image_origin: 'local' | 'pulled' | 'built';
   build_ms: number;
   run_ms: number;
   total_ms: number;
@@ -243,6 +245,7 @@ export function createRunner(deps: RunnerDeps): Runner {
           script_cache_hit: ensured.script_cache_hit,
           dependency_cache_hit: ensured.dependency_cache_hit,
           built: ensured.built,
+          image_origin: ensured.image_origin,
           build_ms: buildMs,
           run_ms: runMs,
           total_ms: now() - p.ensure.startedAt,

@@ -202,3 +202,43 @@ describe('credentials, read for every request', () => {
     expect(seen).toEqual([]);
   });
 });
+
+describe('build leases and pushed images', () => {
+  const body = {
+    account: ACCOUNT, kind: 'image' as const, key: SHA, runtime: 'python3.11', base_image_id: `sha256:${'b'.repeat(64)}`,
+    requirements_sha256: null, script_sha256: SHA, deps_key: null, registry: '127.0.0.1:5000', wait_ms: 0,
+  };
+  const pushedAnswer = { state: 'pushed', registry: '127.0.0.1:5000', manifest_digest: `sha256:${'e'.repeat(64)}`, size_bytes: 10, pushed_by: 'w2' };
+
+  it('sends the routes of the contract and accepts answers that match it', async () => {
+    const lease = randomUUID();
+    handler = (req, res) => {
+      if (req.url?.endsWith('/image-builds')) return json(res, 200, pushedAnswer);
+      if (req.url?.endsWith('/renew')) return json(res, 200, { lease_expires_at: new Date().toISOString() });
+      if (req.url?.endsWith('/complete')) return json(res, 200, { ok: true });
+      return json(res, 200, { recorded: true, manifest_digest: pushedAnswer.manifest_digest });
+    };
+    expect(await client.acquireBuild(body)).toEqual(pushedAnswer);
+    await client.renewBuild(lease);
+    await client.completeBuild(lease, { outcome: 'released' });
+    const record = { ...body, manifest_digest: pushedAnswer.manifest_digest, size_bytes: 10 };
+    delete (record as { wait_ms?: number }).wait_ms;
+    expect(await client.recordPush(record)).toMatchObject({ recorded: true });
+    expect(seen.map((s) => `${s.method} ${s.url}`)).toEqual([
+      `POST /v1/workers/${WORKER}/image-builds`,
+      `POST /v1/workers/${WORKER}/image-builds/${lease}/renew`,
+      `POST /v1/workers/${WORKER}/image-builds/${lease}/complete`,
+      `PUT /v1/workers/${WORKER}/registry-images`,
+    ]);
+  });
+
+  it('refuses a push in another registry, a malformed digest, and a lease id outside the contract', async () => {
+    handler = (_req, res) => json(res, 200, { ...pushedAnswer, registry: 'evil.example:443' });
+    await expect(client.acquireBuild(body)).rejects.toMatchObject({ code: 'bad_response' });
+    handler = (_req, res) => json(res, 200, { ...pushedAnswer, manifest_digest: 'sha256:../../etc' });
+    await expect(client.acquireBuild(body)).rejects.toMatchObject({ code: 'bad_response' });
+    seen.length = 0;
+    await expect(client.renewBuild('../claims/x')).rejects.toMatchObject({ code: 'bad_request' });
+    expect(seen).toEqual([]);
+  });
+});

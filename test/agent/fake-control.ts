@@ -1,11 +1,12 @@
 /**
  * A fake control plane for testing the agent's side of the trust boundary: a node:http server on
  * 127.0.0.1 that answers the worker endpoints the agent calls (register, snapshot, heartbeat, ops, claim,
- * renew, complete, blobs, manifests) with whatever the test queues — including claims no real control
+ * renew, complete, blobs, manifests; the image-build leases and registry records of image sharing) with
+ * whatever the test queues — including claims no real control
  * plane would hand out — and records every request. Faults: a route can answer 503 (or any status) for
  * its next N calls.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -15,7 +16,10 @@ export interface RecordedRequest {
   body: unknown;
 }
 
-export type Route = 'register' | 'claim' | 'renew' | 'complete' | 'blob_get' | 'blob_put' | 'manifest' | 'sync';
+export type Route = 'register' | 'claim' | 'renew' | 'complete' | 'blob_get' | 'blob_put' | 'manifest' | 'sync' | 'build_acquire' | 'build_renew' | 'build_complete' | 'registry_images';
+
+/** How the fake answers a build acquire (worker id from the path, the request body); default: a fresh lease. */
+export type AcquireHandler = (workerId: string, body: Record<string, unknown>) => unknown;
 
 export interface FakeControl {
   url: string;
@@ -24,12 +28,14 @@ export interface FakeControl {
   completions: Map<string, Record<string, unknown>>;
   /** Blobs: what GET serves, and what PUT stored. */
   blobs: Map<string, Buffer>;
-  /** Claims handed out with the next claim answer (as given: the agent must check them). */
-  queueClaims(claims: unknown[]): void;
+  /** Claims handed out with the next claim answer (as given: the agent must check them); with `workerId`, only to that worker. */
+  queueClaims(claims: unknown[], workerId?: string): void;
   /** The next `count` calls of `route` (Infinity: all, until `fail(route, 0)`) answer `status` with an error body. */
   fail(route: Route, count: number, status?: number): void;
   /** Calls of `route` answer `status` for as long as `condition()` holds. */
   failWhile(route: Route, condition: () => boolean, status?: number): void;
+  /** Answers build acquires (image sharing); the default grants a fresh 30 s lease every time. */
+  onAcquire: AcquireHandler;
   /** Calls of a route, answered or not. */
   calls(route: Route): number;
   close(): Promise<void>;
@@ -45,6 +51,10 @@ function routeOf(method: string, path: string): Route | undefined {
   if (/^\/v1\/workers\/[^/]+\/claims\/[^/]+\/complete$/.test(path)) return 'complete';
   if (path.startsWith('/v1/blobs/')) return method === 'PUT' ? 'blob_put' : 'blob_get';
   if (path === '/v1/manifests') return 'manifest';
+  if (/^\/v1\/workers\/[^/]+\/image-builds$/.test(path)) return 'build_acquire';
+  if (/^\/v1\/workers\/[^/]+\/image-builds\/[^/]+\/renew$/.test(path)) return 'build_renew';
+  if (/^\/v1\/workers\/[^/]+\/image-builds\/[^/]+\/complete$/.test(path)) return 'build_complete';
+  if (/^\/v1\/workers\/[^/]+\/registry-images$/.test(path)) return 'registry_images';
   return undefined;
 }
 
@@ -58,10 +68,12 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
   const requests: RecordedRequest[] = [];
   const completions = new Map<string, Record<string, unknown>>();
   const blobs = new Map<string, Buffer>();
-  let pending: unknown[] = [];
+  let pending: Array<{ claim: unknown; worker: string | undefined }> = [];
   const faults = new Map<Route, { count: number; status: number; while?: () => boolean }>();
   const counts = new Map<Route, number>();
   const now = (): string => new Date().toISOString();
+  const lease = (): unknown => ({ state: 'lease', lease_id: randomUUID(), lease_ms: 30_000, lease_expires_at: new Date(Date.now() + 30_000).toISOString(), attempt: 1 });
+  const fake = { onAcquire: ((): unknown => lease()) as AcquireHandler };
 
   const send = (res: ServerResponse, status: number, body: unknown): void => {
     res.writeHead(status, { 'content-type': 'application/json' });
@@ -96,8 +108,10 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
       case 'claim': {
         // At most `max`, as the real control plane: the agent refuses a longer answer as a whole.
         const max = (body as { max: number }).max;
-        const claims = pending.slice(0, max);
-        pending = pending.slice(max);
+        const worker = path.split('/')[3];
+        const mine = pending.filter((p) => p.worker === undefined || p.worker === worker).slice(0, max);
+        pending = pending.filter((p) => !mine.includes(p));
+        const claims = mine.map((p) => p.claim);
         // A short hold when there is nothing, so the agent does not spin.
         if (claims.length === 0) await new Promise((r) => setTimeout(r, 200));
         return send(res, 200, { claims });
@@ -121,6 +135,14 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
         blobs.set(digest, raw);
         return send(res, 201, { sha256: digest, size_bytes: raw.length, created: true });
       }
+      case 'build_acquire':
+        return send(res, 200, await fake.onAcquire(path.split('/')[3]!, body as Record<string, unknown>));
+      case 'build_renew':
+        return send(res, 200, { lease_expires_at: new Date(Date.now() + 30_000).toISOString() });
+      case 'build_complete':
+        return send(res, 200, { ok: true });
+      case 'registry_images':
+        return send(res, 200, { recorded: true, manifest_digest: (body as { manifest_digest: string }).manifest_digest });
       case 'manifest': {
         const files = (body as { files: unknown[] }).files;
         return send(res, 201, { input_sha256: sha256(JSON.stringify(files)), files, total_size: 0, missing: [], created: true });
@@ -134,12 +156,18 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
+    get onAcquire() {
+      return fake.onAcquire;
+    },
+    set onAcquire(handler: AcquireHandler) {
+      fake.onAcquire = handler;
+    },
     url: `http://127.0.0.1:${port}`,
     requests,
     completions,
     blobs,
-    queueClaims: (claims) => {
-      pending = [...pending, ...claims];
+    queueClaims: (claims, workerId) => {
+      pending = [...pending, ...claims.map((claim) => ({ claim, worker: workerId }))];
     },
     fail: (route, count, status = 503) => faults.set(route, { count, status }),
     failWhile: (route, condition, status = 503) => faults.set(route, { count: 0, status, while: condition }),
