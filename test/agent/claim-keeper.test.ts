@@ -16,15 +16,15 @@ async function rhythm(answers: Array<'ok' | 'down' | 'lost'>): Promise<{ waits: 
   let finish: () => void = () => undefined;
   const done = new Promise<void>((r) => (finish = r));
   const client = {
-    renew: async () => {
+    renew: () => {
       const answer = answers[call++];
       if (call >= answers.length) finish();
-      if (answer === 'down') throw new RgridError('unavailable', 'control plane unreachable: ECONNREFUSED');
-      if (answer === 'lost') throw new RgridError('conflict', 'the claim is no longer held');
-      return { lease_expires_at: new Date().toISOString() };
+      if (answer === 'down') return Promise.reject(new RgridError('unavailable', 'control plane unreachable: ECONNREFUSED'));
+      if (answer === 'lost') return Promise.reject(new RgridError('conflict', 'the claim is no longer held'));
+      return Promise.resolve({ lease_expires_at: new Date().toISOString() });
     },
   };
-  const keeper = keepClaim(client as never, claim, pino({ level: 'silent' }), (ms, signal) => {
+  const keeper = keepClaim(client, claim, pino({ level: 'silent' }), (ms, signal) => {
     waits.push(ms);
     if (waits.length <= answers.length) return Promise.resolve();
     // Past the script: wait until stopped, as the real wait would.
