@@ -124,6 +124,31 @@ export const AgentConfigSchema = Type.Object(
 );
 
 export type AgentConfig = Type.Static<typeof AgentConfigSchema>;
+
+/** Every `…_s` key of the config, as the `…_ms` name its value in milliseconds goes by. */
+type SecondsKey = { [K in keyof AgentConfig]-?: K extends `${string}_s` ? (AgentConfig[K] extends number ? K : never) : never }[keyof AgentConfig];
+type MillisecondsName<K> = K extends `${infer Base}_s` ? `${Base}_ms` : never;
+export type AgentDurations = { readonly [K in SecondsKey as MillisecondsName<K>]: number };
+
+const compiledDurations = new WeakMap<AgentConfig, AgentDurations>();
+
+/**
+ * The config's durations in milliseconds, the unit every timer and deadline of the agent takes. The file
+ * and the flags speak seconds (operators' unit); the code never multiplies them itself: it reads them
+ * from here, computed once per config (a live reload makes a new config object, hence a new set).
+ */
+export function durationsOf(config: AgentConfig): AgentDurations {
+  let durations = compiledDurations.get(config);
+  if (!durations) {
+    const out: Record<string, number> = {};
+    for (const [key, value] of Object.entries(config)) {
+      if (key.endsWith('_s') && typeof value === 'number') out[`${key.slice(0, -2)}_ms`] = Math.round(value * 1000);
+    }
+    durations = Object.freeze(out) as unknown as AgentDurations;
+    compiledDurations.set(config, durations);
+  }
+  return durations;
+}
 /** What the file or the flags may give: any subset, checked after merging. */
 export type AgentConfigInput = Partial<Record<keyof AgentConfig, unknown>>;
 

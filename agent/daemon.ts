@@ -12,7 +12,7 @@ import { createRuntimeResolver, type RuntimeResolver } from './builder/runtimes.
 import { ControlPlaneClient } from './control/client.js';
 import { startPushRunner, type PushRunner } from './registry/push-runner.js';
 import { createImageSharing } from './registry/sharing.js';
-import type { AgentConfig, AgentConfigInput } from './config.js';
+import { durationsOf, type AgentConfig, type AgentConfigInput } from './config.js';
 import { createConfigStore } from './config-store.js';
 import { dockerFor } from './engine.js';
 import { startFleet, type Fleet } from './fleet.js';
@@ -127,7 +127,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     const atStart = store.get();
     if (atStart.control_url && (atStart.worker_token !== undefined || atStart.worker_token_file !== undefined)) {
       worker = startWorkerLoop({
-        options: { capacity: config.run_capacity, blobTtlMs: config.blob_cache_ttl_s * 1000, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024 },
+        options: { capacity: config.run_capacity, blobTtlMs: durationsOf(config).blob_cache_ttl_ms, blobMaxBytes: config.blob_cache_max_mb * 1024 * 1024 },
         control: fleet.control, runner: runs, logger, dataDir: config.data_dir, sync: fleet.sync, registry: metrics.registry,
       });
     }
@@ -148,7 +148,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
       app,
       stop(reason) {
         stopping ??= (async () => {
-          const deadline = Date.now() + config.drain_timeout_s * 1000;
+          const deadline = Date.now() + durationsOf(config).drain_timeout_ms;
           state = { phase: 'draining', deadline };
           logger.info({ reason, drain_timeout_s: config.drain_timeout_s, builds: cache.stats(), runs: runner.active }, 'draining');
           // app.close() stops the listener and waits for in-flight requests (their builds and runs).

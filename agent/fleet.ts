@@ -5,7 +5,7 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import type { ManagedImageCache } from './builder/image-cache.js';
 import { ControlPlaneClient } from './control/client.js';
-import type { AgentConfigInput } from './config.js';
+import { durationsOf, type AgentConfigInput } from './config.js';
 import { watchConfigFile, type ConfigWatcher, type MutableConfigStore } from './config-store.js';
 import type { AgentIndex } from './index/index.js';
 import type { LeaseTable } from './index/leases.js';
@@ -57,7 +57,7 @@ export async function startFleet(deps: FleetDeps): Promise<Fleet> {
   const settings = store.get;
   const serial = createSerial();
   const disk = configuredDiskUsage(settings, docker);
-  const reconciler = createReconciler({ docker, index, leases, logger, metrics, serial, intervalS: () => settings().reconcile_interval_s });
+  const reconciler = createReconciler({ docker, index, leases, logger, metrics, serial, intervalMs: () => durationsOf(settings()).reconcile_interval_ms });
   // On start, before anything is pruned or synced: the index must describe what the engine has.
   const report = await reconciler.verify({ repair: true });
   logger.info({ drift: report.drift.length, entries: report.entries, images: report.images }, 'reconciled the index with the engine');

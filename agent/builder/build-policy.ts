@@ -1,6 +1,6 @@
 import { RgridError } from '../../common/errors.js';
 import { requirementsLineMessage, type CanonicalRequirements, type RestrictedUse } from '../../common/requirements.js';
-import type { AgentConfig } from '../config.js';
+import { durationsOf, type AgentConfig } from '../config.js';
 import { workerPipFingerprintOptions, type WorkerPipSettings } from './recipe.js';
 
 /**
@@ -44,7 +44,7 @@ export function compileBuildPolicy(config: AgentConfig): BuildPolicy {
       cpuQuotaUs: Math.max(1000, Math.round(config.build_cpus * CPU_PERIOD_US)),
       nanoCpus: Math.round(config.build_cpus * 1e9),
       pidsLimit: config.build_pids_limit,
-      timeoutMs: Math.round(config.build_timeout_s * 1000),
+      timeoutMs: durationsOf(config).build_timeout_ms,
     },
   };
 }

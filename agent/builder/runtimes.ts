@@ -1,6 +1,6 @@
 import type Docker from 'dockerode';
 import { RgridError } from '../../common/errors.js';
-import { defaultRuntime, type AgentConfig } from '../config.js';
+import { durationsOf, defaultRuntime, type AgentConfig } from '../config.js';
 import { engineError, isNotFound } from './engine-build.js';
 import { readRegistryAuth } from '../registry/auth.js';
 
@@ -11,7 +11,7 @@ async function pullBaseImage(docker: Docker, config: AgentConfig, name: string, 
   try {
     const auth = fromRegistry ? await readRegistryAuth(config.registry_auth_file) : undefined;
     const authconfig = auth ? { username: auth.username, password: auth.password, serveraddress: registryHost! } : undefined;
-    const stream = await docker.pull(image, { abortSignal: AbortSignal.timeout(config.registry_timeout_s * 1000), ...(authconfig ? { authconfig } : {}) });
+    const stream = await docker.pull(image, { abortSignal: AbortSignal.timeout(durationsOf(config).registry_timeout_ms), ...(authconfig ? { authconfig } : {}) });
     await new Promise<void>((resolve, reject) => {
       docker.modem.followProgress(stream, (err: Error | null, events: Array<{ error?: string }>) => {
         const failed = events?.find((e) => e.error);
@@ -50,7 +50,7 @@ export function createRuntimeResolver(docker: Docker, configOrGetter: AgentConfi
     names: () => Object.keys(current().runtimes),
     async resolve(requested) {
       const config = current();
-      const ttlMs = config.base_image_ttl_s * 1000;
+      const ttlMs = durationsOf(config).base_image_ttl_ms;
       const name = requested ?? defaultRuntime(config);
       if (name === undefined) {
         throw new RgridError('unknown_runtime', `no runtime given and no default; configured: ${Object.keys(config.runtimes).join(', ') || 'none'}`);

@@ -1,7 +1,7 @@
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { isNotFound } from '../builder/engine-build.js';
-import type { AgentConfig } from '../config.js';
+import { durationsOf, type AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import type { LeaseTable } from '../index/leases.js';
 import type { IndexEntry } from '../index/types.js';
@@ -84,8 +84,8 @@ export function createPruner(deps: PrunerDeps): Pruner {
     const selection = selectPrune({
       entries: index.list(),
       now: at,
-      ttlMs: c.prune_ttl_s * 1000,
-      minAgeMs: c.prune_min_age_s * 1000,
+      ttlMs: durationsOf(c).prune_ttl_ms,
+      minAgeMs: durationsOf(c).prune_min_age_ms,
       disk: disk ?? undefined,
       highPercent: c.disk_high_percent,
       lowPercent: c.disk_low_percent,
@@ -123,14 +123,14 @@ export function createPruner(deps: PrunerDeps): Pruner {
   function schedule(): void {
     if (stopped) return;
     clearTimeout(timer);
-    const interval = settings().prune_interval_s;
+    const interval = durationsOf(settings()).prune_interval_ms;
     // 0 = on demand only; the setting is re-read every minute so a reload can turn it on.
     timer = setTimeout(() => {
       if (settings().prune_interval_s > 0) {
         pending = serial(() => run(false)).catch((err: unknown) => log.warn({ reason: (err as Error).message }, 'periodic prune failed'));
       }
       void pending.then(schedule);
-    }, interval > 0 ? interval * 1000 : 60_000);
+    }, interval > 0 ? interval : 60_000);
     timer.unref();
   }
   schedule();

@@ -61,7 +61,7 @@ export interface ReconcilerDeps {
   metrics?: AgentMetrics;
   serial?: Serial;
   /** Seconds between background reconciles (read each time, live config); 0: none. */
-  intervalS: () => number;
+  intervalMs: () => number;
   now?: () => number;
 }
 
@@ -152,11 +152,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
 
   function schedule(): void {
     if (stopped) return;
-    const interval = deps.intervalS();
+    const interval = deps.intervalMs();
     timer = setTimeout(() => {
-      const go = deps.intervalS() > 0 ? serial(() => run(true)).catch((err: unknown) => log.warn({ reason: (err as Error).message }, 'reconcile failed')) : Promise.resolve();
+      const go = deps.intervalMs() > 0 ? serial(() => run(true)).catch((err: unknown) => log.warn({ reason: (err as Error).message }, 'reconcile failed')) : Promise.resolve();
       void go.then(schedule);
-    }, interval > 0 ? interval * 1000 : 60_000);
+    }, interval > 0 ? interval : 60_000);
     timer.unref();
   }
   schedule();

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { RecordPushRequest } from '../../common/wire/registry-api.js';
 import type Docker from 'dockerode';
 import { createImageProbe } from '../builder/image-probe.js';
-import type { AgentConfig } from '../config.js';
+import { durationsOf, type AgentConfig } from '../config.js';
 import type { ControlPlaneClient } from '../control/client.js';
 import type { AgentIndex } from '../index/index.js';
 import type { PushJob } from '../index/push-outbox.js';
@@ -71,7 +71,7 @@ export function startPushRunner(deps: PushRunnerDeps): PushRunner {
     if (!control) return;
     const answer = await control.recordPush(
       { ...describe(current), registry: settings().registry!, manifest_digest: current.manifest_digest!, size_bytes: current.size_bytes },
-      { timeoutMs: settings().sync_timeout_s * 1000 },
+      { timeoutMs: durationsOf(settings()).sync_timeout_ms },
     );
     if (!answer.recorded) log.info({ kind: job.kind, key: job.key, recorded: answer.manifest_digest }, 'another push of this image was recorded first; ours stays in the registry unused');
     await index.pushes.remove(current, current.image_id);

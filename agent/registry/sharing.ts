@@ -20,7 +20,7 @@ import { shown, storableLog } from '../../common/names.js';
 import type { BuildAcquireRequest, BuildCompleteRequest } from '../../common/wire/registry-api.js';
 import type { PreparedEnsure } from '../builder/ensure-types.js';
 import { depsImageTag, execImageTag } from '../builder/recipe.js';
-import type { AgentConfig } from '../config.js';
+import { durationsOf, type AgentConfig } from '../config.js';
 import type { ControlPlaneClient } from '../control/client.js';
 import type { AgentIndex } from '../index/index.js';
 import type { EntryKind, EntryRef, IndexEntry } from '../index/types.js';
@@ -96,8 +96,8 @@ export function createImageSharing(deps: SharingDeps): ImageSharing {
   const pushing = new Set<string>();
   let outage = false;
 
-  const timeoutMs = (): number => settings().registry_timeout_s * 1000;
-  const controlTimeoutMs = (): number => settings().sync_timeout_s * 1000;
+  const timeoutMs = (): number => durationsOf(settings()).registry_timeout_ms;
+  const controlTimeoutMs = (): number => durationsOf(settings()).sync_timeout_ms;
 
   /** One line per outage, not per miss: the first failure logs, the next success closes it. */
   function degraded(reason: string): void {
@@ -244,7 +244,7 @@ export function createImageSharing(deps: SharingDeps): ImageSharing {
       const decision = await acquireLoop({
         // An abandoned drain cuts the wait; the build that follows is then refused as shutting_down.
         acquire: (waitMs) => control.acquireBuild({ ...body, wait_ms: waitMs }, { timeoutMs: waitMs + controlTimeoutMs(), signal }),
-        buildWaitMs: settings().build_wait_s * 1000,
+        buildWaitMs: durationsOf(settings()).build_wait_ms,
         pollMs: ACQUIRE_POLL_MS,
         minIntervalMs: 1000,
         now,

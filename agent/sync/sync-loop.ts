@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { RegisterWorkerRequest, SnapshotResponse } from '../../common/wire/control-api.js';
-import type { AgentConfig } from '../config.js';
+import { durationsOf, type AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import { CircuitBreaker, type SyncState } from './breaker.js';
 import { isRgridError } from '../../common/errors.js';
@@ -86,7 +86,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
   const now = deps.now ?? Date.now;
   const breaker = new CircuitBreaker(() => {
     const c = settings();
-    return { initialMs: c.sync_backoff_initial_s * 1000, maxMs: c.sync_backoff_max_s * 1000, threshold: c.sync_breaker_threshold, resetMs: c.sync_breaker_reset_s * 1000 };
+    return { initialMs: durationsOf(c).sync_backoff_initial_ms, maxMs: durationsOf(c).sync_backoff_max_ms, threshold: c.sync_breaker_threshold, resetMs: durationsOf(c).sync_breaker_reset_ms };
   }, now);
   /** Address, identity and token the last conversation used: a change means registering again. */
   let identity: string | undefined;
@@ -119,7 +119,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
     // New address, token or identity: start over with a registration.
     if (identity !== id) registered = false;
     identity = id;
-    const call = { timeoutMs: c.sync_timeout_s * 1000 };
+    const call = { timeoutMs: durationsOf(c).sync_timeout_ms };
     return {
       register: (body) => control.register(body, call),
       heartbeat: (body) => control.heartbeat(body, call),
@@ -262,7 +262,7 @@ export function createSyncLoop(deps: SyncLoopDeps): SyncLoop {
 
   async function tick(): Promise<void> {
     const c = settings();
-    const interval = c.sync_interval_s * 1000;
+    const interval = durationsOf(c).sync_interval_ms;
     if (!c.control_url) {
       // Without a control plane nobody will ever read the ops; enabling sync later starts with a full
       // snapshot anyway, so dropping them loses nothing (and keeps the outbox from growing forever).

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { defaultRuntime, parseRuntimeFlags, readConfigFile, resolveConfig } from '../../agent/config.js';
+import { defaultRuntime, durationsOf, parseRuntimeFlags, readConfigFile, resolveConfig } from '../../agent/config.js';
 import {
   depsDockerfile,
   depsImageTag,
@@ -130,5 +130,29 @@ describe('image recipes', () => {
   it('tags per key and per account', () => {
     expect(execImageTag('ab'.repeat(32), 'acme')).toMatch(/^rgrid-exec:abababababababab-[0-9a-f]{8}$/);
     expect(depsImageTag('cd'.repeat(32), 'acme')).not.toBe(depsImageTag('cd'.repeat(32), 'other'));
+  });
+});
+
+describe('durations compiled once', () => {
+  const base = { socket: '/tmp/s', data_dir: '/tmp/d', runtimes: { py: 'img' } };
+
+  it('gives every seconds key in milliseconds, rounded, and nothing else', () => {
+    const config = resolveConfig({ ...base, sync_interval_s: 0.2, build_timeout_s: 1.0004, drain_timeout_s: 0 }, {});
+    const ms = durationsOf(config);
+    expect(ms.sync_interval_ms).toBe(200);
+    expect(ms.build_timeout_ms).toBe(1000);
+    expect(ms.drain_timeout_ms).toBe(0);
+    expect(ms.prune_ttl_ms).toBe(config.prune_ttl_s * 1000);
+    const secondsKeys = Object.keys(config).filter((k) => k.endsWith('_s')).map((k) => `${k.slice(0, -2)}_ms`).sort();
+    expect(Object.keys(ms).sort()).toEqual(secondsKeys);
+  });
+
+  it('computes once per config: the same object back, a new one for a reloaded config', () => {
+    const config = resolveConfig(base, {});
+    expect(durationsOf(config)).toBe(durationsOf(config));
+    const reloaded = resolveConfig({ ...base, sync_timeout_s: 3 }, {});
+    expect(durationsOf(reloaded)).not.toBe(durationsOf(config));
+    expect(durationsOf(reloaded).sync_timeout_ms).toBe(3000);
+    expect(Object.isFrozen(durationsOf(config))).toBe(true);
   });
 });
