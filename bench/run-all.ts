@@ -3,7 +3,7 @@
  * plus a machine-readable summary in bench-output/summary.json. docs/benchmarks.md quotes these files;
  * tests never assert timings.
  *
- * `npm run bench -- agent` (or `control`, `fastpath`, `grid`) runs one suite.
+ * `npm run bench -- agent` (or `control`, `fastpath`, `grid`, `registry`) runs one suite.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -22,6 +22,7 @@ const SUITES: Suite[] = [
     return result;
   } },
   { name: 'grid', run: async () => (await import('./grid-bench.js')).runGridBench() },
+  { name: 'registry', run: async () => (await import('./registry-bench.js')).runRegistryBench() },
 ];
 
 export async function runAll(selected: readonly string[]): Promise<void> {

@@ -89,6 +89,17 @@ const tail = (text: string, max: number): string => {
   return s.length > max ? s.slice(s.length - max) : s;
 };
 
+/**
+ * The build output a failed build carries, as the text recorded for the grid (`log_tail`): the builders
+ * give it as lines (`output_tail: string[]`), a failure answered by the control plane as one string.
+ * Without this, every recorded failure had an empty tail and the other workers' runs lost pip's error.
+ */
+export function failureOutputTail(detail: Record<string, unknown> | undefined, max: number): string {
+  const raw = detail?.output_tail;
+  const text = typeof raw === 'string' ? raw : Array.isArray(raw) ? raw.filter((l): l is string => typeof l === 'string').join('\n') : '';
+  return tail(text, max);
+}
+
 export function createImageSharing(deps: SharingDeps): ImageSharing {
   const { docker, index, settings, logger } = deps;
   const log = logger.child({ component: 'registry' });
@@ -182,7 +193,7 @@ export function createImageSharing(deps: SharingDeps): ImageSharing {
       if (!lost) {
         const failed = isRgridError(err) && err.code === 'build_failed';
         const body: BuildCompleteRequest = failed
-          ? { outcome: 'failed', error: 'build_failed', message: tail(err.message, 4000), log_tail: tail(typeof err.detail?.output_tail === 'string' ? err.detail.output_tail : '', 16_000) }
+          ? { outcome: 'failed', error: 'build_failed', message: tail(err.message, 4000), log_tail: failureOutputTail(err.detail, 16_000) }
           // Not the submission's fault (shutting down, the engine away): someone else may build it.
           : { outcome: 'released' };
         await complete(body).catch(() => undefined);

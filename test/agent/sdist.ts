@@ -9,7 +9,8 @@ import tar from 'tar-stream';
  * no network): `prepare_metadata_for_build_wheel` misbehaves as asked, `build_wheel` writes a wheel whose
  * module records the uid the build ran as.
  */
-export type SdistBehaviour = 'ok' | 'sleep' | 'hog' | 'fork';
+/** `slow`: the build takes about 15 s and then succeeds (a build long enough to be cut in the middle). */
+export type SdistBehaviour = 'ok' | 'sleep' | 'slow' | 'hog' | 'fork';
 
 const BACKEND = (name: string, version: string, behaviour: SdistBehaviour): string => `
 import base64, hashlib, os, sys, time, zipfile
@@ -22,6 +23,9 @@ def _misbehave():
     if BEHAVIOUR == 'sleep':
         print('rgrid-test: sleeping for an hour', flush=True)
         time.sleep(3600)
+    if BEHAVIOUR == 'slow':
+        print('rgrid-test: building slowly', flush=True)
+        time.sleep(15)
     if BEHAVIOUR == 'hog':
         print('rgrid-test: allocating 1 GiB', flush=True)
         blocks = [b'x' * (64 * 1024 * 1024) for _ in range(16)]

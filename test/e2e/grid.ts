@@ -85,6 +85,7 @@ export interface RunJson {
   script_cache_hit: boolean | null;
   dependency_cache_hit: boolean | null;
   input_cache_hit: boolean | null;
+  image_origin: 'local' | 'pulled' | 'built' | null;
   uploaded_blobs: number;
   downloaded_blobs: number | null;
   timings: Record<string, number>;

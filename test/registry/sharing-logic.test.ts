@@ -10,6 +10,7 @@ import { dockerFor } from '../../agent/engine.js';
 import { createIndex, type AgentIndex } from '../../agent/index/index.js';
 import type { IndexEntry } from '../../agent/index/types.js';
 import { acquireLoop } from '../../agent/registry/acquire-loop.js';
+import { failureOutputTail } from '../../agent/registry/sharing.js';
 import { RgridError } from '../../common/errors.js';
 import type { BuildAcquireResponse } from '../../common/wire/registry-api.js';
 
@@ -159,5 +160,17 @@ describe('sharing config', () => {
     expect((dockerFor('unix:///tmp/x/docker.sock').modem as { socketPath?: string }).socketPath).toBe('/tmp/x/docker.sock');
     expect((dockerFor('tcp://127.0.0.1:2375').modem as { port?: number }).port).toBe(2375);
     expect(() => resolveConfig(base, { docker_host: 'ssh://host' })).toThrow(/docker_host/);
+  });
+});
+
+describe('the tail of a failed build recorded for the grid', () => {
+  it('takes the builders\' lines and a recorded string alike, keeping the end when too long', () => {
+    // What the install container throws: pip's last lines as an array.
+    const pip = ['Looking in links: /wheels', 'ERROR: Could not find a version that satisfies the requirement nope==9.9', 'ERROR: No matching distribution found for nope==9.9'];
+    expect(failureOutputTail({ output_tail: pip, exit_code: 1 }, 16_000)).toBe(pip.join('\n'));
+    expect(failureOutputTail({ output_tail: 'one string' }, 16_000)).toBe('one string');
+    expect(failureOutputTail({ output_tail: ['a'.repeat(50), 'the end'] }, 10)).toBe(`${'a'.repeat(50)}\nthe end`.slice(-10));
+    expect(failureOutputTail(undefined, 100)).toBe('');
+    expect(failureOutputTail({ output_tail: [1, { x: 2 }] }, 100)).toBe('');
   });
 });
