@@ -30,6 +30,8 @@ import { createWheelhouse } from '../tools/wheelhouse/wheelhouse.js';
 const SUBMISSIONS = Number(process.env.RGRID_BENCH_REGISTRY_N ?? 100);
 const WORKERS = 3;
 const DEAD_AFTER_S = 10;
+/** Payload of each of the three sample wheels: 10 MB by default; RGRID_BENCH_WHEEL_MB=60 gives a set of about 180 MB. */
+const WHEEL_MB = Number(process.env.RGRID_BENCH_WHEEL_MB ?? 10);
 
 const round = (n: number): number => Math.round(n * 10) / 10;
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -71,7 +73,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
     control = await startControlProcess({ adminToken: admin, dataDir: join(dir, 'control'), args: ['--worker-dead-after', `${DEAD_AFTER_S}s`] });
     registry = await startRegistry();
     baseRef = await pushImage(main, BASE_IMAGE, registry.address, 'rgrid-test/python', 'bookworm');
-    wheelhouse = demoWheelhouse();
+    wheelhouse = demoWheelhouse(WHEEL_MB);
     createWheelhouse([{ name: 'rgrid-bench-share', version: '1.0' }], wheelhouse);
     const clientToken = await createTokenOver(control.url, admin, { account, role: 'client' });
     const env = { RGRID_CONTROL_URL: control.url, RGRID_TOKEN: clientToken };
@@ -118,7 +120,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
     const pulled = await run([project.script, project.input, '--requirements', project.requirements]);
     const coldMetrics = await socketMetrics(cold.agent!.socket);
     const pullPath = {
-      requirements: 'demo wheelhouse: three wheels of ~10 MB each',
+      requirements: `demo wheelhouse: three wheels of ~${WHEEL_MB} MB each`,
       full_build: { wall_ms: round(built.wallMs), image_origin: built.json.image_origin, worker_id: built.json.worker_id, timings: built.json.timings },
       cold_pull: {
         wall_ms: round(pulled.wallMs), image_origin: pulled.json.image_origin, worker_id: pulled.json.worker_id, timings: pulled.json.timings,

@@ -30,8 +30,9 @@ export function sampleProject(dir: string): { script: string; requirements: stri
   return { script: join(dir, 'analyze.py'), requirements: join(dir, 'requirements.txt'), input: join(dir, 'measurements.csv') };
 }
 
-export function demoWheelhouse(): string {
-  return createWheelhouse(['rgrid-demo-stats', 'rgrid-demo-plot', 'rgrid-demo-io'].map((name) => ({ name, version: '1.0', payloadMb: 10, payloadFiles: 4 })));
+/** The sample's three wheels; `payloadMb` per wheel (the registry bench also measures a heavier set). */
+export function demoWheelhouse(payloadMb = 10): string {
+  return createWheelhouse(['rgrid-demo-stats', 'rgrid-demo-plot', 'rgrid-demo-io'].map((name) => ({ name, version: '1.0', payloadMb, payloadFiles: 4 })));
 }
 
 const flag = (v: unknown): string => (v === null || v === undefined ? 'n/a' : v ? 'hit' : 'miss');
