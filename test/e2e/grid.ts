@@ -10,7 +10,7 @@ import { buildControlApp } from '../../control/app.js';
 import type { ControlConfig } from '../../control/config.js';
 import { ADMIN_TOKEN, createToken, testConfig, useTestDatabase, type TestDatabase } from '../control/support.js';
 import { docker, startAgent, tempDir, type AgentProcess } from '../agent/helpers.js';
-import { BIN, removeAccountResources, runCli, type CliResult } from '../support/processes.js';
+import { BIN, removeAccountResources, removeAgentLeftovers, runCli, type CliResult } from '../support/processes.js';
 import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 
 export const RGRID_BIN = BIN.rgrid;
@@ -40,6 +40,8 @@ export function useGrid(overrides: Partial<ControlConfig> = {}): Grid {
   });
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.stop()));
+    // An agent a test killed outright left its outputs holders for a next start that never comes.
+    await Promise.all(agents.map((a) => removeAgentLeftovers(a.dataDir, docker)));
     await app?.close();
     for (const account of accounts) await removeAccountContainersAndImages(account);
   });

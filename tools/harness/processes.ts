@@ -8,7 +8,7 @@
  * source (test/support/processes.ts re-exports it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -398,4 +398,24 @@ export async function removeAccountResources(account: string, docker: Docker = n
   const order = (kind: string | undefined): number => (kind === 'image' ? 0 : 1);
   images.sort((a, b) => order(a.Labels?.['io.rgrid.kind']) - order(b.Labels?.['io.rgrid.kind']));
   for (const image of images) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
+}
+
+/**
+ * Removes the outputs holders an agent made ahead (label `io.rgrid.outputs-pool=<agent id>`) and their
+ * volumes: after a SIGKILL they stay until that agent's next start repairs them, and a test that kills an
+ * agent for good never starts it again.
+ */
+export async function removeAgentLeftovers(dataDir: string, docker: Docker = new Docker()): Promise<void> {
+  let agentId: string;
+  try {
+    agentId = readFileSync(join(dataDir, 'agent-id'), 'utf8').trim();
+  } catch {
+    return; // never started far enough to have an id: nothing made ahead
+  }
+  const label = { label: [`io.rgrid.outputs-pool=${agentId}`] };
+  for (const c of await docker.listContainers({ all: true, filters: label })) {
+    await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
+  }
+  const { Volumes } = await docker.listVolumes({ filters: label });
+  for (const v of Volumes ?? []) await docker.getVolume(v.Name).remove().catch(() => undefined);
 }
