@@ -138,8 +138,13 @@ describe('image sharing through a registry (agent side)', () => {
     await agentB.stop();
     agentB = await startB();
     expect((await cliJson<Array<Record<string, unknown>>>(['ls', '--account', account], agentB.socket)).find((e) => e.key === key)).toMatchObject(pulled);
-    // A second run is a plain local hit.
+    // A second run is a plain local hit, which asks neither the control plane's build lease nor the
+    // registry: a warm hit costs nothing more with sharing on.
+    const acquiresBefore = acquiresFor(script).length;
+    const pullsBefore = await metric(agentB, /^rgrid_agent_registry_pulls_total\{kind="image",result="ok"\} (\d+)$/m);
     expect(await runClaim(script, 'reg-b')).toMatchObject({ exit_code: 0, image_origin: 'local' });
+    expect(acquiresFor(script)).toHaveLength(acquiresBefore);
+    expect(await metric(agentB, /^rgrid_agent_registry_pulls_total\{kind="image",result="ok"\} (\d+)$/m)).toBe(pullsBefore);
   });
 
   it('script image missing but its dependency layer pushed: pulls the layer and builds only the script layer', async () => {
