@@ -375,7 +375,16 @@ export async function runCli(cli: CliName, args: readonly string[], options: Cli
     child.once('error', reject);
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
-  if (options.whileRunning && child.pid !== undefined) await options.whileRunning(child.pid, closed.catch(() => undefined));
+  if (options.whileRunning && child.pid !== undefined) {
+    try {
+      await options.whileRunning(child.pid, closed.catch(() => undefined));
+    } catch (err) {
+      // A failed look at the running command must not leave it running (it may wait for the look to end).
+      child.kill('SIGKILL');
+      await closed.catch(() => undefined);
+      throw err;
+    }
+  }
   const { code, signal } = await closed;
   return { code, signal, stdout, stderr, wallMs: performance.now() - started };
 }
