@@ -1,5 +1,5 @@
 -- Up Migration
--- The control plane's schema (issue 3 item 2). Read by node-pg-migrate from the source tree (see
+-- The control plane's first schema (docs/control.md, "Schema"). Read by node-pg-migrate from the source tree (see
 -- control/db/migrate.ts); each migration runs in its own transaction.
 
 CREATE TABLE accounts (
@@ -78,7 +78,8 @@ CREATE INDEX cache_entries_deps_lookup_idx
 -- cleanup: entries unused past the TTL.
 CREATE INDEX cache_entries_last_used_idx ON cache_entries (last_used_at);
 
--- Op ids already applied per worker: a retried batch is skipped op by op (design.md §6).
+-- Op ids already applied per worker: a retried batch is skipped op by op, so the sync's at-least-once
+-- delivery applies each op once (docs/control.md, "Endpoints": sync ops).
 CREATE TABLE sync_applied_ops (
   worker_id  text NOT NULL REFERENCES workers (worker_id) ON DELETE CASCADE,
   op_id      text NOT NULL,
@@ -126,7 +127,7 @@ CREATE TABLE input_manifest_files (
 CREATE INDEX input_manifest_files_blob_idx ON input_manifest_files (account_id, sha256);
 
 -- Executions with the three cache-hit flags and timings. status/attempts/claimed_by/claim_expires_at
--- are the room issue 5 (dispatch with claims) needs; this issue only records and reads them.
+-- leave room for dispatch with claims (added by the next migration); this one only records and reads them.
 CREATE TABLE executions (
   execution_id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   account_id           text NOT NULL REFERENCES accounts (account_id),

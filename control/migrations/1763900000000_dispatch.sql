@@ -1,7 +1,7 @@
 -- Up Migration
--- Dispatch (issue 5): executions submitted for dispatch are placed on a worker's queue, claimed by the
+-- Dispatch (docs/dispatch.md): executions submitted for dispatch are placed on a worker's queue, claimed by the
 -- agent under a lease it renews, re-queued when the lease runs out, and finished with logs and outputs.
--- Executions recorded through POST /v1/executions (issue 3) keep dispatch = false and are never claimed.
+-- Executions recorded through POST /v1/executions (finished runs reported after the fact) keep dispatch = false and are never claimed.
 
 ALTER TABLE executions
   ADD COLUMN dispatch                 boolean NOT NULL DEFAULT false,
