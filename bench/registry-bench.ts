@@ -12,7 +12,6 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -22,7 +21,7 @@ import { BASE_IMAGE } from '../demo/grid-process.js';
 import { demoWheelhouse, sampleProject } from '../demo/main.js';
 import { pullImage, pushImage, startEngine, type TestEngine } from '../tools/harness/engines.js';
 import {
-  createTokenOver, removeAccountResources, ROOT, runCli, startAgentProcess, startControlProcess, type AgentProcess, type ControlProcess,
+  agentMetrics, createTokenOver, removeAccountResources, ROOT, runCli, startAgentProcess, startControlProcess, type AgentProcess, type ControlProcess,
 } from '../tools/harness/processes.js';
 import { startRegistry, type TestRegistry } from '../tools/harness/registry.js';
 import { createWheelhouse } from '../tools/wheelhouse/wheelhouse.js';
@@ -36,18 +35,6 @@ const WHEEL_MB = Number(process.env.RGRID_BENCH_WHEEL_MB ?? 10);
 const round = (n: number): number => Math.round(n * 10) / 10;
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-function socketMetrics(socket: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path: '/metrics', method: 'GET' }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve(text));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 const counter = (text: string, line: RegExp): number => Number(line.exec(text)?.[1] ?? 0);
 const BUILDS = (kind: string): RegExp => new RegExp(`^rgrid_agent_builds_total\\{kind="${kind}",result="ok"\\} (\\d+)$`, 'm');
 const PULLS = (kind: string): RegExp => new RegExp(`^rgrid_agent_registry_pulls_total\\{kind="${kind}",result="ok"\\} (\\d+)$`, 'm');
@@ -118,7 +105,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
     await start(cold);
     await new Promise((r) => setTimeout(r, (DEAD_AFTER_S + 1) * 1000));
     const pulled = await run([project.script, project.input, '--requirements', project.requirements]);
-    const coldMetrics = await socketMetrics(cold.agent!.socket);
+    const coldMetrics = await agentMetrics(cold.agent!.socket);
     const pullPath = {
       requirements: `demo wheelhouse: three wheels of ~${WHEEL_MB} MB each`,
       full_build: { wall_ms: round(built.wallMs), image_origin: built.json.image_origin, worker_id: built.json.worker_id, timings: built.json.timings },
@@ -154,7 +141,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
     await api('PUT', `/v1/blobs/${requirementsBlob}`, undefined, requirements);
     const controlMetrics = async (): Promise<string> => (await fetch(`${control!.url}/metrics`)).text();
     const agentSum = async (line: RegExp): Promise<number> =>
-      (await Promise.all(hosts.filter((h) => h.agent).map(async (h) => counter(await socketMetrics(h.agent!.socket), line)))).reduce((a, b) => a + b, 0);
+      (await Promise.all(hosts.filter((h) => h.agent).map(async (h) => counter(await agentMetrics(h.agent!.socket), line)))).reduce((a, b) => a + b, 0);
     const before = { control: await controlMetrics(), deps: await agentSum(BUILDS('deps')), image: await agentSum(BUILDS('image')) };
     const started = performance.now();
     const submitted = await Promise.all(Array.from({ length: SUBMISSIONS }, () => api('POST', '/v1/executions/submit', {

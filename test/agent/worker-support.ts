@@ -4,7 +4,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { inject } from 'vitest';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
@@ -42,19 +41,8 @@ export function claimFor(fake: FakeControl, account: string, files: ClaimFiles, 
   };
 }
 
-/** The agent's Prometheus text, over its socket. */
-export function agentMetrics(socket: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path: '/metrics', method: 'GET' }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve(text));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+/** The agent's Prometheus text, over its socket (the harness's scrape). */
+export { agentMetrics } from '../support/processes.js';
 
 export async function removeAccountLeftovers(account: string): Promise<void> {
   const containers = await docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`] } });

@@ -4,12 +4,12 @@
 // - both Prometheus scrapes (the control plane's /metrics, the agent's) pass `promtool check metrics`.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { join } from 'node:path';
 import openapiTS, { astToString } from 'openapi-typescript';
 import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
 import { nonceScript, ROOT, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
+import { agentMetrics } from '../support/processes.js';
 import { useGrid } from './grid.js';
 
 /** The parts of openapi-client/flow.ts this test uses (that file compiles only against the generated types). */
@@ -53,18 +53,6 @@ function typeCheck(files: string[]): string[] {
   return ts.getPreEmitDiagnostics(program).map((d) => `${d.file?.fileName ?? ''}: ${ts.flattenDiagnosticMessageText(d.messageText, ' ')}`);
 }
 
-function agentScrape(agent: AgentProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ socketPath: agent.socket, path: '/metrics' }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`agent /metrics answered ${res.statusCode}: ${body}`))));
-      })
-      .on('error', reject);
-  });
-}
 
 /** `promtool check metrics` on a scrape: its exit status and every complaint. */
 function promtool(scrape: string): { status: number | null; complaints: string } {
@@ -122,18 +110,18 @@ describe('published contracts on a real grid', () => {
   it("both scrapes, the control plane's and the agent's, pass promtool check metrics", async () => {
     // After the run above, the counters and histograms have samples, the sync counters included.
     const control = await (await fetch(`${grid.url()}/metrics`)).text();
-    const agentMetrics = await agentScrape(agent);
-    for (const [name, scrape] of [['control plane', control], ['agent', agentMetrics]] as const) {
+    const agentScrape = await agentMetrics(agent.socket);
+    for (const [name, scrape] of [['control plane', control], ['agent', agentScrape]] as const) {
       expect(scrape.length, name).toBeGreaterThan(1000);
       expect(promtool(scrape), name).toEqual({ status: 0, complaints: '' });
     }
     // The renamed counters are counters, with samples; the misnamed ones are gone.
-    expect(agentMetrics).toContain('# TYPE rgrid_agent_outbox_ops_enqueued_total counter');
-    expect(agentMetrics).toMatch(/^rgrid_agent_sync_ops_sent_total [1-9]/m);
-    expect(agentMetrics).toMatch(/^rgrid_agent_sync_snapshots_sent_total [1-9]/m);
+    expect(agentScrape).toContain('# TYPE rgrid_agent_outbox_ops_enqueued_total counter');
+    expect(agentScrape).toMatch(/^rgrid_agent_sync_ops_sent_total [1-9]/m);
+    expect(agentScrape).toMatch(/^rgrid_agent_sync_snapshots_sent_total [1-9]/m);
     expect(control).toMatch(/^rgrid_control_sync_snapshots_total [1-9]/m);
     for (const old of ['rgrid_agent_outbox_ops_enqueued ', 'rgrid_agent_sync_sent', 'nodejs_active_handles_total']) {
-      expect(agentMetrics + control).not.toContain(old);
+      expect(agentScrape + control).not.toContain(old);
     }
   });
 

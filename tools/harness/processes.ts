@@ -9,6 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -387,6 +388,20 @@ export async function runCli(cli: CliName, args: readonly string[], options: Cli
   }
   const { code, signal } = await closed;
   return { code, signal, stdout, stderr, wallMs: performance.now() - started };
+}
+
+/** An agent's Prometheus text, scraped over its socket (`GET /metrics`); anything but 200 is an error. */
+export function agentMetrics(socket: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path: '/metrics', method: 'GET' }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(text) : reject(new Error(`agent /metrics answered ${res.statusCode}: ${text}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 // ---- cleanup by label ----------------------------------------------------------------------------------
