@@ -17,17 +17,18 @@ export interface RegistryLocation {
 }
 
 /**
- * The first 8 hex digits of sha256(account): one repository per account, named by a hash of it, so
- * account names never appear in the registry and a registry's per-repository permissions can separate
- * tenants. The same suffix as the engine tags of an account's images.
+ * The first 8 hex digits of sha256(account), the one short name of an account outside rgrid's own
+ * records: the suffix of its images' engine tags (the same key in two accounts gives two images) and its
+ * repository in the registry (account names never appear there, and a registry's per-repository
+ * permissions can separate tenants).
  */
-export function registryAccountHash(account: string): string {
+export function accountHash(account: string): string {
   return sha256Hex(account).slice(0, 8);
 }
 
 export function registryLocation(registry: string, account: string, kind: ImageKind, key: string): RegistryLocation {
   const address = assertRegistryAddress(registry);
-  return { repository: `${address}/rgrid-${registryAccountHash(account)}`, tag: `${kind}-${key}` };
+  return { repository: `${address}/rgrid-${accountHash(account)}`, tag: `${kind}-${key}` };
 }
 
 /** What the distribution HTTP API needs: the `HOST:PORT` to talk to and the repository name under /v2/. */
@@ -42,7 +43,7 @@ export function registryEndpoint(registry: string, account: string): RegistryEnd
   const slash = address.indexOf('/');
   const host = slash < 0 ? address : address.slice(0, slash);
   const prefix = slash < 0 ? '' : `${address.slice(slash + 1)}/`;
-  return { host, name: `${prefix}rgrid-${registryAccountHash(account)}` };
+  return { host, name: `${prefix}rgrid-${accountHash(account)}` };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { RECIPE_VERSION } from '../../common/cache-keys.js';
-import { sha256Hex } from '../../common/digest.js';
 import { RgridError } from '../../common/errors.js';
+import { accountHash } from '../../common/registry-names.js';
 import { splitLinesLikePython } from '../../common/requirements.js';
 
 /**
@@ -82,17 +82,12 @@ export function installLabels(agentId: string, buildId: string): Record<string, 
   return { 'io.rgrid.stage': 'install', 'io.rgrid.agent': agentId, 'io.rgrid.build': buildId };
 }
 
-/** Short per-account suffix of engine tags: the same key in two accounts gives two images. */
-export function accountTagSuffix(account: string): string {
-  return sha256Hex(account).slice(0, 8);
-}
-
 export function depsImageTag(depsKey: string, account: string): string {
-  return `rgrid-deps:${depsKey.slice(0, 16)}-${accountTagSuffix(account)}`;
+  return `rgrid-deps:${depsKey.slice(0, 16)}-${accountHash(account)}`;
 }
 
 export function execImageTag(imageKey: string, account: string): string {
-  return `rgrid-exec:${imageKey.slice(0, 16)}-${accountTagSuffix(account)}`;
+  return `rgrid-exec:${imageKey.slice(0, 16)}-${accountHash(account)}`;
 }
 
 export interface DepsRecipeInput {

@@ -2,11 +2,13 @@
 // repository per account named by a hash of it, the same hash as the account's engine tags; the HTTP
 // endpoint and scheme the control plane derives from the address; hostile addresses and digests refused.
 import { describe, expect, it } from 'vitest';
-import { accountTagSuffix } from '../../agent/builder/recipe.js';
+import { createHash } from 'node:crypto';
 import { registryLocation as agentRegistryLocation } from '../../agent/registry/transfer.js';
 import { manifestUrl, registryEndpoint, registryLocation, registryScheme } from '../../common/registry-names.js';
 
 const key = 'a'.repeat(64);
+/** The account's short hash, computed here independently of the code under test. */
+const accountTagSuffix = (account: string): string => createHash('sha256').update(account).digest('hex').slice(0, 8);
 const digest = `sha256:${'b'.repeat(64)}`;
 
 describe('registry names', () => {
