@@ -8,6 +8,8 @@ import { canonicalizeRequirements, type CanonicalRequirements } from './requirem
  * client. Changing any definition here changes every key in the fleet: bump the version tag with it.
  */
 export const DEPS_KEY_VERSION = 'rgrid.deps.v1';
+/** The dependency key of a lock (common/lock.ts): built on the exact resolved set, not on the text. */
+export const LOCKED_DEPS_KEY_VERSION = 'rgrid.deps.v2';
 export const IMAGE_KEY_VERSION = 'rgrid.image.v1';
 export const PIP_SETTINGS_VERSION = 'rgrid.pip.v1';
 export const INPUT_MANIFEST_VERSION = 'rgrid.inputs.v1';
@@ -41,12 +43,21 @@ export interface DepsKeyInput {
   baseImageId: string;
   requirementsSha256: string;
   pipFingerprint: string;
+  /**
+   * The lock's digest: the key is then built on the resolved set (rgrid.deps.v2). Null or absent: on
+   * the requirements text (rgrid.deps.v1), which only `resolve_ttl: never` still uses.
+   */
+  lockSha256?: string | null;
 }
 
 export function depsKey(input: DepsKeyInput): string {
   assertSha256Hex(input.requirementsSha256, 'requirements_sha256');
   assertSha256Hex(input.pipFingerprint, 'pip settings fingerprint');
   if (!input.baseImageId) throw new RgridError('bad_request', 'base image ID is required for deps_key');
+  if (input.lockSha256 !== undefined && input.lockSha256 !== null) {
+    assertSha256Hex(input.lockSha256, 'lock_sha256');
+    return compositeKey(LOCKED_DEPS_KEY_VERSION, [input.baseImageId, input.lockSha256, input.pipFingerprint]);
+  }
   return compositeKey(DEPS_KEY_VERSION, [input.baseImageId, input.requirementsSha256, input.pipFingerprint]);
 }
 

@@ -150,6 +150,25 @@ export function storableLog(text: string): string {
   return Buffer.from(text, 'utf8').toString('utf8').replaceAll('\u0000', '\uFFFD');
 }
 
+// ---- Python distributions ------------------------------------------------------------------------
+
+/** A project name after PEP 503 normalization (lower case, `-` for runs of `-_.`): what a lock names. */
+export const PROJECT_NAME_PATTERN = '^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$';
+/** A version as pip reports it (PEP 440 characters; local versions after `+`). */
+export const DIST_VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9.+!_-]{0,63}$';
+/** One pin of a lock as it crosses a boundary (`resolved` lists): `name==version`. */
+export const PINNED_REQUIREMENT_PATTERN = `^${PROJECT_NAME_PATTERN.slice(1, -1)}==${DIST_VERSION_PATTERN.slice(1, -1)}$`;
+const PROJECT_NAME_RE = compiled(PROJECT_NAME_PATTERN);
+const DIST_VERSION_RE = compiled(DIST_VERSION_PATTERN);
+
+export function assertProjectName(value: unknown, field = 'project name'): string {
+  return check(PROJECT_NAME_RE, value, field, 'a normalized project name (lower case, digits and -)');
+}
+
+export function assertDistVersion(value: unknown, field = 'version'): string {
+  return check(DIST_VERSION_RE, value, field, 'a version of letters, digits and . + ! _ -');
+}
+
 // ---- registry names ------------------------------------------------------------------------------
 
 /** An OCI manifest or config digest as registries and engines print it. */

@@ -6,9 +6,10 @@
  */
 import Type from 'typebox';
 import {
-  ACCOUNT_PATTERN, INPUT_FILE_NAME_PATTERN, OUTPUT_FILE_PATH_PATTERN, RUNTIME_PATTERN, SHA256_PATTERN, STORABLE_TEXT_PATTERN, UUID_PATTERN,
-  WORKER_ID_PATTERN,
+  ACCOUNT_PATTERN, INPUT_FILE_NAME_PATTERN, OUTPUT_FILE_PATH_PATTERN, PINNED_REQUIREMENT_PATTERN, RUNTIME_PATTERN, SHA256_PATTERN, STORABLE_TEXT_PATTERN,
+  UUID_PATTERN, WORKER_ID_PATTERN,
 } from '../names.js';
+import { MAX_LOCKED_DISTRIBUTIONS, RESOLUTIONS } from '../lock.js';
 
 // ---- shared scalars -------------------------------------------------------------------------------
 // Every name, id and bound below comes from the naming contract (common/names.ts) or from the column
@@ -48,6 +49,10 @@ export const Role = Type.Union([
 export type Role = Type.Static<typeof Role>;
 export const CacheKind = Type.Union([Type.Literal('image'), Type.Literal('deps')]);
 export type CacheKind = Type.Static<typeof CacheKind>;
+/** How a run's dependency lock was obtained (common/lock.ts). */
+export const Resolution = Type.Union(RESOLUTIONS.map((r) => Type.Literal(r)));
+/** The pinned `name==version` list of a lock, sorted. */
+export const ResolvedList = Type.Array(Type.String({ pattern: PINNED_REQUIREMENT_PATTERN, maxLength: 200 }), { maxItems: MAX_LOCKED_DISTRIBUTIONS });
 
 /**
  * The body of every error answer (the OpenAPI document's `Error` component): a stable machine-readable
@@ -171,6 +176,8 @@ export const EntryFields = {
   script_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
   /** kind=image: the dependency layer it is built on (null: built on the base image). */
   deps_key: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+  /** The lock the dependency layer installs (common/lock.ts); null or absent: keyed on the text. */
+  lock_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
   size_bytes: Size,
   created_at: Timestamp,
   last_used_at: Timestamp,
@@ -448,6 +455,10 @@ export const Execution = Type.Object({
   script_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
   dependency_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
   input_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
+  /** The exact dependency set the run used: its lock's digest, the pins, and how the lock was obtained. */
+  lock_sha256: Type.Union([Sha256Hex, Type.Null()]),
+  resolved: Type.Union([ResolvedList, Type.Null()]),
+  resolution: Type.Union([Resolution, Type.Null()]),
   timings: Timings,
   error: Type.Union([Type.String(), Type.Null()]),
   attempts: Type.Integer(),

@@ -5,7 +5,8 @@
  */
 import Type from 'typebox';
 import {
-  AccountId, Count32, Execution, ExecutionFailure, Int32, ManifestFile, OutputFile, RuntimeName, Sha256Hex, Text, Timestamp, Timings, Uuid, WorkerId,
+  AccountId, Count32, Execution, ExecutionFailure, Int32, ManifestFile, OutputFile, Resolution, ResolvedList, RuntimeName, Sha256Hex, Text, Timestamp, Timings, Uuid,
+  WorkerId,
 } from './control-api.js';
 import { ImageOrigin } from './registry-api.js';
 
@@ -86,6 +87,10 @@ export const CompleteRequest = Type.Object(
     input_cache_hit: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
     downloaded_blobs: Type.Optional(Count32),
     image_origin: Type.Optional(Type.Union([ImageOrigin, Type.Null()])),
+    /** The dependency lock the run used (common/lock.ts): null without requirements. */
+    lock_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+    resolved: Type.Optional(Type.Union([ResolvedList, Type.Null()])),
+    resolution: Type.Optional(Type.Union([Resolution, Type.Null()])),
     timings: Type.Optional(Timings),
     outputs: Type.Optional(Type.Array(OutputFile, { maxItems: 10_000 })),
     /** What the script printed: kept as given, except that NUL is stored as U+FFFD (common/names.ts storableLog). */
