@@ -53,6 +53,7 @@ export function renderEntry(e: IndexEntry): Record<string, unknown> {
     deps_key: e.deps_key,
     script_sha256: e.script_sha256,
     requirements_sha256: e.requirements_sha256,
+    lock_sha256: e.lock_sha256 ?? null,
     base_image_id: e.base_image_id,
     origin: entryOrigin(e),
     registry_digest: e.registry_digest ?? null,

@@ -7,6 +7,8 @@ import type { AgentIndex } from '../index/index.js';
 import type { LeaseTable } from '../index/leases.js';
 import type { IndexEntry } from '../index/types.js';
 import { renderEntry } from './app.js';
+import { pylockToml, type Lock } from '../../common/lock.js';
+import { WHEELHOUSE_IN_BUILD } from '../builder/recipe.js';
 
 const InspectParams = Type.Object({ key: Type.String({ pattern: '^[0-9a-f]{8,64}$' }) }, { additionalProperties: false });
 const InspectQuery = Type.Object(
@@ -18,6 +20,10 @@ export interface InspectDeps {
   index: AgentIndex;
   leases: LeaseTable;
   docker: Docker;
+  /** Locks by digest (the resolution service); absent: entries show only their lock's digest. */
+  lockBySha?: (lockSha256: string) => Lock | undefined;
+  /** The worker's wheelhouse (pip_find_links): artifacts pip found there are written as paths on this host. */
+  wheelhouseDir?: string | undefined;
 }
 
 /**
@@ -40,7 +46,13 @@ export function registerInspectRoute(app: FastifyInstance, deps: InspectDeps): v
         throw new RgridError('bad_request', `key prefix ${prefix} matches ${matches.length} entries; give more characters, --kind or --account`);
       }
       const entry = matches[0]!;
-      return { ...renderEntry(entry), ...(await engineView(deps.docker, entry)), leased: deps.leases.isLeased(entry), dependents: dependents(deps.index, entry) };
+      return {
+        ...renderEntry(entry),
+        ...(await engineView(deps.docker, entry)),
+        leased: deps.leases.isLeased(entry),
+        dependents: dependents(deps.index, entry),
+        ...lockView(deps, entry),
+      };
     },
   );
 }
@@ -58,4 +70,20 @@ async function engineView(docker: Docker, entry: IndexEntry): Promise<Record<str
 function dependents(index: AgentIndex, entry: IndexEntry): string[] | null {
   if (entry.kind !== 'deps') return null;
   return index.dependentsOf(entry).map((child) => child.key);
+}
+
+/**
+ * The entry's lock: the pinned list, the requirements text pip installed, and the same set as a PEP 751
+ * pylock.toml (what `rgrid-agent inspect --pylock FILE` writes) so a user can rebuild the environment.
+ */
+function lockView(deps: InspectDeps, entry: IndexEntry): Record<string, unknown> {
+  if (!entry.lock_sha256) return {};
+  const lock = deps.lockBySha?.(entry.lock_sha256);
+  if (!lock) return { lock: null };
+  const inWheelhouse = `file://${WHEELHOUSE_IN_BUILD}/`;
+  const pylock = pylockToml(lock, {
+    artifactLocation: (artifact) =>
+      deps.wheelhouseDir && artifact.url.startsWith(inWheelhouse) ? { path: `${deps.wheelhouseDir.replace(/\/+$/, '')}/${artifact.filename}` } : { url: artifact.url },
+  });
+  return { lock: { sha256: lock.sha256, resolved: lock.resolved, from_file: lock.fromFile, requirements_text: lock.text }, pylock };
 }

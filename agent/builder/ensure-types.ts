@@ -1,3 +1,4 @@
+import type { Lock, Resolution } from '../../common/lock.js';
 import type { ResolvedRuntime } from './runtimes.js';
 
 /** The shapes of an ensure, shared by the cache, the builds, the runner and the API. */
@@ -15,10 +16,19 @@ export interface PreparedEnsure {
   runtime: ResolvedRuntime;
   script: Buffer;
   scriptSha256: string;
-  requirements: { sha256: string; fileText: string } | null;
+  requirements: PreparedRequirements | null;
   depsKey: string | null;
   imageKey: string;
   startedAt: number;
+}
+
+export interface PreparedRequirements {
+  sha256: string;
+  /** What pip installs: the lock as a requirements file (or the file as written under `resolve_ttl: never`). */
+  fileText: string;
+  /** The exact set the dependency layer installs; null under `resolve_ttl: never` (keyed on the text). */
+  lock: Lock | null;
+  resolution: Resolution | null;
 }
 
 export interface EnsureResult {
@@ -27,6 +37,10 @@ export interface EnsureResult {
   deps_key: string | null;
   script_sha256: string;
   requirements_sha256: string | null;
+  /** The dependency lock (common/lock.ts): null without requirements or under `resolve_ttl: never`. */
+  lock_sha256: string | null;
+  resolved: string[] | null;
+  resolution: Resolution | null;
   script_cache_hit: boolean;
   dependency_cache_hit: boolean | null;
   built: boolean;

@@ -48,11 +48,13 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
     baseImageId: p.runtime.imageId,
     depsKey,
     requirementsSha256: requirements.sha256,
+    lockSha256: requirements.lock?.sha256 ?? null,
     runtime: p.runtime.name,
     account: p.account,
     owner: deps.index.agentId,
   });
   emit({ type: 'log', stage: 'deps', line: `building dependency layer ${tag}` });
+  if (requirements.lock) emit({ type: 'log', stage: 'deps', line: `lock ${requirements.lock.sha256.slice(0, 16)} (${requirements.resolution}): ${requirements.lock.resolved.join(' ')}` });
   const started = deps.now();
   const deadline = AbortSignal.timeout(policy.limits.timeoutMs);
   const onLine = (line: string): void => emit({ type: 'log', stage: 'deps', line });
@@ -63,6 +65,7 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
         baseImageId: p.runtime.imageId,
         labels: installLabels(deps.index.agentId, buildId),
         requirementsFileText: requirements.fileText,
+        lockInstall: { requireHashes: requirements.lock !== null, noDeps: requirements.lock !== null && !requirements.lock.fromFile },
         wheelhouse,
         policy,
         signal: deps.signal,
@@ -106,6 +109,7 @@ export async function buildDepsImage(deps: BuildContextDeps, p: PreparedEnsure, 
       script_sha256: null,
       requirements_sha256: requirements.sha256,
       deps_key: depsKey,
+      lock_sha256: requirements.lock?.sha256 ?? null,
     });
     await deps.index.putBuilt(entry, [], { queuePush: deps.queuePush?.() === true });
     deps.logger.info({ tag, image_id: entry.image_id, ms: deps.now() - started }, 'built dependency layer');
@@ -132,6 +136,7 @@ export async function buildExecImage(
     depsKey: p.depsKey,
     scriptSha256: p.scriptSha256,
     requirementsSha256: p.requirements?.sha256 ?? null,
+    lockSha256: p.requirements?.lock?.sha256 ?? null,
     runtime: p.runtime.name,
     account: p.account,
     owner: deps.index.agentId,
@@ -156,6 +161,7 @@ export async function buildExecImage(
     script_sha256: p.scriptSha256,
     requirements_sha256: p.requirements?.sha256 ?? null,
     deps_key: p.depsKey,
+    lock_sha256: p.requirements?.lock?.sha256 ?? null,
   });
   // A deps layer that was reused counts as used, in the same transaction as the new entry.
   await deps.index.putBuilt(entry, depsHit && depsEntry ? [{ kind: 'deps', account: p.account, key: depsEntry.key }] : [], { queuePush: deps.queuePush?.() === true });

@@ -13,11 +13,12 @@ import { buildDepsImage, buildExecImage, type BuildContextDeps } from './image-b
 import { compileBuildPolicy, enforceBuildPolicy } from './build-policy.js';
 import { requirementsFileText } from './recipe.js';
 import type { RuntimeResolver } from './runtimes.js';
-import type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from './ensure-types.js';
+import type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure, PreparedRequirements } from './ensure-types.js';
 
 export type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from './ensure-types.js';
 import { SingleFlight } from './single-flight.js';
 import type { ImageSharing } from '../registry/sharing.js';
+import type { ResolutionService } from './resolution-types.js';
 
 /**
  * ensure = "give me the image for (account, runtime, script, requirements)": a verified hit, or a build
@@ -76,6 +77,11 @@ export interface ImageCacheDeps {
    * Absent or inactive: every miss builds here, as without a registry.
    */
   sharing?: ImageSharing;
+  /**
+   * Resolves requirements files to locks (agent/builder/resolution.ts). Absent: keyed on the text, as
+   * under `resolve_ttl: never`.
+   */
+  resolution?: ResolutionService;
 }
 
 interface BuildOutcome {
@@ -183,19 +189,28 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
     const hasRequirements = requirements !== null && requirements.lines.length > 0;
     const runtime = await runtimes.resolve(request.runtime);
     const sha = scriptSha256(request.script);
-    const depsKey = hasRequirements
-      ? computeDepsKey({
-          baseImageId: runtime.imageId,
-          requirementsSha256: requirements.sha256,
-          pipFingerprint: pipSettingsFingerprint(requirements.pipOptions, policy.fingerprintOptions),
-        })
-      : null;
+    let prepared: PreparedRequirements | null = null;
+    let depsKey: string | null = null;
+    if (hasRequirements) {
+      const pipFingerprint = pipSettingsFingerprint(requirements.pipOptions, policy.fingerprintOptions);
+      const fileText = requirementsFileText(requirements.pipOptions, requirements.text);
+      // The key is built on the exact set the layer will install (the lock), not on the text written.
+      const answer = deps.resolution ? await deps.resolution.lockFor({ account, runtime, requirements, pipFingerprint, fileText }, abort.signal) : null;
+      prepared = {
+        sha256: requirements.sha256,
+        // The file's own options (index, --pre, …) stay: the lock's artifacts come from the same place.
+        fileText: answer ? requirementsFileText(requirements.pipOptions, answer.lock.text) : fileText,
+        lock: answer?.lock ?? null,
+        resolution: answer?.resolution ?? null,
+      };
+      depsKey = computeDepsKey({ baseImageId: runtime.imageId, requirementsSha256: requirements.sha256, pipFingerprint, lockSha256: answer?.lock.sha256 ?? null });
+    }
     return {
       account,
       runtime,
       script: request.script,
       scriptSha256: sha,
-      requirements: hasRequirements ? { sha256: requirements.sha256, fileText: requirementsFileText(requirements.pipOptions, requirements.text) } : null,
+      requirements: prepared,
       depsKey,
       imageKey: computeImageKey({ depsKey, baseImageId: runtime.imageId, scriptSha256: sha }),
       startedAt: now(),
@@ -229,6 +244,9 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
           deps_key: p.depsKey,
           script_sha256: p.scriptSha256,
           requirements_sha256: p.requirements?.sha256 ?? null,
+          lock_sha256: p.requirements?.lock?.sha256 ?? null,
+          resolved: p.requirements?.lock?.resolved ?? null,
+          resolution: p.requirements?.resolution ?? null,
           script_cache_hit: scriptHit,
           dependency_cache_hit: depsHit,
           built,

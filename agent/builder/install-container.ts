@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { RgridError } from '../../common/errors.js';
 import { memoryLimitError, timeLimitError, type BuildPolicy } from './build-policy.js';
 import { engineError, failureReason, packFiles, TAIL_LINES, type ContextFile } from './engine-build.js';
-import { INSTALL_ROOT, INSTALL_USER, installCommand, WHEELHOUSE_IN_BUILD } from './recipe.js';
+import { INSTALL_ROOT, INSTALL_USER, installCommand, WHEELHOUSE_IN_BUILD, type LockInstall } from './recipe.js';
 
 /**
  * The dependency install: pip in a container this agent creates, starts, watches and removes itself —
@@ -16,6 +16,8 @@ export interface InstallInput {
   baseImageId: string;
   labels: Record<string, string>;
   requirementsFileText: string;
+  /** How pip treats the file when it is a lock (hash-checked, and --no-deps for a resolved lock). */
+  lockInstall?: LockInstall;
   /** Wheelhouse files as `name`: file name in the wheelhouse, `path`: host path. */
   wheelhouse: ContextFile[];
   policy: BuildPolicy;
@@ -37,7 +39,7 @@ export async function withInstallContainer<T>(docker: Docker, input: InstallInpu
     container = await docker.createContainer({
       Image: input.baseImageId,
       Entrypoint: ['/bin/sh', '-c'],
-      Cmd: [installCommand(policy.pip)],
+      Cmd: [installCommand(policy.pip, input.lockInstall)],
       User: INSTALL_USER,
       Env: ['HOME=/tmp'],
       WorkingDir: '/tmp',
@@ -79,7 +81,7 @@ export async function withInstallContainer<T>(docker: Docker, input: InstallInpu
     });
     const { limits } = policy;
     input.onLine(
-      `install container (network ${policy.network}, ${limits.memoryBytes / 1024 / 1024} MB, ${limits.nanoCpus / 1e9} CPUs, ${limits.pidsLimit} processes, ${limits.timeoutMs / 1000} s, user ${INSTALL_USER}): ${redactUserinfo(installCommand(policy.pip))}`,
+      `install container (network ${policy.network}, ${limits.memoryBytes / 1024 / 1024} MB, ${limits.nanoCpus / 1e9} CPUs, ${limits.pidsLimit} processes, ${limits.timeoutMs / 1000} s, user ${INSTALL_USER}): ${redactUserinfo(installCommand(policy.pip, input.lockInstall))}`,
     );
     const kill = (): void => void container.kill({ signal: 'SIGKILL' }).catch(() => undefined);
     input.signal.addEventListener('abort', kill, { once: true });

@@ -62,14 +62,24 @@ export function requirementsFileText(pipOptions: readonly string[], canonicalTex
   return `\uFEFF${lines.join('\n')}\n`;
 }
 
+/** How pip installs a lock: hash-checked always; without resolving again when the lock is complete by construction. */
+export interface LockInstall {
+  /** `--require-hashes`: every artifact must match the lock's hash (a locked file or a resolved lock). */
+  requireHashes: boolean;
+  /** `--no-deps`: the lock already lists every dependency (a resolved lock); a user's own lock is checked by pip instead. */
+  noDeps: boolean;
+}
+
 /** The install container's command: a venv under /opt/rgrid, then pip with the policy's settings. */
-export function installCommand(pip: WorkerPipSettings): string {
+export function installCommand(pip: WorkerPipSettings, lock: LockInstall = { requireHashes: false, noDeps: false }): string {
   const pipArgs = [
     `${INSTALL_ROOT}/venv/bin/pip`,
     'install',
     '--no-cache-dir',
     '--disable-pip-version-check',
     '--no-input',
+    ...(lock.requireHashes ? ['--require-hashes'] : []),
+    ...(lock.noDeps ? ['--no-deps'] : []),
     ...workerPipArgs(pip),
     '-r',
     `${INSTALL_ROOT}/requirements.txt`,
@@ -94,6 +104,8 @@ export interface DepsRecipeInput {
   baseImageId: string;
   depsKey: string;
   requirementsSha256: string;
+  /** The lock the layer installs; null: keyed on the text (`resolve_ttl: never`). */
+  lockSha256?: string | null;
   runtime: string;
   account: string;
   /**
@@ -114,11 +126,17 @@ export function depsLabels(input: DepsRecipeInput): Record<string, string> {
     'io.rgrid.kind': 'deps',
     'io.rgrid.deps-key': input.depsKey,
     'io.rgrid.requirements-sha256': input.requirementsSha256,
+    ...lockLabel(input.lockSha256 ?? null),
     'io.rgrid.runtime': input.runtime,
     'io.rgrid.account': input.account,
     'io.rgrid.base-image-id': input.baseImageId,
     'io.rgrid.recipe': RECIPE_VERSION,
   };
+}
+
+/** Only when there is a lock, so images keyed on the text keep exactly their old labels. */
+function lockLabel(lockSha256: string | null): Record<string, string> {
+  return lockSha256 ? { 'io.rgrid.lock-sha256': lockSha256 } : {};
 }
 
 /**
@@ -137,6 +155,7 @@ export interface ExecRecipeInput {
   depsKey: string | null;
   scriptSha256: string;
   requirementsSha256: string | null;
+  lockSha256?: string | null;
   runtime: string;
   account: string;
   owner?: string;
@@ -150,6 +169,7 @@ export function execLabels(input: ExecRecipeInput): Record<string, string> {
     'io.rgrid.deps-key': input.depsKey ?? '',
     'io.rgrid.script-sha256': input.scriptSha256,
     'io.rgrid.requirements-sha256': input.requirementsSha256 ?? '',
+    ...lockLabel(input.lockSha256 ?? null),
     'io.rgrid.runtime': input.runtime,
     'io.rgrid.account': input.account,
     'io.rgrid.base-image-id': input.baseImageId,

@@ -1,4 +1,5 @@
-import { mkdir, readFile, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { numberFlag, parseMemory, parseTimeout } from '../../common/cli-flags.js';
 import { exitStatusOf } from '../../common/executions.js';
@@ -69,7 +70,8 @@ export async function ensureCommand(flags: EnsureFlags, env: { socket?: string |
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } else {
       const how = result.script_cache_hit ? 'hit' : result.built ? 'built' : 'shared build';
-      process.stdout.write(`${how} ${String(result.image_id)} image_key=${String(result.image_key).slice(0, 16)} (${String(result.duration_ms)} ms)\n`);
+      const lock = typeof result.lock_sha256 === 'string' ? ` lock=${result.lock_sha256.slice(0, 16)} (${String(result.resolution)})` : '';
+      process.stdout.write(`${how} ${String(result.image_id)} image_key=${String(result.image_key).slice(0, 16)}${lock} (${String(result.duration_ms)} ms)\n`);
     }
     return 0;
   } finally {
@@ -194,17 +196,26 @@ export async function lsCommand(flags: CommonFlags & { kind?: string; account?: 
   }
 }
 
-export async function inspectCommand(key: string, flags: CommonFlags & { kind?: string; account?: string }, env: { socket?: string | undefined }): Promise<number> {
+export async function inspectCommand(
+  key: string,
+  flags: CommonFlags & { kind?: string; account?: string; pylock?: string },
+  env: { socket?: string | undefined },
+): Promise<number> {
   const client = new AgentClient(socketPath(flags, env));
   try {
     const entry = await client.inspect(key, {
       ...(flags.kind ? { kind: flags.kind } : {}),
       ...(flags.account ? { account: flags.account } : {}),
     });
+    if (flags.pylock !== undefined) await writePylock(flags.pylock, entry);
+    // The TOML is for the file; the lock's other fields already say the same on screen.
+    delete entry.pylock;
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(entry)}\n`);
       return 0;
     }
+    const lock = entry.lock as { resolved?: string[]; from_file?: boolean } | null | undefined;
+    if (lock) entry.lock = `${lock.from_file ? 'the requirements file itself' : 'resolved'}: ${(lock.resolved ?? []).join(' ')}`;
     for (const [name, value] of Object.entries(entry)) {
       if (value === null || name === 'image_labels') continue;
       const shown = Array.isArray(value) ? value.join(', ') || '-' : typeof value === 'string' ? value : JSON.stringify(value);
@@ -214,4 +225,20 @@ export async function inspectCommand(key: string, flags: CommonFlags & { kind?: 
   } finally {
     await client.close();
   }
+}
+
+/** Writes the entry's lock as pylock.toml; an entry keyed on its requirements text has none. */
+async function writePylock(path: string, entry: Record<string, unknown>): Promise<void> {
+  if (typeof entry.pylock !== 'string') {
+    const why = entry.lock_sha256 ? 'its lock is not known to this agent' : 'it has no lock (no requirements, or keyed on the requirements text)';
+    throw new RgridError('bad_request', `cannot write ${shown(path)}: ${why}`);
+  }
+  // The user names the file; a link there is not followed (O_NOFOLLOW), as for every file the CLIs write.
+  const file = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
+  try {
+    await file.writeFile(entry.pylock);
+  } finally {
+    await file.close();
+  }
+  process.stderr.write(`rgrid-agent: wrote ${shown(path)} (PEP 751)\n`);
 }

@@ -141,8 +141,9 @@ clientOptions(
     .description('one entry in detail: index record, image in the engine, lease, dependent script images')
     .option('--kind <kind>', 'image|deps')
     .option('--account <name>', 'only this account')
+    .option('--pylock <file>', "write the entry's dependency lock as a PEP 751 pylock.toml")
     .option('--json', 'print one JSON object'),
-).action((key: string, flags: ListFlags) => action(async (f: ListFlags) => (await clientCommands()).inspectCommand(key, f, env))(flags));
+).action((key: string, flags: ListFlags & { pylock?: string }) => action(async (f: ListFlags & { pylock?: string }) => (await clientCommands()).inspectCommand(key, f, env))(flags));
 
 program
   .command('sync')

@@ -25,6 +25,11 @@ export interface IndexEntry extends EntryRef {
   requirements_sha256: string | null;
   /** The deps layer a script image was built FROM (null without requirements); equals key for kind "deps". */
   deps_key: string | null;
+  /**
+   * The lock the dependency layer installs (common/lock.ts), on both the layer and the script images built
+   * FROM it. Absent or null: keyed on the requirements text (entries from before locks, `resolve_ttl: never`).
+   */
+  lock_sha256?: string | null;
   /** The engine's image size (including the layers shared with its base). */
   size_bytes: number;
   /** Epoch milliseconds. */

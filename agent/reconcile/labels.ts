@@ -25,6 +25,8 @@ export function entryFromLabels(image: Pick<Docker.ImageInfo, 'Id' | 'Labels' | 
   const runtime = l['io.rgrid.runtime'] ?? '';
   const depsKey = l['io.rgrid.deps-key'] ?? '';
   const requirements = l['io.rgrid.requirements-sha256'] ?? '';
+  const lock = l['io.rgrid.lock-sha256'] ?? '';
+  if (lock !== '' && !isSha256(lock)) return undefined;
   if ((kind !== 'image' && kind !== 'deps') || !isAccount(account) || runtime === '') return undefined;
   if (depsKey !== '' && !isSha256(depsKey)) return undefined;
   if (requirements !== '' && !isSha256(requirements)) return undefined;
@@ -53,6 +55,7 @@ export function entryFromLabels(image: Pick<Docker.ImageInfo, 'Id' | 'Labels' | 
       script_sha256: script,
       requirements_sha256: requirements === '' ? null : requirements,
       deps_key: depsKey === '' ? null : depsKey,
+      lock_sha256: lock === '' ? null : lock,
       size_bytes: image.Size,
     },
   };

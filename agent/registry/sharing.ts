@@ -80,6 +80,7 @@ function describe(p: PreparedEnsure, kind: EntryKind): Omit<IndexEntry, 'image_i
     script_sha256: kind === 'image' ? p.scriptSha256 : null,
     requirements_sha256: p.requirements?.sha256 ?? null,
     deps_key: p.depsKey,
+    lock_sha256: p.requirements?.lock?.sha256 ?? null,
   };
 }
 

@@ -19,6 +19,7 @@ import type { ImageProbe } from '../builder/image-probe.js';
 import { chunkEventSink, copyOutputTar, type OutputChunk, type OutputSink } from './outputs.js';
 import { createHolderPool, type OutputsSlot } from './holder-pool.js';
 import { runContainerSpec, runLimits, type RunLimits } from './sandbox.js';
+import type { Resolution } from '../../common/lock.js';
 
 /**
  * A local run: ensure the image (leased for the whole run), start a locked-down container (the sandbox of
@@ -60,6 +61,10 @@ export interface RunResult {
   image_key: string;
   deps_key: string | null;
   input_sha256: string;
+  /** The dependency lock the image installs (null without requirements or under `resolve_ttl: never`). */
+  lock_sha256: string | null;
+  resolved: string[] | null;
+  resolution: Resolution | null;
   script_cache_hit: boolean;
   dependency_cache_hit: boolean | null;
   built: boolean;
@@ -242,6 +247,9 @@ export function createRunner(deps: RunnerDeps): Runner {
           image_key: ensured.image_key,
           deps_key: ensured.deps_key,
           input_sha256: p.inputSha256,
+          lock_sha256: ensured.lock_sha256,
+          resolved: ensured.resolved,
+          resolution: ensured.resolution,
           script_cache_hit: ensured.script_cache_hit,
           dependency_cache_hit: ensured.dependency_cache_hit,
           built: ensured.built,

@@ -18,6 +18,7 @@ export function toCacheEntry(e: IndexEntry): CacheEntry {
     // The central table keeps script_sha256/deps_key for script images only (a deps row's key is its deps_key).
     script_sha256: e.kind === 'image' ? e.script_sha256 : null,
     deps_key: e.kind === 'image' ? e.deps_key : null,
+    lock_sha256: e.lock_sha256 ?? null,
     size_bytes: Math.max(0, Math.round(e.size_bytes)),
     created_at: new Date(e.created_at).toISOString(),
     last_used_at: new Date(e.last_used_at).toISOString(),

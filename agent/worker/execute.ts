@@ -197,6 +197,7 @@ async function produce(
         claim_id: claim.claim_id, outcome: 'done', exit_code: result.exit_code, failure, error: runError(result, prepared.limits.timeoutMs),
         script_cache_hit: result.script_cache_hit, dependency_cache_hit: result.dependency_cache_hit,
         input_cache_hit: claim.inputs.length > 0 ? inputsPresent : null, downloaded_blobs: downloaded, image_origin: result.image_origin,
+        lock_sha256: result.lock_sha256, resolved: result.resolved, resolution: result.resolution,
         timings, outputs, ...logs(stdout, stderr, ''),
       },
       built: result.built,

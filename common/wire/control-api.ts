@@ -50,7 +50,10 @@ export type Role = Type.Static<typeof Role>;
 export const CacheKind = Type.Union([Type.Literal('image'), Type.Literal('deps')]);
 export type CacheKind = Type.Static<typeof CacheKind>;
 /** How a run's dependency lock was obtained (common/lock.ts). */
-export const Resolution = Type.Union(RESOLUTIONS.map((r) => Type.Literal(r)));
+export const Resolution = Type.Union([Type.Literal('locked'), Type.Literal('cached'), Type.Literal('resolved'), Type.Literal('stale')]);
+// The wire's list and common/lock.ts's must agree: a compile error here when one gains a value.
+const resolutionsAgree: Type.Static<typeof Resolution> extends (typeof RESOLUTIONS)[number] ? ((typeof RESOLUTIONS)[number] extends Type.Static<typeof Resolution> ? true : never) : never = true;
+void resolutionsAgree;
 /** The pinned `name==version` list of a lock, sorted. */
 export const ResolvedList = Type.Array(Type.String({ pattern: PINNED_REQUIREMENT_PATTERN, maxLength: 200 }), { maxItems: MAX_LOCKED_DISTRIBUTIONS });
 
@@ -455,10 +458,13 @@ export const Execution = Type.Object({
   script_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
   dependency_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
   input_cache_hit: Type.Union([Type.Boolean(), Type.Null()]),
-  /** The exact dependency set the run used: its lock's digest, the pins, and how the lock was obtained. */
-  lock_sha256: Type.Union([Sha256Hex, Type.Null()]),
-  resolved: Type.Union([ResolvedList, Type.Null()]),
-  resolution: Type.Union([Resolution, Type.Null()]),
+  /**
+   * The exact dependency set the run used: its lock's digest, the pins, and how the lock was obtained.
+   * Optional so a client accepts the answer of a control plane from before locks (rolling upgrades).
+   */
+  lock_sha256: Type.Optional(Type.Union([Sha256Hex, Type.Null()])),
+  resolved: Type.Optional(Type.Union([ResolvedList, Type.Null()])),
+  resolution: Type.Optional(Type.Union([Resolution, Type.Null()])),
   timings: Timings,
   error: Type.Union([Type.String(), Type.Null()]),
   attempts: Type.Integer(),
