@@ -115,8 +115,8 @@ export function lockFromPipReport(report: unknown): Lock {
     if (!isRecord(item) || !isRecord(item.metadata) || !isRecord(item.download_info)) return fail('has an entry without metadata or download_info');
     const rawName = item.metadata.name;
     if (typeof rawName !== 'string') return fail('has an entry without a name');
-    const name = assertProjectName(normalizeProjectName(rawName), 'resolved project name');
-    const version = assertDistVersion(item.metadata.version, `version of ${name}`);
+    const name = asReported(() => assertProjectName(normalizeProjectName(rawName), 'resolved project name'));
+    const version = asReported(() => assertDistVersion(item.metadata.version, `version of ${name}`));
     if (seen.has(name)) return fail(`names ${name} twice`);
     seen.add(name);
     const info = item.download_info;
@@ -138,6 +138,15 @@ export function lockFromPipReport(report: unknown): Lock {
   if (canonical.lines.length !== distributions.length) return fail('did not read back as one line per distribution');
   distributions.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { text: canonical.text, sha256: sha256Hex(canonical.text), resolved: resolvedList(distributions), distributions, fromFile: false };
+}
+
+/** A naming-contract refusal inside a report is the resolution's failure (the report is pip's), not the caller's. */
+function asReported<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    throw new RgridError('build_failed', `resolution failed: pip's report has a ${(err as Error).message}`);
+  }
 }
 
 function archiveHashes(archive: Record<string, unknown>): string[] {
