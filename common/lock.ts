@@ -113,10 +113,11 @@ export function lockFromPipReport(report: unknown): Lock {
   const distributions: LockedDistribution[] = [];
   for (const item of install) {
     if (!isRecord(item) || !isRecord(item.metadata) || !isRecord(item.download_info)) return fail('has an entry without metadata or download_info');
-    const rawName = item.metadata.name;
+    const metadata = item.metadata;
+    const rawName = metadata.name;
     if (typeof rawName !== 'string') return fail('has an entry without a name');
     const name = asReported(() => assertProjectName(normalizeProjectName(rawName), 'resolved project name'));
-    const version = asReported(() => assertDistVersion(item.metadata.version, `version of ${name}`));
+    const version = asReported(() => assertDistVersion(metadata.version, `version of ${name}`));
     if (seen.has(name)) return fail(`names ${name} twice`);
     seen.add(name);
     const info = item.download_info;
