@@ -3,7 +3,7 @@
  * plus a machine-readable summary in bench-output/summary.json. docs/benchmarks.md quotes these files;
  * tests never assert timings.
  *
- * `npm run bench -- agent` (or `control`, `fastpath`, `grid`, `registry`) runs one suite.
+ * `npm run bench -- agent` (or `control`, `fastpath`, `grid`, `registry`, `resolution`) runs one suite.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -23,6 +23,7 @@ const SUITES: Suite[] = [
   } },
   { name: 'grid', run: async () => (await import('./grid-bench.js')).runGridBench() },
   { name: 'registry', run: async () => (await import('./registry-bench.js')).runRegistryBench() },
+  { name: 'resolution', run: async () => (await import('./resolution-bench.js')).runResolutionBench() },
 ];
 
 export async function runAll(selected: readonly string[]): Promise<void> {
