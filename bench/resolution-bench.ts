@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -67,7 +67,6 @@ export async function runResolutionBench(): Promise<Record<string, unknown>> {
     const a = new AgentClient(locking.socket);
     const b = new AgentClient(textKeyed.socket);
     const script = Buffer.from(`# resolution bench ${account}\nimport rgbench_one\nprint(rgbench_one.VERSION)\n`);
-    writeFileSync(join(dir, 'marker'), account);
 
     console.log('resolution cost: one distribution, then twenty …');
     const one = await resolutionCost(a, account, script, 'rgbench-one');
