@@ -5,7 +5,7 @@
 // control plane's index is refused by the label check; a registry outage degrades to local builds whose
 // pushes arrive afterwards; a failing pip install is tried once in the grid.
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { nonceScript, tempDir, uniqueAccount } from '../agent/helpers.js';
@@ -17,9 +17,10 @@ import { createToken } from '../control/support.js';
 
 const account = uniqueAccount('share');
 let wheelhouse = '';
+let slowSdist = '';
 const grid = useSharingGrid(account, () => wheelhouse);
 
-const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex');
 const dir = tempDir('e2e-share');
 const file = (name: string, content: string): string => {
   writeFileSync(join(dir, name), content);
@@ -62,7 +63,7 @@ describe('one build per grid (registry sharing, three engines)', () => {
 
   it('setup: three worker hosts, each its own engine and agent', async () => {
     wheelhouse = createWheelhouse([{ name: 'rgtest-share', version: '1.0' }], tempDir('wheels-share'));
-    await makeSdist(wheelhouse, 'rgtest-slow', '1.0', 'slow');
+    slowSdist = await makeSdist(wheelhouse, 'rgtest-slow', '1.0', 'slow');
     const workers = await Promise.all(['sh-a', 'sh-b', 'sh-c'].map((id) => grid.addWorker(id)));
     await Promise.all(workers.map((w) => grid.startAgent(w)));
     env = { url: grid.url(), token: await createToken(grid.app(), account, 'client') };
@@ -152,7 +153,8 @@ describe('one build per grid (registry sharing, three engines)', () => {
   });
 
   it('the builder killed with SIGKILL mid-build: another worker takes the lease over, builds, pushes; every run succeeds', async () => {
-    const requirements = file('req-slow.txt', 'rgtest-slow==1.0\n');
+    // A locked file (pinned and hashed): no resolution runs, so the slow step is the grid's one install.
+    const requirements = file('req-slow.txt', `rgtest-slow==1.0 --hash=sha256:${sha256(readFileSync(slowSdist))}\n`);
     const scriptText = nonceScript('import rgtest_slow\nprint("slow deps", rgtest_slow.VERSION)');
     const script = file('slow.py', scriptText);
     const takenBefore = await grid.controlMetric(LEASES('taken_over'));
@@ -240,7 +242,8 @@ describe('one build per grid (registry sharing, three engines)', () => {
   });
 
   it('requirements that fail to install: every run fails build_failed with pip\'s tail, one build attempt in the grid', async () => {
-    const requirements = file('req-bad.txt', 'rgtest-not-in-wheelhouse==9.9\n');
+    // A locked file (no resolution on any worker) whose hash no artifact has: the install is what fails.
+    const requirements = file('req-bad.txt', `rgtest-share==1.0 --hash=sha256:${'0'.repeat(64)}\n`);
     const script = file('bad.py', nonceScript('print("never runs")'));
     const grantedBefore = await grid.controlMetric(LEASES('granted'));
     const failuresBefore = await grid.controlMetric(BUILD_FAILURES);
@@ -252,8 +255,7 @@ describe('one build per grid (registry sharing, three engines)', () => {
       expect(r.code).not.toBe(0);
       const e = await execution(r.execution_id);
       expect(e).toMatchObject({ status: 'failed', failure: 'build_failed' });
-      expect(`${e.error ?? ''}\n${r.stderr}`).toMatch(/rgtest-not-in-wheelhouse/);
-      expect(`${e.error ?? ''}\n${r.stderr}`).toMatch(/No matching distribution|Could not find a version/);
+      expect(`${e.error ?? ''}\n${r.stderr}`).toMatch(/DO NOT MATCH THE HASHES/);
     }
     // One pip install in the grid. The builder held the script image's lease and the layer's (granted
     // once each) and recorded the failure under both keys; everyone else was answered "failed".
@@ -266,7 +268,8 @@ describe('one build per grid (registry sharing, three engines)', () => {
     expect(failures.rows.map((f) => f.kind)).toEqual(['deps', 'image']);
     const builder = failures.rows[0]!.failed_by;
     expect(failures.rows[1]!.failed_by).toBe(builder);
-    expect(failures.rows[0]!.log_tail).toMatch(/No matching distribution|Could not find a version/);
+    expect(failures.rows[0]!.log_tail).toMatch(/rgtest-share==1\.0/);
+    expect(failures.rows[0]!.log_tail).toMatch(/Expected sha256 0{64}/);
     // Workers other than the builder that ran one were told "failed" and did not build.
     for (const id of new Set(runs.map((r) => r.worker_id))) {
       if (id === builder) continue;
