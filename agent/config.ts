@@ -57,6 +57,14 @@ export const AgentConfigSchema = Type.Object(
     build_timeout_s: Type.Number({ exclusiveMinimum: 0, default: 900 }),
     /** Builds running at once; further builds wait in the queue. */
     build_concurrency: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
+    // ---- resolution and locks (agent/builder/resolution.ts; docs/operations.md "Resolution and locks") --
+    /**
+     * How long a requirements file's resolution (its lock) is used before pip resolves it again; past
+     * it the lock is still used at once while one refresh runs in the background. 0: resolved at every
+     * use. `never`: no resolution at all — the dependency key stays on the file's text, as before locks.
+     */
+    resolve_ttl_s: Type.Union([Type.Number({ minimum: 0 }), Type.Literal('never')], { default: 3600 }),
+    // ---- end of resolution and locks ----------------------------------------------------------------------
     /** How long a resolved base image ID is trusted before the runtime's tag is inspected again. */
     base_image_ttl_s: Type.Number({ minimum: 0, default: 30 }),
     /** Network mode of run containers. */
@@ -149,6 +157,11 @@ export function durationsOf(config: AgentConfig): AgentDurations {
   }
   return durations;
 }
+/** resolve_ttl_s in milliseconds (the unit of the agent's clocks), or null for `never`: no resolution. */
+export function resolveTtlMs(config: AgentConfig): number | null {
+  return config.resolve_ttl_s === 'never' ? null : Math.round(config.resolve_ttl_s * 1000);
+}
+
 /** What the file or the flags may give: any subset, checked after merging. */
 export type AgentConfigInput = Partial<Record<keyof AgentConfig, unknown>>;
 

@@ -1,6 +1,8 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
+import type { Resolution } from '../common/lock.js';
 import type { ImageProbeStats } from './builder/image-probe.js';
+import type { ResolutionOutcome } from './builder/resolver.js';
 import type { AgentIndex } from './index/index.js';
 import type { OutboxOpType } from './index/outbox.js';
 import type { SyncStatus } from './sync/sync-loop.js';
@@ -26,6 +28,10 @@ export interface AgentMetrics {
   registryPull(kind: CacheKindLabel, result: 'ok' | 'mismatch' | 'failed'): void;
   registryPush(kind: CacheKindLabel, ok: boolean): void;
   leaseWait(kind: CacheKindLabel, outcome: string, seconds: number): void;
+  /** The resolution service (agent/builder/resolution.ts): one pip resolution and how it ended. */
+  resolution(outcome: ResolutionOutcome, seconds: number): void;
+  /** The resolution service: how a lock it answered was obtained. */
+  lockAnswer(resolution: Resolution): void;
   /** Wires the scrape-time sources in (they exist after the metrics object). */
   setSources(sources: MetricSources): void;
   text(): Promise<string>;
@@ -94,6 +100,24 @@ export function createAgentMetrics(): AgentMetrics {
     help: 'Time from a miss to the grid\'s answer (pushed|lease|failed|timeout|unreachable), by kind and outcome',
     labelNames: ['kind', 'outcome'],
     buckets: [0.01, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 900],
+    registers: r,
+  });
+  const resolutions = new Counter({
+    name: 'rgrid_agent_resolutions_total',
+    help: 'pip resolutions by outcome (resolved: a first one|refreshed: the same lock again|changed: a new lock|failed)',
+    labelNames: ['outcome'],
+    registers: r,
+  });
+  const resolutionSeconds = new Histogram({
+    name: 'rgrid_agent_resolution_seconds',
+    help: 'Duration of a pip resolution (its container included), whatever its outcome',
+    buckets: [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900],
+    registers: r,
+  });
+  const lockAnswers = new Counter({
+    name: 'rgrid_agent_lock_answers_total',
+    help: 'Locks answered for requirements files, by resolution (locked|cached|resolved|stale)',
+    labelNames: ['resolution'],
     registers: r,
   });
   new Gauge({
@@ -221,6 +245,11 @@ export function createAgentMetrics(): AgentMetrics {
     registryPull: (kind, result) => pulls.inc({ kind, result }),
     registryPush: (kind, ok) => pushes.inc({ kind, result: ok ? 'ok' : 'failed' }),
     leaseWait: (kind, outcome, seconds) => leaseWaits.observe({ kind, outcome }, seconds),
+    resolution(outcome, seconds) {
+      resolutions.inc({ outcome });
+      resolutionSeconds.observe(seconds);
+    },
+    lockAnswer: (resolution) => lockAnswers.inc({ resolution }),
     setSources(s) {
       sources = s;
     },

@@ -84,6 +84,7 @@ program
   .option('--registry-auth-file <file>', 'JSON {"username","password"} for the registry, read per push and pull')
   .option('--registry-timeout <duration>', 'bound of one push or pull (default 300s)')
   .option('--build-wait <duration>', 'how long to wait for another worker\'s build before building (default 900s)')
+  .option('--resolve-ttl <duration|never>', 'how long a requirements file\'s resolved lock is used before pip resolves it again; 0 = every time, never = no resolution (default 1h)')
   .action(async (flags: ServeFlags) => {
     try {
       const { serve } = await import('./serve.js');

@@ -1,6 +1,8 @@
 import { packageVersion } from '../../common/cli.js';
 import { durationFlag, numberFlag, rangeOf } from '../../common/cli-flags.js';
+import { RgridError } from '../../common/errors.js';
 import { createLogger } from '../../common/logger.js';
+import { shown } from '../../common/names.js';
 import { AgentConfigSchema, parseRuntimeFlags, readConfigFile, resolveConfig, type AgentConfig, type AgentConfigInput } from '../config.js';
 import { startDaemon } from '../daemon.js';
 import { checkWorkerTokenFile, warnIfConfigExposesToken, workerTokenSettings, type WorkerTokenEnv } from './worker-token.js';
@@ -37,6 +39,7 @@ export interface ServeFlags {
   registryAuthFile?: string;
   registryTimeout?: string;
   buildWait?: string;
+  resolveTtl?: string;
 }
 
 type NumericKey = { [K in keyof AgentConfig]-?: NonNullable<AgentConfig[K]> extends number ? K : never }[keyof AgentConfig];
@@ -48,6 +51,16 @@ const numberOf = (value: string | undefined, flag: string, key: NumericKey): num
 /** `90`, `2s`, `30d` (common/duration.ts) → seconds, the unit of the config's `_s` keys, range-checked. */
 const secondsOf = (value: string | undefined, flag: string, key: NumericKey): number | undefined =>
   durationFlag(value, flag, rangeOf(AgentConfigSchema.properties[key]), 1000);
+
+/** `--resolve-ttl`: a duration like `--build-wait`'s, or `never` (resolve_ttl_s's two forms). */
+export function resolveTtlFlag(value: string | undefined): number | 'never' | undefined {
+  if (value?.trim() === 'never') return 'never';
+  try {
+    return durationFlag(value, '--resolve-ttl', { min: 0 }, 1000);
+  } catch {
+    throw new RgridError('bad_request', `--resolve-ttl must be a duration (90s, 1h, 0 = every time) or never, got ${shown(value)}`);
+  }
+}
 
 /** `rgrid-agent serve`: the only place that listens and installs the signal handler. */
 export interface ServeEnv extends WorkerTokenEnv {
@@ -88,6 +101,7 @@ export async function serve(flags: ServeFlags, env: ServeEnv): Promise<void> {
     registry_auth_file: flags.registryAuthFile,
     registry_timeout_s: secondsOf(flags.registryTimeout, '--registry-timeout', 'registry_timeout_s'),
     build_wait_s: secondsOf(flags.buildWait, '--build-wait', 'build_wait_s'),
+    resolve_ttl_s: resolveTtlFlag(flags.resolveTtl),
   };
   const config = resolveConfig(fromFile, fromFlags);
   warnIfConfigExposesToken(flags.config, fromFile, warnLine);

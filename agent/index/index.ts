@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { createOutboxStore, type OutboxStore } from './outbox.js';
 import { createPushOutboxStore, type PushOutboxStore } from './push-outbox.js';
+import { createResolutionStore, type ResolutionStore } from './resolutions.js';
 import type { EntryKind, EntryRef, IndexEntry } from './types.js';
 
 /**
@@ -15,6 +16,8 @@ import type { EntryKind, EntryRef, IndexEntry } from './types.js';
  *                                          coalesced touch, remove → delete)
  *   pushes                               → the push outbox (push-outbox.ts): built images still to be
  *                                          pushed to the registry or recorded, written with the entry
+ *   resolutions, locks                   → the resolution cache (resolutions.ts): which lock a
+ *                                          requirements file resolved to, and the locks
  *
  * Keys are lmdb-js ordered-binary arrays, so all entries of one account form one contiguous range.
  *
@@ -62,6 +65,8 @@ export interface AgentIndex {
   readonly outbox: OutboxStore;
   /** The durable push outbox (images to push to the registry), fed by putBuilt's `queuePush`. */
   readonly pushes: PushOutboxStore;
+  /** The resolution cache's records and locks (agent/builder/resolution.ts). */
+  readonly resolutions: ResolutionStore;
   /**
    * For a full sync snapshot: every entry, read in one transaction that also seals every op so far;
    * `through` is the highest op seq whose effect the entries already contain.
@@ -101,6 +106,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
   const id: string = agentId;
   const outbox = createOutboxStore(root, meta);
   const pushes = createPushOutboxStore(root);
+  const resolutions = createResolutionStore(root);
 
   const keyOf = (ref: EntryRef): [string, string] => [ref.account, ref.key];
 
@@ -135,6 +141,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
       list({ kind: 'image', account: depsRef.account }).filter((e) => e.deps_key === depsRef.key),
     outbox,
     pushes,
+    resolutions,
     syncSnapshot() {
       return root.transactionSync(() => ({ entries: list(), through: outbox.sealAllInTxn() }));
     },

@@ -1,7 +1,7 @@
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { isNotFound } from '../builder/engine-build.js';
-import { durationsOf, type AgentConfig } from '../config.js';
+import { durationsOf, resolveTtlMs, type AgentConfig } from '../config.js';
 import type { AgentIndex } from '../index/index.js';
 import type { LeaseTable } from '../index/leases.js';
 import type { IndexEntry } from '../index/types.js';
@@ -113,11 +113,27 @@ export function createPruner(deps: PrunerDeps): Pruner {
       removed.push(item(current, reason));
       deps.metrics?.pruned(current.kind, reason, current.size_bytes);
     }
+    await pruneResolutions(c, at);
     if (removed.length > 0 || selection.diskBytesToFree > 0) {
       log.info({ removed: removed.length, bytes: removed.reduce((n, r) => n + r.size_bytes, 0), disk_bytes_to_free: selection.diskBytesToFree }, 'pruned');
     }
     lastReport = { items: removed, disk, at, dry_run: false };
     return lastReport;
+  }
+
+  /**
+   * The resolution cache (agent/index/resolutions.ts) goes by the same TTL as the images: a record not
+   * checked for that long (never less than a resolve_ttl_s window), and a lock no record names and
+   * nothing used for as long. Its failure never fails the image prune.
+   */
+  async function pruneResolutions(c: AgentConfig, at: number): Promise<void> {
+    try {
+      const maxAgeMs = Math.max(durationsOf(c).prune_ttl_ms, resolveTtlMs(c) ?? 0);
+      const dropped = await index.resolutions.prune({ now: at, maxAgeMs });
+      if (dropped.records > 0 || dropped.locks > 0) log.info({ resolutions: dropped.records, locks: dropped.locks }, 'pruned resolutions');
+    } catch (err) {
+      log.warn({ reason: (err as Error).message }, 'pruning resolutions failed');
+    }
   }
 
   function schedule(): void {
