@@ -8,6 +8,8 @@ import { RgridError } from '../common/errors.js';
 import { buildAgentApp, type DaemonPhase } from './api/app.js';
 import { createImageCache, type ImageCache } from './builder/image-cache.js';
 import { createImageProbe, type ImageProbe } from './builder/image-probe.js';
+import { compileBuildPolicy } from './builder/build-policy.js';
+import { createResolutionService } from './builder/resolution.js';
 import { createRuntimeResolver, type RuntimeResolver } from './builder/runtimes.js';
 import { ControlPlaneClient } from './control/client.js';
 import { startPushRunner, type PushRunner } from './registry/push-runner.js';
@@ -64,6 +66,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   let probe: ImageProbe | undefined;
   let runner: Runner | undefined;
   let pushes: PushRunner | undefined;
+  // Kills the resolutions still running when the agent stops (a background refresh never outlives it).
+  const resolutionsStop = new AbortController();
   try {
     await mkdir(config.data_dir, { recursive: true, mode: 0o700 });
     try {
@@ -97,7 +101,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     const sharing = createImageSharing({
       docker, index, settings: store.get, control: () => control, logger, observer: metrics, onQueued: () => pushes?.wake(),
     });
-    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, probe, sharing });
+    const resolution = createResolutionService({ docker, index, config, policy: compileBuildPolicy(config), logger, observer: metrics, signal: resolutionsStop.signal });
+    const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, probe, sharing, resolution });
     const runs = createRunner({ docker, cache, probe, config, agentId: index.agentId, logger, holderImage: () => holderImage(runtimes) });
     runner = runs;
     const startedAt = Date.now();
@@ -106,7 +111,9 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     });
     // After reconcile (startFleet): pushes a previous process left in the outbox go out first.
     pushes = startPushRunner({ index, sharing, docker, control: () => control, settings: store.get, logger });
-    const app = buildAgentApp({ config, index, leases, cache, runner: runs, logger, phase, version: deps.version, startedAt, docker, fleet: { fleet } });
+    const app = buildAgentApp({
+      config, index, leases, cache, runner: runs, logger, phase, version: deps.version, startedAt, docker, fleet: { fleet }, lockBySha: (sha) => resolution.lockBySha(sha),
+    });
     await removeStaleSocket(config.socket);
     await app.listen({ path: config.socket });
     // Owner and group only: the socket is the agent's whole authority over the engine.
@@ -171,6 +178,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
             await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
             clean = false;
           }
+          // No request is left to wait for a resolution: the background refreshes go (their locks stay).
+          resolutionsStop.abort();
           // The claim loop reports through the fleet's sync: it closes first.
           await worker?.close().catch(() => undefined);
           // No run is left: the outputs holders made ahead go (none may outlive the agent).

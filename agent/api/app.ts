@@ -14,6 +14,7 @@ import { registerFleetRoutes, type FleetRouteDeps } from './fleet-routes.js';
 import { registerInspectRoute } from './inspect-route.js';
 import { respondNdjson } from './ndjson.js';
 import { EnsureBody, EntriesQuery, RunBody, decodeBase64 } from './schemas.js';
+import type { Lock } from '../../common/lock.js';
 
 /**
  * The agent's socket API, apart from the process entry: the daemon listens, tests can
@@ -35,6 +36,8 @@ export interface AgentAppDeps {
   docker?: Docker;
   /** The fleet routes (metrics, sync, prune, verify, reindex, status); absent in unit tests of the core. */
   fleet?: Omit<FleetRouteDeps, 'index' | 'cache' | 'version' | 'startedAt'>;
+  /** Locks by digest, for `inspect` (the resolution service). */
+  lockBySha?: (lockSha256: string) => Lock | undefined;
 }
 
 /** The `ls` shape (a stable contract, docs/agent.md) plus the keys an operator needs to find an entry's origin. */
@@ -98,7 +101,12 @@ export function buildAgentApp(deps: AgentAppDeps): FastifyInstance {
   app.get('/v1/entries', { schema: { querystring: EntriesQuery } }, (request) =>
     deps.index.list(request.query).map(renderEntry),
   );
-  if (deps.docker) registerInspectRoute(app, { index: deps.index, leases: deps.leases, docker: deps.docker });
+  if (deps.docker) {
+    registerInspectRoute(app, {
+      index: deps.index, leases: deps.leases, docker: deps.docker, wheelhouseDir: deps.config.pip_find_links,
+      ...(deps.lockBySha ? { lockBySha: deps.lockBySha } : {}),
+    });
+  }
 
   app.post('/v1/ensure', { schema: { body: EnsureBody } }, async (request, reply) => {
     const body = request.body;

@@ -129,7 +129,9 @@ export function createPruner(deps: PrunerDeps): Pruner {
   async function pruneResolutions(c: AgentConfig, at: number): Promise<void> {
     try {
       const maxAgeMs = Math.max(durationsOf(c).prune_ttl_ms, resolveTtlMs(c) ?? 0);
-      const dropped = await index.resolutions.prune({ now: at, maxAgeMs });
+      // A lock an indexed layer installs stays as long as the layer (inspect shows it, pylock.toml writes it).
+      const keepLocks = new Set(index.list({ kind: 'deps' }).flatMap((e) => (e.lock_sha256 ? [e.lock_sha256] : [])));
+      const dropped = await index.resolutions.prune({ now: at, maxAgeMs, keepLocks });
       if (dropped.records > 0 || dropped.locks > 0) log.info({ resolutions: dropped.records, locks: dropped.locks }, 'pruned resolutions');
     } catch (err) {
       log.warn({ reason: (err as Error).message }, 'pruning resolutions failed');
