@@ -102,6 +102,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
       docker, index, settings: store.get, control: () => control, logger, observer: metrics, onQueued: () => pushes?.wake(),
     });
     const resolution = createResolutionService({ docker, index, config, policy: compileBuildPolicy(config), logger, observer: metrics, signal: resolutionsStop.signal });
+    metrics.setResolutionsRunning(() => resolution.running());
     const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, probe, sharing, resolution });
     const runs = createRunner({ docker, cache, probe, config, agentId: index.agentId, logger, holderImage: () => holderImage(runtimes) });
     runner = runs;

@@ -32,6 +32,8 @@ export interface AgentMetrics {
   resolution(outcome: ResolutionOutcome, seconds: number): void;
   /** The resolution service: how a lock it answered was obtained. */
   lockAnswer(resolution: Resolution): void;
+  /** The resolution service's resolutions running now (foreground and background), read at scrape time. */
+  setResolutionsRunning(running: () => number): void;
   /** Wires the scrape-time sources in (they exist after the metrics object). */
   setSources(sources: MetricSources): void;
   text(): Promise<string>;
@@ -113,6 +115,15 @@ export function createAgentMetrics(): AgentMetrics {
     help: 'Duration of a pip resolution (its container included), whatever its outcome',
     buckets: [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900],
     registers: r,
+  });
+  let resolutionsRunning: (() => number) | undefined;
+  new Gauge({
+    name: 'rgrid_agent_resolutions_running',
+    help: 'pip resolutions running now (a first resolution a request waits for, or a background refresh)',
+    registers: r,
+    collect() {
+      this.set(resolutionsRunning?.() ?? 0);
+    },
   });
   const lockAnswers = new Counter({
     name: 'rgrid_agent_lock_answers_total',
@@ -255,6 +266,9 @@ export function createAgentMetrics(): AgentMetrics {
     },
     setImageProbe(stats) {
       probeStats = stats;
+    },
+    setResolutionsRunning(running) {
+      resolutionsRunning = running;
     },
     text: () => registry.metrics(),
     contentType: registry.contentType,

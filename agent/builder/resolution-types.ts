@@ -35,4 +35,6 @@ export interface ResolutionService {
   lockBySha(lockSha256: string): Lock | undefined;
   /** Resolves when no background refresh is running (tests; the drain). */
   idle(): Promise<void>;
+  /** Resolutions running now, foreground and background (a gauge for operators and tests). */
+  running(): number;
 }

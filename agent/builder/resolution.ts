@@ -284,6 +284,7 @@ export function createResolutionService(deps: ResolutionServiceDeps): Resolution
   return {
     lockFor,
     lockBySha,
+    running: () => flights.size,
     async idle() {
       while (background.size > 0) await Promise.all([...background]);
     },
