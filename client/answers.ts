@@ -10,11 +10,16 @@
  * checks to the wire schemas, so the two cannot drift apart.
  */
 import { RgridError } from '../common/errors.js';
-import { assertOutputPath, isSha256, isUuid, isWorkerId, shown } from '../common/names.js';
+import { MAX_LOCKED_DISTRIBUTIONS, RESOLUTIONS } from '../common/lock.js';
+import { assertOutputPath, isSha256, isUuid, isWorkerId, PINNED_REQUIREMENT_PATTERN, shown } from '../common/names.js';
 import type { Execution, ExecutionFailure, ExecutionStatus, ManifestResponse, OutputFile } from '../common/wire/control-api.js';
 import type { LogsResponse } from '../common/wire/dispatch-api.js';
 
 const IMAGE_ORIGINS: readonly string[] = ['local', 'pulled', 'built'];
+const PINNED_RE = new RegExp(PINNED_REQUIREMENT_PATTERN, 'u');
+/** The pins of a lock as the wire bounds them (ResolvedList): `name==version`, at most 200 characters each. */
+const isPinList = (v: unknown): boolean =>
+  Array.isArray(v) && v.length <= MAX_LOCKED_DISTRIBUTIONS && v.every((p) => typeof p === 'string' && p.length <= 200 && PINNED_RE.test(p));
 
 export const EXECUTION_STATUSES: readonly ExecutionStatus[] = ['queued', 'assigned', 'running', 'succeeded', 'failed', 'cancelled'];
 export const EXECUTION_FAILURES: readonly ExecutionFailure[] = [
@@ -31,6 +36,8 @@ type Fields = Record<string, unknown>;
 const isObject = (v: unknown): v is Fields => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 const orNull = (check: (v: unknown) => boolean) => (v: unknown): boolean => v === null || check(v);
+/** A field newer than some control planes: absent counts as null. */
+const absentOr = (check: (v: unknown) => boolean) => (v: unknown): boolean => v === undefined || v === null || check(v);
 const isBoolean = (v: unknown): boolean => typeof v === 'boolean';
 
 function must(e: Fields, field: string, check: (v: unknown) => boolean, rule: string): void {
@@ -53,6 +60,11 @@ export function checkExecution(value: unknown, expectedId?: string): Execution {
   // Absent from control planes older than image sharing.
   must(value, 'image_origin', (v) => v === undefined || v === null || IMAGE_ORIGINS.includes(v as string), 'local, pulled, built or null');
   for (const flag of ['script_cache_hit', 'dependency_cache_hit', 'input_cache_hit']) must(value, flag, orNull(isBoolean), 'true, false or null');
+  must(value, 'requirements_sha256', orNull(isSha256), 'a sha256 or null');
+  // The lock the run used: absent from control planes older than locks; shown and printed in --json.
+  must(value, 'lock_sha256', absentOr(isSha256), 'a sha256 or null');
+  must(value, 'resolution', absentOr((v) => (RESOLUTIONS as readonly unknown[]).includes(v)), `one of ${RESOLUTIONS.join(', ')} or null`);
+  must(value, 'resolved', absentOr(isPinList), `a list of at most ${MAX_LOCKED_DISTRIBUTIONS} pins name==version, or null`);
   // Only shown (known keys, numbers only: cli/main.ts), so only its shape is checked, like the schema's.
   must(value, 'timings', isObject, 'an object');
   must(value, 'outputs', (v) => Array.isArray(v) && v.length <= MAX_OUTPUTS, `a list of at most ${MAX_OUTPUTS} files`);

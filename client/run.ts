@@ -11,6 +11,7 @@ import { basename, join } from 'node:path';
 import { canonicalManifest, inputSha256, requirementsDigest } from '../common/cache-keys.js';
 import { sha256File } from '../common/digest.js';
 import { isRgridError, RgridError } from '../common/errors.js';
+import type { Resolution } from '../common/lock.js';
 import type { Execution } from '../common/wire/control-api.js';
 import type { LogsResponse } from '../common/wire/dispatch-api.js';
 import type { ControlApi } from './api.js';
@@ -40,6 +41,12 @@ export interface RunSummary {
   downloaded_blobs: number | null;
   /** Where the worker got the image: `local` (a hit), `pulled` (from the registry) or `built`; null if not reported. */
   image_origin: 'local' | 'pulled' | 'built' | null;
+  /** The dependency lock the run installed (common/lock.ts); null without requirements or when not reported. */
+  lock_sha256: string | null;
+  /** Its pins, `name==version`, sorted. */
+  resolved: string[] | null;
+  /** How the worker got the lock: `locked` (the file is one), `cached`, `resolved` (now), `stale` (the refresh failed). */
+  resolution: Resolution | null;
   timings: Record<string, number>;
   outputs: string[];
   /** Present when the outputs were refused or could not be written (none of a refused list is written). */
@@ -133,6 +140,10 @@ export async function runRemote(api: ControlApi, o: RunOptions): Promise<RunResu
     uploaded_blobs: missing.size,
     downloaded_blobs: execution.downloaded_blobs,
     image_origin: execution.image_origin ?? null,
+    // Absent from control planes older than locks.
+    lock_sha256: execution.lock_sha256 ?? null,
+    resolved: execution.resolved ?? null,
+    resolution: execution.resolution ?? null,
     timings: {
       ...execution.timings, client_hash_ms: hashMs, client_upload_ms: uploadMs, client_wait_ms: waitMs,
       client_download_ms: downloadMs, client_total_ms: Date.now() - t0,

@@ -35,6 +35,7 @@ export function planSyncOps(ops: readonly SyncOp[]): SyncPlan {
       const entry: CacheEntry = {
         kind: op.kind, account: op.account, key: op.key, image_id: op.image_id, runtime: op.runtime,
         requirements_sha256: op.requirements_sha256, script_sha256: op.script_sha256 ?? null, deps_key: op.deps_key ?? null,
+        lock_sha256: op.lock_sha256 ?? null,
         size_bytes: op.size_bytes, created_at: op.created_at, last_used_at: op.last_used_at, use_count: op.use_count,
       };
       states.set(id, { t: 'upsert', entry });

@@ -8,9 +8,8 @@ import { Option, type Command } from 'commander';
 import { createProgram, envHelp, exitStatusOfError, runProgram } from '../../common/cli.js';
 import { isRgridError, RgridError } from '../../common/errors.js';
 import { assertUuid, displaySafe } from '../../common/names.js';
-import type { Execution } from '../../common/wire/control-api.js';
 import type { ControlApi } from '../api.js';
-import type { RunSummary } from '../run.js';
+import { dependenciesText, summaryLine, yesNo } from '../summary.js';
 import { EXIT, exitStatusOf } from '../../common/executions.js';
 
 const env = {
@@ -57,22 +56,6 @@ const printJson = (value: unknown, indent?: number): void =>
 
 /** An execution id as typed: a UUID, in any case (the control plane prints them lower-case). */
 const executionId = (text: string): string => assertUuid(text.trim().toLowerCase(), 'execution id');
-
-const yesNo = (v: boolean | null): string => (v === null ? 'n/a' : v ? 'hit' : 'miss');
-
-function summaryLine(s: RunSummary, e: Execution): string {
-  const state = e.failure ? `${e.status} (${e.failure}${e.error ? `: ${displaySafe(e.error.slice(0, 500))}` : ''})` : e.status;
-  const t = s.timings;
-  const phases = ['queue_ms', 'build_ms', 'input_fetch_ms', 'run_ms', 'output_upload_ms', 'client_total_ms']
-    .filter((k) => typeof t[k] === 'number' && Number.isFinite(t[k]))
-    .map((k) => `${k.replace(/_ms$/, '')} ${Math.round(t[k]!)} ms`)
-    .join(', ');
-  return [
-    `rgrid: ${s.execution_id} ${state}, exit ${s.exit_code ?? '-'} on ${s.worker_id ?? '-'} (attempt ${e.attempts})`,
-    `rgrid: script ${yesNo(s.script_cache_hit)}, dependencies ${yesNo(s.dependency_cache_hit)}, inputs ${yesNo(s.input_cache_hit)}; uploaded ${s.uploaded_blobs} blob(s), worker downloaded ${s.downloaded_blobs ?? '-'}`,
-    `rgrid: ${phases}`,
-  ].join('\n');
-}
 
 /** The one line that reports a failure of the CLI, whatever the message holds. */
 function errorLine(err: unknown): string {
@@ -143,7 +126,7 @@ withConn(program.command('status').argument('<id>', 'execution id'))
       else {
         process.stdout.write(`${e.id} ${e.status}${e.failure ? ` (${e.failure})` : ''} exit ${e.exit_code ?? '-'} worker ${e.worker_id ?? '-'} attempts ${e.attempts}/${e.max_attempts}\n`);
         if (e.error) process.stdout.write(`error: ${displaySafe(e.error)}\n`);
-        process.stdout.write(`script ${yesNo(e.script_cache_hit)}, dependencies ${yesNo(e.dependency_cache_hit)}, inputs ${yesNo(e.input_cache_hit)}; timings ${JSON.stringify(e.timings)}\n`);
+        process.stdout.write(`script ${yesNo(e.script_cache_hit)}, ${dependenciesText(e)}, inputs ${yesNo(e.input_cache_hit)}; timings ${JSON.stringify(e.timings)}\n`);
       }
     } finally {
       await api.close();

@@ -28,6 +28,8 @@ export const COMPONENT_SCHEMAS: Readonly<Record<string, TSchema>> = {
   ExecutionStatus: api.ExecutionStatus,
   ExecutionFailure: api.ExecutionFailure,
   Timings: api.Timings,
+  Resolution: api.Resolution,
+  ResolvedList: api.ResolvedList,
   MemoryMb: tenancy.MemoryMb,
   TimeoutS: tenancy.TimeoutS,
   MaxAttempts: tenancy.MaxAttempts,

@@ -9,7 +9,7 @@ import {
   ACCOUNT_PATTERN, INPUT_FILE_NAME_PATTERN, OUTPUT_FILE_PATH_PATTERN, PINNED_REQUIREMENT_PATTERN, RUNTIME_PATTERN, SHA256_PATTERN, STORABLE_TEXT_PATTERN,
   UUID_PATTERN, WORKER_ID_PATTERN,
 } from '../names.js';
-import { MAX_LOCKED_DISTRIBUTIONS, RESOLUTIONS } from '../lock.js';
+import { MAX_LOCKED_DISTRIBUTIONS, RESOLUTIONS, type Resolution as LockResolution } from '../lock.js';
 
 // ---- shared scalars -------------------------------------------------------------------------------
 // Every name, id and bound below comes from the naming contract (common/names.ts) or from the column
@@ -49,11 +49,11 @@ export const Role = Type.Union([
 export type Role = Type.Static<typeof Role>;
 export const CacheKind = Type.Union([Type.Literal('image'), Type.Literal('deps')]);
 export type CacheKind = Type.Static<typeof CacheKind>;
-/** How a run's dependency lock was obtained (common/lock.ts). */
-export const Resolution = Type.Union([Type.Literal('locked'), Type.Literal('cached'), Type.Literal('resolved'), Type.Literal('stale')]);
-// The wire's list and common/lock.ts's must agree: a compile error here when one gains a value.
-const resolutionsAgree: Type.Static<typeof Resolution> extends (typeof RESOLUTIONS)[number] ? ((typeof RESOLUTIONS)[number] extends Type.Static<typeof Resolution> ? true : never) : never = true;
-void resolutionsAgree;
+/**
+ * How a run's dependency lock was obtained (common/lock.ts). Typed as the list's union: a union built from
+ * a mapped array (not a tuple) would type as none of its members.
+ */
+export const Resolution = Type.Unsafe<LockResolution>(Type.Union(RESOLUTIONS.map((r) => Type.Literal(r))));
 /** The pinned `name==version` list of a lock, sorted. */
 export const ResolvedList = Type.Array(Type.String({ pattern: PINNED_REQUIREMENT_PATTERN, maxLength: 200 }), { maxItems: MAX_LOCKED_DISTRIBUTIONS });
 

@@ -24,6 +24,7 @@ import { notify } from './notify.js';
 import {
   claim, finish, giveUp, insertSubmitted, lockClaim, lockExpiredClaims, lockStrandedAssignments, renew, requeue, touchWorker, type RequeueRow,
 } from './repository.js';
+import { lockReportOf } from './lock-report.js';
 import { ceilingsOf, checkRunRequest, readOverrides } from './run-limits.js';
 
 /** Submissions of one account are placed one at a time, so a burst sees its own assignments. */
@@ -154,12 +155,14 @@ export function createExecutionService({ db, repos, config, log, placement }: Ex
       const result = await withTransaction(db, async (tx) => {
         const row = await lockClaim(tx, worker.workerId, worker.accounts, executionId, body.claim_id);
         if (!row) throw claimLost(executionId);
+        // Checked before anything is written: a report that does not fit changes nothing, the claim stays held.
+        const lock = lockReportOf(body, row.requirements_sha256);
         const isResult = body.failure !== undefined && body.failure !== null && RESULT_FAILURES.has(body.failure);
         if (body.outcome === 'retry' && !isResult) {
           await replace(tx, row, worker.workerId, `worker ${worker.workerId} handed it back: ${body.error ?? 'no reason given'}`);
           return repos.executions.get(row.account, executionId, tx);
         }
-        const finished = await finish(tx, executionId, body, config.logMaxBytes);
+        const finished = await finish(tx, executionId, body, lock, config.logMaxBytes);
         await notify(tx, [`x:${executionId}`]);
         return finished;
       });

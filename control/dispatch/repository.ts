@@ -10,6 +10,7 @@ import type { Queryable } from '../db/pool.js';
 import { COLUMNS, toWire, type Row } from '../repositories/executions.js';
 import type { Execution, ExecutionFailure, OutputFile } from '../../common/wire/control-api.js';
 import type { CompleteRequest, SubmitExecutionRequest } from '../../common/wire/dispatch-api.js';
+import type { LockReport } from './lock-report.js';
 
 export interface ClaimRow {
   execution_id: string;
@@ -148,7 +149,8 @@ export function resultStatus(body: Pick<CompleteRequest, 'exit_code' | 'failure'
   return { status: 'failed', failure: body.exit_code === undefined || body.exit_code === null ? 'error' : 'nonzero_exit' };
 }
 
-export async function finish(q: Queryable, executionId: string, body: CompleteRequest, logMaxBytes: number): Promise<Execution> {
+/** `lock`: the run's lock fields as lockReportOf checked them (lock-report.ts). */
+export async function finish(q: Queryable, executionId: string, body: CompleteRequest, lock: LockReport, logMaxBytes: number): Promise<Execution> {
   const { status, failure } = resultStatus(body);
   // Logs are a record of what the script printed: never refused. NUL (which PostgreSQL cannot store in
   // text) and unpaired surrogates become U+FFFD before the cap counts bytes.
@@ -158,6 +160,7 @@ export async function finish(q: Queryable, executionId: string, body: CompleteRe
   const { rows } = await q.query<Row>(
     `UPDATE executions SET status = $2, failure = $3, exit_code = $4, error = $5, script_cache_hit = $6,
        dependency_cache_hit = $7, input_cache_hit = $8, downloaded_blobs = $9, image_origin = $15,
+       lock_sha256 = $16, resolved = $17::text[], resolution = $18,
        timings = timings || $10::jsonb || jsonb_build_object('total_ms', round(extract(epoch FROM now() - created_at) * 1000)),
        outputs = $11::jsonb, stdout = $12, stderr = $13, logs_truncated = $14, claim_expires_at = NULL,
        finished_at = now(), updated_at = now()
@@ -167,6 +170,7 @@ export async function finish(q: Queryable, executionId: string, body: CompleteRe
       body.dependency_cache_hit ?? null, body.input_cache_hit ?? null, body.downloaded_blobs ?? null,
       JSON.stringify(body.timings ?? {}), JSON.stringify(outputs), out.text, err.text,
       out.truncated || err.truncated || body.logs_truncated === true, body.image_origin ?? null,
+      lock.lock_sha256, lock.resolved, lock.resolution,
     ],
   );
   return toWire(rows[0]!);

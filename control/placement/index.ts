@@ -20,7 +20,7 @@
 import type { HolderEntry, ResolveRequest, ResolveResponse } from '../../common/wire/control-api.js';
 import type { Db, Queryable } from '../db/pool.js';
 import { outstanding } from '../dispatch/repository.js';
-import { readEntries, readFleet, readHoldings, type FleetSnapshot, type HolderRow, type PlacementQuery } from './query.js';
+import { readEntries, readFleet, readHoldings, type FleetSnapshot, type HolderRow, type HoldingRows, type PlacementQuery } from './query.js';
 import { rankPlacement, type Holder, type WorkerLoadInfo } from './rank.js';
 
 export interface PlacementConfig {
@@ -70,6 +70,19 @@ function cachedFleet(db: Db, config: PlacementConfig): (account: string) => Prom
   };
 }
 
+type Holdings = Pick<HoldingRows, 'image' | 'deps' | 'olderImage' | 'olderDeps'>;
+
+/** The holdings of live workers only: entries of dead workers (or of workers no longer serving the account) are not answers. */
+function liveHoldings(rows: Holdings, live: ReadonlyMap<string, unknown>): Holdings {
+  const alive = (holders: readonly Holder[]): Holder[] => holders.filter((h) => live.has(h.worker_id));
+  return { image: alive(rows.image), deps: alive(rows.deps), olderImage: alive(rows.olderImage), olderDeps: alive(rows.olderDeps) };
+}
+
+/** Holders of the newest lock and of older ones together, by worker id (a worker is in one of the two). */
+function everyHolder(current: readonly Holder[], older: readonly Holder[]): Holder[] {
+  return [...current, ...older].sort((a, b) => (a.worker_id < b.worker_id ? -1 : a.worker_id > b.worker_id ? 1 : 0));
+}
+
 function cacheAnswer(holders: readonly Holder[], rows: readonly HolderRow[] | undefined) {
   const workers = holders.map((h) => h.worker_id);
   if (!rows) return { cached: holders.length > 0, workers };
@@ -98,26 +111,26 @@ export function createPlacement(db: Db, config: PlacementConfig) {
         readHoldings(db, query),
         body.include_entries === true ? readEntries(db, query) : undefined,
       ]);
-      // Entries of dead workers (or of workers no longer serving the account) are not answers.
       const live = fleet.live;
-      const image = rows.image.filter((h) => live.has(h.worker_id));
-      const deps = rows.deps.filter((h) => live.has(h.worker_id));
+      const held = liveHoldings(rows, live);
       const liveEntries = entryRows?.filter((r) => live.has(r.worker_id));
       // Candidates: every holder, plus the least loaded live workers. Workers without a holding all
       // share one tier (pull, or build), so they differ by load alone and only the least loaded of them
       // can rank within the limit.
       const candidates = new Map<string, WorkerLoadInfo>();
-      for (const h of image) candidates.set(h.worker_id, live.get(h.worker_id)!);
-      for (const h of deps) candidates.set(h.worker_id, live.get(h.worker_id)!);
+      for (const holders of [held.image, held.deps, held.olderImage, held.olderDeps]) {
+        for (const h of holders) candidates.set(h.worker_id, live.get(h.worker_id)!);
+      }
       for (const w of fleet.leastLoaded.slice(0, limit)) candidates.set(w.worker_id, w);
       const placement = rankPlacement({
-        liveWorkers: live.size, imageHolders: image, depsHolders: deps, registry: rows.registry,
-        hasRequirements: query.requirementsSha256 !== null, candidates: [...candidates.values()], limit, cost,
+        liveWorkers: live.size, imageHolders: held.image, depsHolders: held.deps, olderImageHolders: held.olderImage, olderDepsHolders: held.olderDeps,
+        registry: rows.registry, hasRequirements: query.requirementsSha256 !== null, candidates: [...candidates.values()], limit, cost,
       });
       const inputSha = query.inputSha256;
       return {
-        image: cacheAnswer(image, liveEntries?.filter((r) => r.kind === 'image')),
-        deps: cacheAnswer(deps, liveEntries?.filter((r) => r.kind === 'deps')),
+        // A holder of an older lock still holds the entry: it is listed (placement ranks it lower).
+        image: cacheAnswer(everyHolder(held.image, held.olderImage), liveEntries?.filter((r) => r.kind === 'image')),
+        deps: cacheAnswer(everyHolder(held.deps, held.olderDeps), liveEntries?.filter((r) => r.kind === 'deps')),
         inputs: {
           input_sha256: inputSha,
           manifest: rows.manifest,
@@ -138,13 +151,12 @@ export function createPlacement(db: Db, config: PlacementConfig) {
       ]);
       if (fleet.live.size === 0) return null;
       // Every live worker is a candidate: a batch must be able to reach all of them.
-      const image = rows.image.filter((h) => fleet.live.has(h.worker_id));
-      const deps = rows.deps.filter((h) => fleet.live.has(h.worker_id));
+      const held = liveHoldings(rows, fleet.live);
       const counts = await outstanding(q, [...fleet.live.keys()]);
       const candidates = [...fleet.live.values()].map((w) => dispatchLoad(w, counts.get(w.worker_id) ?? 0));
       const ranked = rankPlacement({
-        liveWorkers: fleet.live.size, imageHolders: image, depsHolders: deps, registry: rows.registry,
-        hasRequirements: input.requirementsSha256 !== null, candidates, limit: candidates.length, cost,
+        liveWorkers: fleet.live.size, imageHolders: held.image, depsHolders: held.deps, olderImageHolders: held.olderImage, olderDepsHolders: held.olderDeps,
+        registry: rows.registry, hasRequirements: input.requirementsSha256 !== null, candidates, limit: candidates.length, cost,
       });
       return pick(ranked, input.avoid);
     },

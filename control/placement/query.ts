@@ -30,9 +30,15 @@ export interface HolderRow {
 }
 
 export interface HoldingRows {
-  /** One per worker, the largest matching entry's size, by worker id (code-point order). Liveness is the caller's. */
+  /**
+   * One per worker, the largest matching entry's size, by worker id (code-point order): the holders of the
+   * newest lock (every holder when no entry names a lock). Liveness is the caller's.
+   */
   image: Holder[];
   deps: Holder[];
+  /** The other holders: every matching entry of theirs was built on an older lock (or on none) than the newest. */
+  olderImage: Holder[];
+  olderDeps: Holder[];
   registry: { image: RegistryArtifact | null; deps: RegistryArtifact | null };
   manifest: boolean;
   missing: string[];
@@ -61,35 +67,48 @@ export async function readFleet(q: Queryable, account: string, deadAfterMs: numb
 
 /**
  * The holders of the script image and of the dependency layer in one row: per kind, one string of
- * "worker size" pairs (string_agg) instead of ~110 rows each parsed into an object by pg — worker ids
- * are names without spaces (common/wire Name). Both lookups are index-only scans on the two partial
+ * "worker size mark" triples (string_agg) instead of ~110 rows each parsed into an object by pg — worker
+ * ids are names without spaces (common/wire Name). Both lookups are index-only scans on the two partial
  * indexes; ordering and the largest entry per worker (a worker may hold two matching entries built on
  * different base images) are done by the caller's parse, which is cheaper there than a sort and an
  * aggregate per request in PostgreSQL. Liveness is filtered against the fleet view by the caller.
+ *
+ * The mark is `n` for an entry of the newest lock and `o` for one of an older lock (or of none). The
+ * newest lock of (account, runtime, requirements) is the one whose entries' latest created_at is the
+ * latest — the lock of the newest entry, of either kind, of any worker (a newer lock seen anywhere makes
+ * the older ones stale): one probe of cache_entries_newest_lock_idx, in the same round trip. Without any
+ * entry naming a lock (a fleet from before locks, or no requirements) there is no newest and every entry
+ * is marked `n`, as before.
  *
  * The registry columns are NULL when the registry has no matching row, else the largest matching row's
  * size (-1 when no push recorded one): rows built on different base images are the same artifact to
  * placement, and the largest is the cautious guess of what a pull costs. Both use the partial indexes
  * of registry_images. A registry row has requirements_sha256 NULL without requirements ($5).
  */
+const MARK = `CASE WHEN newest.lock IS NULL OR lock_sha256 = newest.lock THEN ' n' ELSE ' o' END`;
+// MATERIALIZED: probed once, not once per reference in the two holder lookups.
+const NEWEST_LOCK = `WITH newest AS MATERIALIZED (SELECT (SELECT lock_sha256 FROM cache_entries
+   WHERE account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND $3 <> '' AND lock_sha256 IS NOT NULL
+   ORDER BY created_at DESC, lock_sha256 DESC LIMIT 1) AS lock)`;
 const HOLDERS_COLUMNS = `
-  (SELECT string_agg(worker_id || ' ' || size_bytes, ' ') FROM cache_entries
+  (SELECT string_agg(worker_id || ' ' || size_bytes || ${MARK}, ' ') FROM cache_entries
    WHERE kind = 'image' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND script_sha256 = $4) AS image,
-  (SELECT string_agg(worker_id || ' ' || size_bytes, ' ') FROM cache_entries
+  (SELECT string_agg(worker_id || ' ' || size_bytes || ${MARK}, ' ') FROM cache_entries
    WHERE kind = 'deps' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND $3 <> '') AS deps,
   (SELECT max(coalesce(size_bytes, -1))::float8 FROM registry_images
    WHERE kind = 'image' AND account_id = $1 AND runtime = $2 AND script_sha256 = $4
      AND requirements_sha256 IS NOT DISTINCT FROM $5::text) AS registry_image,
   (SELECT max(coalesce(size_bytes, -1))::float8 FROM registry_images
    WHERE kind = 'deps' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $5::text) AS registry_deps`;
-const HOLDERS_SQL = `SELECT ${HOLDERS_COLUMNS}`;
+const HOLDERS_SQL = `${NEWEST_LOCK} SELECT ${HOLDERS_COLUMNS} FROM newest`;
 
 /** The same, plus the input manifest's state in the same round trip (only when the request names inputs). */
-const HOLDERS_INPUTS_SQL = `SELECT ${HOLDERS_COLUMNS},
+const HOLDERS_INPUTS_SQL = `${NEWEST_LOCK} SELECT ${HOLDERS_COLUMNS},
   EXISTS (SELECT 1 FROM input_manifests WHERE account_id = $1 AND input_sha256 = $6) AS manifest,
   ARRAY(SELECT DISTINCT f.sha256 FROM input_manifest_files f
         WHERE f.account_id = $1 AND f.input_sha256 = $6
-          AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = $1 AND b.sha256 = f.sha256) ORDER BY 1) AS missing`;
+          AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = $1 AND b.sha256 = f.sha256) ORDER BY 1) AS missing
+  FROM newest`;
 
 const ENTRIES_SQL = `
   SELECT 'image' AS kind, worker_id, key, image_id, size_bytes, (extract(epoch FROM last_used_at) * 1000)::float8 AS last_used_ms
@@ -107,21 +126,29 @@ interface AggregateRow {
   missing?: string[];
 }
 
-/** "w1 size w2 size ..." → one holder per worker (its largest entry), by worker id. Exported for tests. */
-export function parseHolders(text: string | null): Holder[] {
-  if (!text) return [];
+/**
+ * "w1 size mark w2 size mark ..." → one holder per worker (its largest entry), by worker id: among the
+ * current ones when any of its entries is marked `n` (newest lock), else among the older ones. Exported for tests.
+ */
+export function parseHolders(text: string | null): { current: Holder[]; older: Holder[] } {
+  if (!text) return { current: [], older: [] };
   const parts = text.split(' ');
-  const all: Holder[] = [];
-  for (let i = 0; i + 1 < parts.length; i += 2) all.push({ worker_id: parts[i]!, size_bytes: Number(parts[i + 1]) });
+  const all: (Holder & { newest: boolean })[] = [];
+  for (let i = 0; i + 2 < parts.length; i += 3) all.push({ worker_id: parts[i]!, size_bytes: Number(parts[i + 1]), newest: parts[i + 2] === 'n' });
   all.sort(byWorkerId);
-  const out: Holder[] = [];
-  for (const h of all) {
-    const last = out[out.length - 1];
-    if (last && last.worker_id === h.worker_id) {
-      if (h.size_bytes > last.size_bytes) last.size_bytes = h.size_bytes;
-    } else out.push(h);
+  const current: Holder[] = [];
+  const older: Holder[] = [];
+  for (let i = 0; i < all.length; ) {
+    const id = all[i]!.worker_id;
+    let size = 0;
+    let newest = false;
+    for (; i < all.length && all[i]!.worker_id === id; i++) {
+      size = Math.max(size, all[i]!.size_bytes);
+      newest ||= all[i]!.newest;
+    }
+    (newest ? current : older).push({ worker_id: id, size_bytes: size });
   }
-  return out;
+  return { current, older };
 }
 
 const artifact = (size: number | null): RegistryArtifact | null => (size === null ? null : { size_bytes: size < 0 ? null : size });
@@ -132,13 +159,17 @@ export async function readHoldings(q: Queryable, query: PlacementQuery): Promise
   // Named statements are parsed and planned once per connection, not on every request.
   const { rows } = await q.query<AggregateRow>(
     query.inputSha256 === null
-      ? { name: 'rgrid-placement-holdings-v1', text: HOLDERS_SQL, values: base }
-      : { name: 'rgrid-placement-holdings-inputs-v1', text: HOLDERS_INPUTS_SQL, values: [...base, query.inputSha256] },
+      ? { name: 'rgrid-placement-holdings-v2', text: HOLDERS_SQL, values: base }
+      : { name: 'rgrid-placement-holdings-inputs-v2', text: HOLDERS_INPUTS_SQL, values: [...base, query.inputSha256] },
   );
   const r = rows[0]!;
+  const image = parseHolders(r.image);
+  const deps = parseHolders(r.deps);
   return {
-    image: parseHolders(r.image),
-    deps: parseHolders(r.deps),
+    image: image.current,
+    deps: deps.current,
+    olderImage: image.older,
+    olderDeps: deps.older,
     registry: { image: artifact(r.registry_image), deps: artifact(r.registry_deps) },
     manifest: r.manifest ?? false,
     missing: r.missing ?? [],

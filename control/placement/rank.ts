@@ -6,7 +6,12 @@
  *   2. pull-image  — the registry has the script image: pull it (start cost + size at the assumed throughput).
  *   3. local-deps  — it holds the dependency layer: builds only the small script layer.
  *   4. pull-deps   — the registry has the dependency layer: pull it, then build the script layer.
- *   5. build       — build everything (without requirements that is the script layer alone).
+ *   5. older-lock-image — it holds the script image, built on an older lock than the newest one known
+ *      for the requirements (query.ts): it may run on it, or first build the newest lock's layer.
+ *   6. older-lock-deps  — the same for the dependency layer.
+ *   7. build       — build everything (without requirements that is the script layer alone).
+ * Tiers 1 and 3 count only holders of the newest lock: the "never stale" promise prefers a worker whose
+ * dependencies are the current resolution over one that would run on (or rebuild) an older one.
  * The tier's estimate in seconds becomes the cost score, COST_WEIGHT × (1 − estimate / FULL_BUILD_S)
  * (clamped at 0): seconds have one exchange rate against load whatever the submission, so a 2 s script
  * layer weighs as little as it costs and a 60 s build as much.
@@ -45,6 +50,12 @@ export const COST_CONSTANTS = {
   fullBuildS: 60,
   /** A registry row without a recorded size (the push did not report it): assume a mid-sized image. */
   unknownSizeBytes: 500 * MB,
+  /**
+   * A holder of an older lock runs at once on its own resolution while that is fresh, or builds the newest
+   * lock's layer (a full build) once its resolution catches up; the control plane cannot tell which, so
+   * it weighs the two evenly: halfway between the holding's estimate and a full build.
+   */
+  olderLockRebuildShare: 0.5,
 } as const;
 
 export interface CostModel {
@@ -71,8 +82,12 @@ export interface RegistryArtifact {
 export interface PlacementInput {
   /** Live workers in total (the denominator of the spread). */
   liveWorkers: number;
+  /** Holders of the newest lock (all holders when no entry names a lock). */
   imageHolders: readonly Holder[];
   depsHolders: readonly Holder[];
+  /** Holders of an older lock only (tiers older-lock-image and older-lock-deps); none when omitted. */
+  olderImageHolders?: readonly Holder[];
+  olderDepsHolders?: readonly Holder[];
   registry: { image: RegistryArtifact | null; deps: RegistryArtifact | null };
   /** The submission names requirements (without them there is no dependency layer to build or pull). */
   hasRequirements: boolean;
@@ -82,7 +97,7 @@ export interface PlacementInput {
   cost: CostModel;
 }
 
-export type Tier = 'local-image' | 'pull-image' | 'local-deps' | 'pull-deps' | 'build';
+export type Tier = 'local-image' | 'pull-image' | 'local-deps' | 'pull-deps' | 'older-lock-image' | 'older-lock-deps' | 'build';
 
 export interface Estimate {
   tier: Tier;
@@ -119,23 +134,37 @@ export function tierEstimates(input: Pick<PlacementInput, 'registry' | 'hasRequi
   const script = COST_CONSTANTS.scriptLayerS;
   const pullImage = registry.image ? pullSeconds(registry.image.size_bytes, cost) : Infinity;
   const pullDeps = registry.deps ? pullSeconds(registry.deps.size_bytes, cost) + script : Infinity;
+  const share = COST_CONSTANTS.olderLockRebuildShare;
+  const older = (holding: number): number => (1 - share) * holding + share * COST_CONSTANTS.fullBuildS;
   return {
     'local-image': at('local-image', 0, 'script image present'),
     'pull-image': at('pull-image', pullImage, registry.image ? `pull script image (${size(registry.image)})` : 'no script image in the registry'),
     'local-deps': at('local-deps', script, 'dependency layer present, build the script layer'),
     'pull-deps': at('pull-deps', pullDeps, registry.deps ? `pull dependency layer (${size(registry.deps)}), build the script layer` : 'no dependency layer in the registry'),
+    'older-lock-image': at('older-lock-image', older(0), 'script image present on an older lock (may rebuild on the newest)'),
+    'older-lock-deps': at('older-lock-deps', older(script), 'dependency layer present on an older lock (may rebuild on the newest)'),
     build: input.hasRequirements
       ? at('build', COST_CONSTANTS.fullBuildS, 'build the dependency layer and the script layer')
       : at('build', script, 'build the script layer (no requirements)'),
   };
 }
 
+/** What one worker holds: of the newest lock, or of an older one only. */
+export interface Holding {
+  image: boolean;
+  deps: boolean;
+  olderImage?: boolean;
+  olderDeps?: boolean;
+}
+
 /** The first tier that applies to a worker. */
-export function tierOf(hasImage: boolean, hasDeps: boolean, registry: PlacementInput['registry']): Tier {
-  if (hasImage) return 'local-image';
+export function tierOf(holding: Holding, registry: PlacementInput['registry']): Tier {
+  if (holding.image) return 'local-image';
   if (registry.image) return 'pull-image';
-  if (hasDeps) return 'local-deps';
+  if (holding.deps) return 'local-deps';
   if (registry.deps) return 'pull-deps';
+  if (holding.olderImage === true) return 'older-lock-image';
+  if (holding.olderDeps === true) return 'older-lock-deps';
   return 'build';
 }
 
@@ -183,8 +212,11 @@ export function topK<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => num
  * `limit` placed ones: a resolve weighs ~120 candidates to list 10.
  */
 export function rankPlacement(input: PlacementInput): PlacementItem[] {
-  const images = new Set(input.imageHolders.map((h) => h.worker_id));
-  const deps = new Set(input.depsHolders.map((h) => h.worker_id));
+  const ids = (holders: readonly Holder[] | undefined): Set<string> => new Set((holders ?? []).map((h) => h.worker_id));
+  const images = ids(input.imageHolders);
+  const deps = ids(input.depsHolders);
+  const olderImages = ids(input.olderImageHolders);
+  const olderDeps = ids(input.olderDepsHolders);
   const estimates = tierEstimates(input);
   const reach = reachOf(input);
   const spread = spreadFactor(reach.workers, input.liveWorkers);
@@ -192,7 +224,8 @@ export function rankPlacement(input: PlacementInput): PlacementItem[] {
   for (const tier of Object.keys(estimates) as Tier[]) costOf[tier] = costScore(estimates[tier].seconds, spread);
   const scored = input.candidates.map((w): Scored => {
     const ratio = loadRatio(w);
-    const tier = tierOf(images.has(w.worker_id), deps.has(w.worker_id), input.registry);
+    const id = w.worker_id;
+    const tier = tierOf({ image: images.has(id), deps: deps.has(id), olderImage: olderImages.has(id), olderDeps: olderDeps.has(id) }, input.registry);
     // Summed in the order the reasons list them, so the total is the same as adding up the reasons.
     return { w, tier, ratio, score: round(costOf[tier] + round(LOAD_WEIGHT * (1 - ratio))) };
   });

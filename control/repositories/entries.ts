@@ -19,6 +19,7 @@ function columns(entries: readonly CacheEntry[]): unknown[] {
     entries.map((e) => e.requirements_sha256 ?? NO_REQUIREMENTS),
     entries.map((e) => (e.kind === 'image' ? (e.script_sha256 ?? null) : null)),
     entries.map((e) => e.deps_key ?? null),
+    entries.map((e) => e.lock_sha256 ?? null),
     entries.map((e) => e.size_bytes),
     entries.map((e) => e.created_at),
     entries.map((e) => e.last_used_at),
@@ -27,17 +28,18 @@ function columns(entries: readonly CacheEntry[]): unknown[] {
 }
 
 /**
- * $14 is the snapshot writing the rows (null for sync ops, which leave an existing row's mark alone): a
+ * $15 is the snapshot writing the rows (null for sync ops, which leave an existing row's mark alone): a
  * snapshot's final part removes the entries of its accounts that none of its parts marked.
  */
 const UPSERT_SQL = `
   INSERT INTO cache_entries (worker_id, account_id, kind, key, image_id, runtime, requirements_sha256,
-    script_sha256, deps_key, size_bytes, created_at, last_used_at, use_count, synced_at, snapshot_id)
-  SELECT $1::text, u.*, now(), $14::uuid FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::bigint[], $11::timestamptz[], $12::timestamptz[], $13::bigint[]) AS u
+    script_sha256, deps_key, lock_sha256, size_bytes, created_at, last_used_at, use_count, synced_at, snapshot_id)
+  SELECT $1::text, u.*, now(), $15::uuid FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::bigint[], $12::timestamptz[], $13::timestamptz[], $14::bigint[]) AS u
   ON CONFLICT (worker_id, account_id, kind, key) DO UPDATE SET image_id = EXCLUDED.image_id,
     runtime = EXCLUDED.runtime, requirements_sha256 = EXCLUDED.requirements_sha256,
-    script_sha256 = EXCLUDED.script_sha256, deps_key = EXCLUDED.deps_key, size_bytes = EXCLUDED.size_bytes,
+    script_sha256 = EXCLUDED.script_sha256, deps_key = EXCLUDED.deps_key, lock_sha256 = EXCLUDED.lock_sha256,
+    size_bytes = EXCLUDED.size_bytes,
     created_at = EXCLUDED.created_at, last_used_at = EXCLUDED.last_used_at, use_count = EXCLUDED.use_count,
     synced_at = now(), snapshot_id = coalesce(EXCLUDED.snapshot_id, cache_entries.snapshot_id)`;
 
@@ -202,7 +204,7 @@ export function createEntryRepository(db: Db) {
     async listForWorker(workerId: string, account: string | null, q: Queryable = db): Promise<EntryRow[]> {
       const { rows } = await q.query<EntryRow>(
         `SELECT worker_id, kind, account_id AS account, key, image_id, runtime,
-           nullif(requirements_sha256, '') AS requirements_sha256, script_sha256, deps_key, size_bytes,
+           nullif(requirements_sha256, '') AS requirements_sha256, script_sha256, deps_key, lock_sha256, size_bytes,
            created_at, last_used_at, use_count
          FROM cache_entries WHERE worker_id = $1 AND ($2::text IS NULL OR account_id = $2)
          ORDER BY account_id, kind, key`,

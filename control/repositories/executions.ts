@@ -6,7 +6,8 @@ const TERMINAL = TERMINAL_STATUSES;
 
 export const COLUMNS = `execution_id AS id, account_id AS account, status, runtime, script_sha256, requirements_sha256,
   input_sha256, worker_id, exit_code, script_cache_hit, dependency_cache_hit, input_cache_hit, timings, error,
-  attempts, max_attempts, failure, downloaded_blobs, image_origin, outputs, created_at, updated_at, finished_at`;
+  lock_sha256, resolved, resolution, attempts, max_attempts, failure, downloaded_blobs, image_origin, outputs, created_at,
+  updated_at, finished_at`;
 
 export type Row = Omit<Execution, 'created_at' | 'updated_at' | 'finished_at'> & { created_at: Date; updated_at: Date; finished_at: Date | null };
 

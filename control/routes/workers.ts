@@ -75,6 +75,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       for (const e of entries) {
         if (!accounts.includes(e.account)) throw new RgridError('bad_request', `entry ${e.kind} ${e.key} of account ${e.account} is outside the snapshot's accounts`);
         if (e.kind === 'image' && !e.script_sha256) throw new RgridError('bad_request', `image entry ${e.key} needs script_sha256`);
+        if (e.lock_sha256 && !e.requirements_sha256) throw new RgridError('bad_request', `${e.kind} entry ${e.key} names a lock without requirements`);
         const id = `${e.account}\u0000${e.kind}\u0000${e.key}`;
         if (seen.has(id)) throw new RgridError('bad_request', `entry ${e.kind} ${e.key} of account ${e.account} appears twice`);
         seen.add(id);
@@ -104,7 +105,10 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       const ops = request.body.ops;
       assertServed([...new Set(ops.map((o) => o.account))], auth.accounts, auth.workerId);
       for (const op of ops) {
-        if (op.type === 'upsert' && op.kind === 'image' && !op.script_sha256) throw new RgridError('bad_request', `op ${op.id}: an image upsert needs script_sha256`);
+        if (op.type !== 'upsert') continue;
+        if (op.kind === 'image' && !op.script_sha256) throw new RgridError('bad_request', `op ${op.id}: an image upsert needs script_sha256`);
+        // A lock is what a requirements file resolved to: an entry without requirements has none.
+        if (op.lock_sha256 && !op.requirements_sha256) throw new RgridError('bad_request', `op ${op.id}: an upsert names a lock without requirements`);
       }
       const { applied, duplicates } = await withTransaction(app.db, async (tx) => {
         const worker = await app.repos.workers.lockForSync(auth.workerId, tx);
@@ -151,6 +155,7 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
             ...e,
             script_sha256: e.script_sha256 ?? null,
             deps_key: e.deps_key ?? null,
+            lock_sha256: e.lock_sha256 ?? null,
             created_at: new Date(e.created_at).toISOString(),
             last_used_at: new Date(e.last_used_at).toISOString(),
           })),

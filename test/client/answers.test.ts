@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { Value } from 'typebox/value';
 import { describe, expect, it } from 'vitest';
 import { checkExecution, checkLogs, checkManifestAnswer, checkOutputs, EXECUTION_FAILURES, EXECUTION_STATUSES } from '../../client/answers.js';
+import { MAX_LOCKED_DISTRIBUTIONS, RESOLUTIONS } from '../../common/lock.js';
 import { Execution, ExecutionFailure, ExecutionStatus, OutputFile } from '../../common/wire/control-api.js';
 import { LogsResponse } from '../../common/wire/dispatch-api.js';
 import { execution } from './fake-control.js';
@@ -39,10 +40,15 @@ describe('answer checks agree with the wire schemas', () => {
 
   it('never refuse an execution the schema accepts, whatever its fields hold', () => {
     const base = execution(ID, { status: 'succeeded', exitCode: 3 });
-    const fields = ['id', 'status', 'failure', 'exit_code', 'worker_id', 'error', 'attempts', 'max_attempts', 'downloaded_blobs', 'image_origin', 'script_cache_hit', 'timings', 'outputs'];
+    const fields = [
+      'id', 'status', 'failure', 'exit_code', 'worker_id', 'error', 'attempts', 'max_attempts', 'downloaded_blobs', 'image_origin', 'script_cache_hit', 'timings',
+      'outputs', 'requirements_sha256', 'lock_sha256', 'resolved', 'resolution',
+    ];
+    const pin = fc.oneof(fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,4}==[0-9][0-9.a-z+!_-]{0,6}$/), fc.string({ maxLength: 12 }), fc.constantFrom('Numpy==1', 'numpy>=1', 'a==1\u001b[2J'));
     const value = fc.oneof(
-      fc.anything(), fc.integer(), fc.double(), fc.string(), fc.constant(null), fc.constantFrom(...EXECUTION_STATUSES, ...EXECUTION_FAILURES),
+      fc.anything(), fc.integer(), fc.double(), fc.string(), fc.constant(null), fc.constantFrom(...EXECUTION_STATUSES, ...EXECUTION_FAILURES, ...RESOLUTIONS, 'fresh'),
       fc.uuid().map((u) => u.toLowerCase()), fc.dictionary(fc.stringMatching(/^[a-z][a-z0-9_]{0,8}$/), fc.double({ min: 0, max: 1e12, noNaN: true })),
+      fc.stringMatching(/^[0-9a-f]{64}$/), fc.constant('A'.repeat(64)), fc.array(pin, { maxLength: 4 }),
     );
     fc.assert(
       fc.property(fc.constantFrom(...fields), value, (field, v) => {
@@ -51,6 +57,26 @@ describe('answer checks agree with the wire schemas', () => {
       }),
       { numRuns: 3000 },
     );
+  });
+
+  it('accept the lock a run used, absent (an older control plane), null or as the schema has it, and refuse anything else', () => {
+    const base = execution(ID, { status: 'succeeded', requirementsSha256: 'd'.repeat(64) });
+    const lock = { lock_sha256: 'c'.repeat(64), resolved: ['attrs==24.2.0', 'numpy==2.1.0'], resolution: 'cached' };
+    const older: Record<string, unknown> = { ...base };
+    for (const field of ['lock_sha256', 'resolved', 'resolution']) delete older[field];
+    expect(Value.Check(Execution, { ...base, ...lock })).toBe(true);
+    expect(Value.Check(Execution, base)).toBe(true);
+    for (const e of [{ ...base, ...lock }, base, older]) expect(accepts(() => checkExecution(e, ID))).toBe(true);
+    const hostile: Record<string, unknown>[] = [
+      { lock_sha256: 'C'.repeat(64) }, { lock_sha256: '../lock' }, { resolution: 'fresh' }, { resolution: 3 },
+      { resolved: ['numpy==2.1.0\u001b[2J'] }, { resolved: ['numpy>=2'] }, { resolved: 'numpy==2.1.0' }, { resolved: [`a==${'1'.repeat(200)}`] },
+      { resolved: Array.from({ length: MAX_LOCKED_DISTRIBUTIONS + 1 }, (_, i) => `p${i}==1`) },
+    ];
+    for (const bad of hostile) {
+      const e = { ...base, ...lock, ...bad };
+      expect(Value.Check(Execution, e), JSON.stringify(bad).slice(0, 80)).toBe(false);
+      expect(accepts(() => checkExecution(e, ID)), JSON.stringify(bad).slice(0, 80)).toBe(false);
+    }
   });
 
   it('refuse an execution whose id is not a UUID or not the one asked for', () => {

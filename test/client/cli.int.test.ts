@@ -254,3 +254,35 @@ describe('rgrid run numeric flags', () => {
     expect(submitted).toMatchObject({ timeout_s: 90, memory_mb: 256 });
   });
 });
+
+describe('rgrid run reports the lock the run used', () => {
+  const lock = { lock_sha256: '3f2a9c1b7d4e'.padEnd(64, '0'), resolved: ['attrs==24.2.0', 'numpy==2.1.0'], resolution: 'resolved' };
+
+  function withRequirements(): ReturnType<typeof workspace> & { requirements: string } {
+    const w = workspace();
+    const requirements = join(w.root, 'work', 'requirements.txt');
+    writeFileSync(requirements, 'numpy>=2\n');
+    return { ...w, requirements };
+  }
+
+  it('--json carries lock_sha256, resolved and resolution; the summary line names the resolution', async () => {
+    const w = withRequirements();
+    fake = await startFakeControl({ requirementsSha256: 'd'.repeat(64), lock });
+    const json = await rgrid(['run', w.script, '-r', w.requirements, '--json'], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject(lock);
+    const human = await rgrid(['run', w.script, '-r', w.requirements], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+    expect(human.code, human.stderr).toBe(0);
+    expect(lines(human.stderr)).toContainEqual(expect.stringMatching(/^rgrid: script hit, dependencies n\/a \(resolution resolved, 2 pinned, lock 3f2a9c1b7d4e\), inputs n\/a;/));
+  });
+
+  it('refuses a lock the wire forbids (pins with escape sequences) in one line, exit 1', async () => {
+    const w = withRequirements();
+    fake = await startFakeControl({ requirementsSha256: 'd'.repeat(64), lock: { ...lock, resolved: ['numpy==2.1.0\u001b]0;pwned\u0007'] } });
+    const res = await rgrid(['run', w.script, '-r', w.requirements, '--json'], { RGRID_CONTROL_URL: fake.url, RGRID_TOKEN_FILE: w.tokenFile });
+    expect(res.code).toBe(1);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).not.toMatch(/[\u001b\u0007]/);
+    expect(lines(res.stderr).at(-1)).toMatch(/^rgrid: bad_response: refused the control plane's answer: resolved .* is not a list of at most 2000 pins/);
+  });
+});

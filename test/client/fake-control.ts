@@ -34,6 +34,10 @@ export interface FakeRunOptions {
   stderr?: string;
   /** Answers `wait` with a still-running execution this many times first. */
   pendingWaits?: number;
+  /** The execution's requirements digest (default: none). */
+  requirementsSha256?: string | null;
+  /** The lock the worker reports for a finished run (default: none; a value the wire forbids is sent as given). */
+  lock?: { lock_sha256: unknown; resolved: unknown; resolution: unknown };
 }
 
 export interface FakeControl {
@@ -55,9 +59,11 @@ export function execution(id: string, o: FakeRunOptions & { status: string }): R
   const now = new Date().toISOString();
   const finished = ['succeeded', 'failed', 'cancelled'].includes(o.status);
   return {
-    id, account: 'acme', status: o.status, runtime: 'python3.11', script_sha256: 'a'.repeat(64), requirements_sha256: null, input_sha256: null,
+    id, account: 'acme', status: o.status, runtime: 'python3.11', script_sha256: 'a'.repeat(64), requirements_sha256: o.requirementsSha256 ?? null, input_sha256: null,
     worker_id: finished ? 'w1' : null, exit_code: finished ? (o.exitCode ?? 0) : null, script_cache_hit: true, dependency_cache_hit: null,
     input_cache_hit: null, timings: finished ? { queue_ms: 1, run_ms: 2 } : {}, error: o.error ?? null, attempts: 1, max_attempts: 3,
+    lock_sha256: finished ? (o.lock?.lock_sha256 ?? null) : null, resolved: finished ? (o.lock?.resolved ?? null) : null,
+    resolution: finished ? (o.lock?.resolution ?? null) : null,
     failure: finished ? (o.failure ?? ((o.exitCode ?? 0) === 0 ? null : 'nonzero_exit')) : null, downloaded_blobs: finished ? 0 : null, image_origin: finished ? 'local' : null,
     outputs: finished ? (o.outputs ?? []).map((f) => ({ name: f.name, sha256: f.sha256 ?? sha(f.content), size: f.size ?? f.content.length })) : [],
     created_at: now, updated_at: now, finished_at: finished ? now : null,

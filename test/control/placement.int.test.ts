@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { sha256Hex } from '../../common/digest.js';
 import { ADMIN_TOKEN, build, call, createToken, entry, MB, registerWorker, sha, snapshot, useTestDatabase } from './support.js';
+import { upload } from './dispatch-support.js';
 
 const db = useTestDatabase();
 
@@ -220,6 +221,60 @@ describe('placement', () => {
     expect(noReqs.registry).toEqual({ image: false, deps: false });
     const otherRuntime = (await call(app, 'POST', '/v1/resolve', sched, { ...request, runtime: 'python3.12' })).json<{ registry: unknown }>();
     expect(otherRuntime.registry).toEqual({ image: false, deps: false });
+  });
+
+  it('prefers holders of the newest lock of the requirements; holders of an older lock rank below them, above workers that must build', async () => {
+    const app = await build(db, { dispatchSweepIntervalMs: 0 });
+    const sched = await createToken(app, 'p7', 'scheduler');
+    const tokens: Record<string, string> = {};
+    for (const w of ['f-new', 'f-old', 'f-bare', 'f-img-old', 'f-text']) {
+      tokens[w] = await createToken(app, 'p7', 'worker', w);
+      await registerWorker(app, tokens[w], w, { capacity: 4 });
+    }
+    const [L1, L2] = [sha('lock-1'), sha('lock-2')];
+    const hoursAgo = (h: number): string => new Date(Date.now() - h * 3600_000).toISOString();
+    // f-old built the dependency layer on L1 two hours ago; f-new on L2 an hour ago: L2 is the newest lock.
+    // f-img-old holds the script image, built on L1. f-text built the layer just now without a lock (keyed
+    // on the text: an agent that does not resolve): once any entry names a lock, that counts as older.
+    // f-bare holds nothing.
+    const deps = (lock: string, at: string) => ({ ...entry({ account: 'p7', kind: 'deps', size: 400 * MB }), lock_sha256: lock, created_at: at });
+    await snapshot(app, tokens['f-old']!, 'f-old', [deps(L1, hoursAgo(2))]);
+    await snapshot(app, tokens['f-new']!, 'f-new', [deps(L2, hoursAgo(1))]);
+    await snapshot(app, tokens['f-img-old']!, 'f-img-old', [{ ...entry({ account: 'p7', size: 500 * MB }), lock_sha256: L1, created_at: hoursAgo(3) }]);
+    await snapshot(app, tokens['f-text']!, 'f-text', [{ ...entry({ account: 'p7', kind: 'deps', size: 400 * MB }), created_at: hoursAgo(0) }]);
+    await snapshot(app, tokens['f-bare']!, 'f-bare', []);
+    const request = { runtime: 'python3.11', script_sha256: sha('script'), requirements_sha256: sha('reqs') };
+    const resolve = async () =>
+      (await call(app, 'POST', '/v1/resolve', sched, request)).json<{ placement: Placement[]; image: { workers: string[] }; deps: { workers: string[] } }>();
+
+    const body = await resolve();
+    // Every holder is listed whatever its lock; placement ranks by it.
+    expect(body.image.workers).toEqual(['f-img-old']);
+    expect(body.deps.workers).toEqual(['f-new', 'f-old', 'f-text']);
+    expect(body.placement.map((p) => p.worker_id)).toEqual(['f-new', 'f-img-old', 'f-old', 'f-text', 'f-bare']);
+    const cost = new Map(body.placement.map((p) => [p.worker_id, p.reasons[0]!]));
+    expect(cost.get('f-new')).toMatchObject({ estimate_s: 2, detail: expect.stringMatching(/^dependency layer present, build the script layer ≈ 2 s/) as unknown });
+    expect(cost.get('f-img-old')).toMatchObject({ estimate_s: 30, detail: expect.stringMatching(/^script image present on an older lock \(may rebuild on the newest\) ≈ 30 s/) as unknown });
+    expect(cost.get('f-old')).toMatchObject({ estimate_s: 31, detail: expect.stringMatching(/^dependency layer present on an older lock \(may rebuild on the newest\) ≈ 31 s/) as unknown });
+    expect(cost.get('f-text')).toEqual(cost.get('f-old'));
+    expect(cost.get('f-bare')).toMatchObject({ estimate_s: 60, score: 0 });
+    // Before locks the image holder came first: f-img-old would run at once on L1.
+    expect(cost.get('f-img-old')!.score).toBeLessThan(cost.get('f-new')!.score);
+
+    // Dispatch places by the same ranking: the execution goes to the holder of the newest lock.
+    const client = await createToken(app, 'p7', 'client');
+    const script = await upload(app, client, Buffer.from('print("p7")\n'));
+    const requirements = await upload(app, client, Buffer.from('numpy>=2\n'));
+    const submitted = await call(app, 'POST', '/v1/executions/submit', client, { ...request, script_sha256: script, requirements_blob_sha256: requirements });
+    expect(submitted.statusCode, submitted.body).toBe(201);
+    expect(submitted.json<{ worker_id: string }>().worker_id).toBe('f-new');
+
+    // f-old resolves again and builds a newer layer on L1 (the index went back, say): L1 is now the newest
+    // lock — judged over entries of both kinds — and the order turns around.
+    await snapshot(app, tokens['f-old']!, 'f-old', [deps(L1, hoursAgo(2)), { ...entry({ account: 'p7', script: 'other', size: 500 * MB }), lock_sha256: L1, created_at: hoursAgo(0) }]);
+    const after = await resolve();
+    expect(after.placement.map((p) => p.worker_id)).toEqual(['f-img-old', 'f-old', 'f-new', 'f-text', 'f-bare']);
+    expect(after.placement[2]!.reasons[0]!.detail).toMatch(/^dependency layer present on an older lock/);
   });
 
   it('answers the inputs state in the same request when asked', async () => {

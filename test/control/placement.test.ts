@@ -24,11 +24,17 @@ const costReason = (item: PlacementItem): ScoreReason => item.reasons.find((r) =
 describe('placement cost tiers', () => {
   it('puts a worker in the first tier that applies', () => {
     const reg = { image: { size_bytes: 1 }, deps: { size_bytes: 1 } };
-    expect(tierOf(true, true, reg)).toBe('local-image');
-    expect(tierOf(false, true, reg)).toBe('pull-image');
-    expect(tierOf(false, true, { image: null, deps: reg.deps })).toBe('local-deps');
-    expect(tierOf(false, false, { image: null, deps: reg.deps })).toBe('pull-deps');
-    expect(tierOf(false, false, none)).toBe('build');
+    const holds = (image: boolean, deps: boolean, olderImage = false, olderDeps = false) => ({ image, deps, olderImage, olderDeps });
+    expect(tierOf(holds(true, true), reg)).toBe('local-image');
+    expect(tierOf(holds(false, true), reg)).toBe('pull-image');
+    expect(tierOf(holds(false, true), { image: null, deps: reg.deps })).toBe('local-deps');
+    expect(tierOf(holds(false, false), { image: null, deps: reg.deps })).toBe('pull-deps');
+    expect(tierOf(holds(false, false, true, true), none)).toBe('older-lock-image');
+    expect(tierOf(holds(false, false, false, true), none)).toBe('older-lock-deps');
+    expect(tierOf(holds(false, false), none)).toBe('build');
+    // A holding of the newest lock comes first; one of an older lock only before building everything.
+    expect(tierOf(holds(false, true, true, false), none)).toBe('local-deps');
+    expect(tierOf(holds(false, false, true, false), { image: null, deps: reg.deps })).toBe('pull-deps');
   });
 
   it('estimates a pull as a start cost plus size at the configured throughput', () => {
@@ -85,6 +91,31 @@ describe('placement cost tiers', () => {
     expect(ids(rank({ imageHolders: held('busy'), depsHolders: held('idle'), candidates: [w('busy', 3), w('idle', 0)] }))).toEqual(['idle', 'busy']);
     // Busy image holder against an idle worker that would build for a minute.
     expect(ids(rank({ imageHolders: held('busy'), candidates: [w('busy', 3), w('idle', 0)] }))).toEqual(['busy', 'idle']);
+  });
+
+  it('prefers holders of the newest lock; holders of an older lock rank below them and above workers that must build', () => {
+    // n-img and n-deps hold the newest lock; o-img and o-deps an older one; bare holds nothing. Equal load.
+    const ranked = rank({
+      imageHolders: held('n-img'), depsHolders: held('n-img', 'n-deps'), olderImageHolders: held('o-img'), olderDepsHolders: held('o-img', 'o-deps'),
+      candidates: [w('bare'), w('o-deps'), w('o-img'), w('n-deps'), w('n-img')],
+    });
+    expect(ids(ranked)).toEqual(['n-img', 'n-deps', 'o-img', 'o-deps', 'bare']);
+    const share = COST_CONSTANTS.olderLockRebuildShare;
+    expect(ranked.map((p) => costReason(p).estimate_s)).toEqual([
+      0, COST_CONSTANTS.scriptLayerS, share * COST_CONSTANTS.fullBuildS, (1 - share) * COST_CONSTANTS.scriptLayerS + share * COST_CONSTANTS.fullBuildS,
+      COST_CONSTANTS.fullBuildS,
+    ]);
+    expect(costReason(ranked[2]!).detail).toMatch(/^script image present on an older lock \(may rebuild on the newest\) ≈ 30 s/);
+    expect(costReason(ranked[3]!).detail).toMatch(/^dependency layer present on an older lock \(may rebuild on the newest\) ≈ 31 s/);
+    expect(costReason(ranked[3]!).score).toBeGreaterThan(costReason(ranked[4]!).score);
+    // Holders of an older lock do not count as reach: with only them, the spread stays 1.
+    const older = rank({ olderImageHolders: held('a', 'b'), candidates: [w('a'), w('b')] });
+    expect(costReason(older[0]!).detail).toMatch(/\(spread factor 1: 0\/2 live workers can get the dependency layer without building\)$/);
+  });
+
+  it('weighs the lock above load: a full holder of the newest lock beats an idle older one, a full older one an idle builder', () => {
+    expect(ids(rank({ depsHolders: held('new'), olderDepsHolders: held('old'), candidates: [w('new', 4), w('old', 0)] }))).toEqual(['new', 'old']);
+    expect(ids(rank({ olderDepsHolders: held('old'), candidates: [w('old', 4), w('bare', 0)] }))).toEqual(['old', 'bare']);
   });
 
   it('sums cost and load, and explains each with the estimate', () => {
