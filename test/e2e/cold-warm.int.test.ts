@@ -35,9 +35,12 @@ describe('rgrid run: cold, warm, changed script', () => {
     for (const phase of ['queue_ms', 'build_ms', 'input_fetch_ms', 'run_ms', 'output_upload_ms']) expect(cold.timings[phase]).toEqual(expect.any(Number));
     expect(readFileSync(join(dir, 'out1', 'count.txt'), 'utf8')).toBe('3');
     expect(cold.stderr).toContain('rows 3 dep 1.0.0');
+    // The exact dependency set travels from the worker to the execution and the client.
+    expect(cold).toMatchObject({ resolution: 'resolved', resolved: ['rgrid-e2e-dep==1.0.0'], lock_sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
 
     const warm = await rgridRun(args('out2'), env);
     expect(warm).toMatchObject({ worker_id: 'cw-1', exit_code: 0, script_cache_hit: true, dependency_cache_hit: true, input_cache_hit: true, uploaded_blobs: 0, downloaded_blobs: 0 });
+    expect(warm).toMatchObject({ resolution: 'cached', lock_sha256: cold.lock_sha256, resolved: cold.resolved });
     expect(readFileSync(join(dir, 'out2', 'count.txt'), 'utf8')).toBe('3');
 
     // One-line change of the script, same requirements and inputs.
@@ -48,7 +51,7 @@ describe('rgrid run: cold, warm, changed script', () => {
 
     // status and logs of the first run.
     const status = await rgrid(['status', cold.execution_id, '--json'], env);
-    expect(JSON.parse(status.stdout)).toMatchObject({ id: cold.execution_id, status: 'succeeded', attempts: 1, failure: null });
+    expect(JSON.parse(status.stdout)).toMatchObject({ id: cold.execution_id, status: 'succeeded', attempts: 1, failure: null, lock_sha256: cold.lock_sha256, resolution: 'resolved' });
     const logs = await rgrid(['logs', cold.execution_id], env);
     expect(logs.stdout).toContain('rows 3');
     expect(logs.stderr).toContain('to stderr');

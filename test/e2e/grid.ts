@@ -88,6 +88,9 @@ export interface RunJson {
   dependency_cache_hit: boolean | null;
   input_cache_hit: boolean | null;
   image_origin: 'local' | 'pulled' | 'built' | null;
+  lock_sha256: string | null;
+  resolved: string[] | null;
+  resolution: 'locked' | 'cached' | 'resolved' | 'stale' | null;
   uploaded_blobs: number;
   downloaded_blobs: number | null;
   timings: Record<string, number>;
