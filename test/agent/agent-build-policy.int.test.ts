@@ -1,10 +1,11 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { RgridError } from '../../common/errors.js';
 import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { cli, cliJson, docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
-import { makeSdist } from './sdist.js';
+import { makeSdist, type SdistBehaviour } from './sdist.js';
 
 /**
  * The dependency-build policy through the real agent, engine and pip, with a local wheelhouse and
@@ -60,9 +61,14 @@ describe('dependency-build policy against a real Docker engine', () => {
   beforeAll(async () => {
     const wheelhouse = createWheelhouse([{ name: 'rgtest-alpha', version: '1.0' }], tempDir('wheels-policy'));
     await makeSdist(wheelhouse, 'rgtest-whoami', '1.0', 'ok');
-    await makeSdist(wheelhouse, 'rgtest-sleepy', '1.0', 'sleep');
-    await makeSdist(wheelhouse, 'rgtest-hog', '1.0', 'hog');
-    await makeSdist(wheelhouse, 'rgtest-forker', '1.0', 'fork');
+    // The hostile packages are asked for by locked files (pinned and hashed): no resolution runs, so the
+    // step that meets their build code is the install (the resolution's own sandbox has its test in
+    // resolver.int.test.ts).
+    const locked = async (name: string, behaviour: SdistBehaviour): Promise<string> =>
+      `${name}==1.0 --hash=sha256:${createHash('sha256').update(readFileSync(await makeSdist(wheelhouse, name, '1.0', behaviour))).digest('hex')}\n`;
+    const sleepy = await locked('rgtest-sleepy', 'sleep');
+    const hog = await locked('rgtest-hog', 'hog');
+    const forker = await locked('rgtest-forker', 'fork');
     files = writeFiles(dir, {
       'a.py': nonceScript('import rgtest_alpha\nprint(rgtest_alpha.VERSION)'),
       'whoami.py': nonceScript(
@@ -78,9 +84,9 @@ describe('dependency-build policy against a real Docker engine', () => {
       'smuggle-index.txt': 'rgtest-alpha==1.0\v--index-url http://127.0.0.1:9/simple\n',
       'index.txt': '--extra-index-url http://127.0.0.1:9/simple\n--trusted-host 127.0.0.1\nrgtest-alpha==1.0\n',
       'whoami.txt': 'rgtest-whoami==1.0\n',
-      'sleepy.txt': 'rgtest-sleepy==1.0\n',
-      'hog.txt': 'rgtest-hog==1.0\n',
-      'forker.txt': 'rgtest-forker==1.0\n',
+      'sleepy.txt': sleepy,
+      'hog.txt': hog,
+      'forker.txt': forker,
     });
     closed = await start(dir, 'closed', wheelhouse, {});
     open = await start(dir, 'open', wheelhouse, {
@@ -150,7 +156,8 @@ describe('dependency-build policy against a real Docker engine', () => {
       await expectNothingChanged(wheelsOnly, async () => {
         const res = await cli(['ensure', '--script', files['whoami.py']!, '--requirements', files['whoami.txt']!, '--account', account], wheelsOnly.process.socket);
         expect(res.code).not.toBe(0);
-        expect(res.stderr.trimEnd()).toMatch(/^rgrid-agent: build_failed: dependency install failed: ERROR: No matching distribution found for rgtest-whoami==1\.0 \(exit 1\)$/);
+        // The resolution already runs pip with the policy's --only-binary :all:: the sdist is never considered.
+        expect(res.stderr.trimEnd()).toMatch(/^rgrid-agent: build_failed: resolution failed: ERROR: No matching distribution found for rgtest-whoami==1\.0 \(exit 1\)$/);
       });
     });
   });

@@ -36,7 +36,8 @@ describe('rgrid run: cold, warm, changed script', () => {
     expect(readFileSync(join(dir, 'out1', 'count.txt'), 'utf8')).toBe('3');
     expect(cold.stderr).toContain('rows 3 dep 1.0.0');
     // The exact dependency set travels from the worker to the execution and the client.
-    expect(cold).toMatchObject({ resolution: 'resolved', resolved: ['rgrid-e2e-dep==1.0.0'], lock_sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(cold).toMatchObject({ resolution: 'resolved', resolved: ['rgrid-e2e-dep==1.0.0'] });
+    expect(cold.lock_sha256).toMatch(/^[0-9a-f]{64}$/);
 
     const warm = await rgridRun(args('out2'), env);
     expect(warm).toMatchObject({ worker_id: 'cw-1', exit_code: 0, script_cache_hit: true, dependency_cache_hit: true, input_cache_hit: true, uploaded_blobs: 0, downloaded_blobs: 0 });
