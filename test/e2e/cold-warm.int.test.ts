@@ -31,7 +31,7 @@ describe('rgrid run: cold, warm, changed script', () => {
     const cold = await rgridRun(args('out1'), env);
     expect(cold.code, cold.stderr).toBe(0);
     expect(cold).toMatchObject({ worker_id: 'cw-1', exit_code: 0, script_cache_hit: false, dependency_cache_hit: false, input_cache_hit: false, uploaded_blobs: 3, downloaded_blobs: 3, outputs: ['count.txt'] });
-    expect(Object.keys(cold).sort()).toEqual(['code', 'dependency_cache_hit', 'downloaded_blobs', 'execution_id', 'exit_code', 'image_origin', 'input_cache_hit', 'outputs', 'script_cache_hit', 'stderr', 'timings', 'uploaded_blobs', 'worker_id']);
+    expect(Object.keys(cold).sort()).toEqual(['code', 'dependency_cache_hit', 'downloaded_blobs', 'execution_id', 'exit_code', 'image_origin', 'input_cache_hit', 'lock_sha256', 'outputs', 'resolution', 'resolved', 'script_cache_hit', 'stderr', 'timings', 'uploaded_blobs', 'worker_id']);
     for (const phase of ['queue_ms', 'build_ms', 'input_fetch_ms', 'run_ms', 'output_upload_ms']) expect(cold.timings[phase]).toEqual(expect.any(Number));
     expect(readFileSync(join(dir, 'out1', 'count.txt'), 'utf8')).toBe('3');
     expect(cold.stderr).toContain('rows 3 dep 1.0.0');
