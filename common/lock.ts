@@ -198,7 +198,7 @@ export interface PylockOptions {
 
 /**
  * The lock as a PEP 751 `pylock.toml`, so the user can reproduce the environment elsewhere
- * (`pip install -r pylock.toml` where supported, or any PEP 751 installer).
+ * with any installer that reads PEP 751 lock files.
  */
 export function pylockToml(lock: Lock, options: PylockOptions = {}): string {
   const out = ['lock-version = "1.0"', 'created-by = "rgrid"'];
