@@ -11,6 +11,7 @@ import { execDockerfile } from '../agent/builder/recipe.js';
 import { sha256File, sha256Hex } from '../common/digest.js';
 import { removeAccountResources, runCli, startAgentProcess, type AgentProcess } from '../tools/harness/processes.js';
 import { createWheelhouse } from '../tools/wheelhouse/wheelhouse.js';
+import { percentile } from './stats.js';
 
 /**
  * The agent's measurements, in one run on one machine:
@@ -24,10 +25,6 @@ const BASE_IMAGE = process.env.RGRID_TEST_BASE_IMAGE ?? 'rgrid-test/python:bookw
 const HIT_REQUESTS = Number(process.env.RGRID_BENCH_HITS ?? 1000);
 const DOCKER_BUILDS = Number(process.env.RGRID_BENCH_DOCKER_BUILDS ?? 20);
 
-function percentile(samples: readonly number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
 const stats = (samples: readonly number[]): Record<string, number> => ({
   n: samples.length,

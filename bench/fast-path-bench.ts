@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { Client } from 'undici';
 import { AgentClient } from '../agent/client/agent-client.js';
 import { removeAccountResources, runCli, startAgentProcess, type AgentProcess } from '../tools/harness/processes.js';
+import { percentile } from './stats.js';
 
 /**
  * The cached path against its like-for-like references, each pair measured back to back (interleaved,
@@ -25,10 +26,6 @@ const ROUNDS = Number(process.env.RGRID_BENCH_FAST_ROUNDS ?? 10);
 const HITS = Number(process.env.RGRID_BENCH_HITS ?? 1000);
 
 const round = (n: number, digits = 1): number => Math.round(n * 10 ** digits) / 10 ** digits;
-function percentile(samples: readonly number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 function timedExec(file: string, args: string[]): Promise<number> {
   const started = performance.now();

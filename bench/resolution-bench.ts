@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { AgentClient } from '../agent/client/agent-client.js';
 import { removeAccountResources, startAgentProcess, type AgentProcess } from '../tools/harness/processes.js';
 import { createWheelhouse, type WheelSpec } from '../tools/wheelhouse/wheelhouse.js';
+import { percentile } from './stats.js';
 
 /**
  * What resolving requirements to a lock costs (`npm run bench -- resolution`), in one run:
@@ -23,10 +24,6 @@ const HITS = Number(process.env.RGRID_BENCH_HITS ?? 1000);
 const RESOLUTIONS = Number(process.env.RGRID_BENCH_RESOLUTIONS ?? 8);
 
 const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
-function percentile(samples: readonly number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 interface EnsureAnswer { resolution?: string; script_cache_hit?: boolean; lock_sha256?: string | null }
 
