@@ -120,14 +120,20 @@ describe('a batch of 100', () => {
       };
 
       const diagnose = async (): Promise<string> => {
-        const pending = [...last].filter(([, s]) => s !== 'succeeded' && s !== 'failed');
+        // The statuses as the control plane has them now (a wait in flight has not said).
+        const now = await Promise.all([...last.keys()].map(async (id) => {
+          const x = await api('GET', `/v1/executions/${id}`, token).catch(() => undefined);
+          if (x) last.set(id, String(x.status));
+          return x;
+        }));
+        const pending = now.filter((x) => x && x.status !== 'succeeded' && x.status !== 'failed') as Array<Record<string, unknown>>;
         const byStatus: Record<string, number> = {};
         for (const [, s] of last) byStatus[s] = (byStatus[s] ?? 0) + 1;
         const health = await agent.client.health().catch((err: unknown) => ({ error: String(err) }));
         const warnings = agent.logLines().filter((l) => Number(l.level) >= 40).slice(-20);
         return JSON.stringify({
           executions_by_status: byStatus,
-          executions_pending: pending.slice(0, 20).map(([id, status]) => ({ id, status })),
+          executions_pending: pending.slice(0, 10).map((x) => ({ id: x.id, status: x.status, worker_id: x.worker_id, attempts: x.attempts })),
           agent: { runs_active: (health as Record<string, unknown>).runs_active, runs: (health as Record<string, unknown>).runs, leases: (health as Record<string, unknown>).leases, error: (health as Record<string, unknown>).error },
           containers_left: await runContainersLeft(account).catch((err: unknown) => String(err)),
           agent_warnings: warnings,
