@@ -86,7 +86,7 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
       warm.push(r.ms);
       const out = JSON.parse(r.stdout) as Record<string, unknown>;
       if (out.script_cache_hit !== true || out.exit_code !== 0) throw new Error(`warm run was not a successful hit: ${r.stdout}`);
-      phases.push({ build_ms: out.build_ms, run_ms: out.run_ms, total_ms: out.total_ms });
+      phases.push({ build_ms: out.build_ms, run_ms: out.run_ms, total_ms: out.total_ms, ...(out.phases as Record<string, unknown>) });
       bare.push(await timedExec('docker', bareArgs));
       warmUnpooled.push((await agentCli(runArgs, unpooled.socket)).ms);
     }

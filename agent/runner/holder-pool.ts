@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
+import { statOutputsDir, type OutputsDirStat } from './outputs.js';
 import { holderContainerSpec, outputsVolumeSpec, type OutputLimits } from './sandbox.js';
 
 /**
@@ -21,6 +22,8 @@ export const POOL_LABEL = 'io.rgrid.outputs-pool';
 export interface OutputsSlot {
   volume: string;
   holder: Docker.Container;
+  /** The empty outputs directory as the engine saw it when the holder was made (outputs.ts), if it said. */
+  baseline?: OutputsDirStat | undefined;
 }
 
 export interface HolderPool {
@@ -84,7 +87,9 @@ export function createHolderPool(deps: HolderPoolDeps): HolderPool {
       await docker.createVolume(outputsVolumeSpec(volume, output, labels));
       holder = await docker.createContainer(holderContainerSpec({ imageId, name: `rgrid-hold-${id}`, volume, output, labels }));
       await holder.start();
-      return { volume, holder };
+      // A few ms here saves reading an empty archive after the run (outputs.ts, OutputsDirStat).
+      const baseline = await statOutputsDir(holder).catch(() => undefined);
+      return { volume, holder, baseline };
     } catch (err) {
       await remove({ volume, ...(holder ? { holder } : {}) });
       throw err;

@@ -62,6 +62,8 @@ export interface RunResult {
 }
 
 export interface RunPhases {
+  /** The outputs archive was read (false: the outputs directory was unchanged, so empty). */
+  outputs_read: boolean;
   /** From the run's start in the runner to the image ensured (a hit: the index; a miss: the build). */
   ensure_ms: number;
   /** Inputs written and the container created. */

@@ -18,7 +18,7 @@ import type { ImageCache } from '../builder/image-cache.js';
 import type { ImageProbe } from '../builder/image-probe.js';
 import type { Lease } from '../index/leases.js';
 import { watchExit, type ExitWatch } from './container-exit.js';
-import { chunkEventSink, copyOutputTar, type CopiedOutputs, type OutputSink } from './outputs.js';
+import { chunkEventSink, copyOutputTar, outputsUnchanged, statOutputsDir, type CopiedOutputs, type OutputSink } from './outputs.js';
 import { createHolderPool, type OutputsSlot } from './holder-pool.js';
 import { OUTPUTS_DIR, runContainerSpec, runLimits } from './sandbox.js';
 import type { PreparedRun, RunEvent, RunInput, RunnerStats, RunOptions, RunRequest, RunResult } from './run-types.js';
@@ -31,8 +31,9 @@ import type { PreparedRun, RunEvent, RunInput, RunnerStats, RunOptions, RunReque
  * whatever happens — after the answer, in the background (bounded; `close` waits for it).
  *
  * The warm path overlaps what it can: the outputs holder is made ahead (holder-pool.ts); the exit's wait
- * is registered before the start (container-exit.ts); the state and the outputs are read together; the
- * container's removal follows the answer.
+ * is registered before the start (container-exit.ts); the state and the outputs are read together, the
+ * outputs archive only when the outputs directory changed (outputs.ts); the container's removal follows
+ * the answer.
  */
 export type { PreparedRun, RunEvent, RunInput, RunnerStats, RunOptions, RunPhases, RunRequest, RunResult } from './run-types.js';
 
@@ -223,6 +224,7 @@ export function createRunner(deps: RunnerDeps): Runner {
           timed_out: timedOut,
           oom_killed: state.OOMKilled,
           phases: {
+            outputs_read: outputs.read,
             ensure_ms: ensuredAt - t0,
             container_ms: containerAt - ensuredAt,
             start_ms: startMs,
@@ -284,14 +286,18 @@ export function createRunner(deps: RunnerDeps): Runner {
   /** The outputs, read through the holder (it runs, so the volume is mounted for the engine to read). */
   async function readOutputs(
     slot: OutputsSlot, p: PreparedRun, onEvent: (event: RunEvent) => void, outputSink: OutputSink | undefined,
-  ): Promise<CopiedOutputs> {
+  ): Promise<CopiedOutputs & { read: boolean }> {
+    // Nothing created in the outputs directory since the holder was made: nothing to read (outputs.ts).
+    if (slot.baseline && outputsUnchanged(slot.baseline, await statOutputsDir(slot.holder).catch(() => undefined))) {
+      return { files: [], skipped: [], exceeded: null, read: false };
+    }
     const sink = outputSink ?? (p.collectOutputs ? chunkEventSink((chunk) => onEvent({ type: 'output', ...chunk })) : undefined);
     const archive = (await slot.holder.getArchive({ path: OUTPUTS_DIR })) as Readable;
     const outputs = await copyOutputTar(archive, p.limits.output, sink);
     // Names the script chose: shown escaped, and not all of them.
     if (outputs.skipped.length) logger.info({ skipped: outputs.skipped.slice(0, 20).map((n) => shown(n)), count: outputs.skipped.length }, 'outputs that are not regular files, or whose names are not safe, were not copied');
     if (outputs.exceeded) logger.info({ reason: outputs.exceeded }, 'outputs cut at the output limit');
-    return outputs;
+    return { ...outputs, read: true };
   }
 }
 
