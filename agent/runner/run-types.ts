@@ -62,11 +62,13 @@ export interface RunResult {
 }
 
 export interface RunPhases {
+  /** The container was made ahead (a hot container) and only started here. */
+  hot: boolean;
   /** The outputs archive was read (false: the outputs directory was unchanged, so empty). */
   outputs_read: boolean;
   /** From the run's start in the runner to the image ensured (a hit: the index; a miss: the build). */
   ensure_ms: number;
-  /** Inputs written and the container created. */
+  /** Inputs written and the container taken (hot) or created. */
   container_ms: number;
   /** The engine's start call. */
   start_ms: number;
@@ -88,5 +90,7 @@ export interface RunnerStats {
   active: number;
   /** Finished runs whose container, outputs holder and directory are still being removed. */
   cleaning: number;
+  /** Hot containers ready (hot-containers.ts). */
+  hot: number;
 }
 

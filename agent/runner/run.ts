@@ -17,7 +17,10 @@ import { engineError } from '../builder/engine-build.js';
 import type { ImageCache } from '../builder/image-cache.js';
 import type { ImageProbe } from '../builder/image-probe.js';
 import type { Lease } from '../index/leases.js';
+import { configuredDiskUsage } from '../prune/disk-usage.js';
+import type { SpareContainers } from '../prune/pruner.js';
 import { watchExit, type ExitWatch } from './container-exit.js';
+import { createHotPool, hostPressure, type HotSpec } from './hot-containers.js';
 import { chunkEventSink, copyOutputTar, outputsUnchanged, statOutputsDir, type CopiedOutputs, type OutputSink } from './outputs.js';
 import { createHolderPool, type OutputsSlot } from './holder-pool.js';
 import { OUTPUTS_DIR, runContainerSpec, runLimits } from './sandbox.js';
@@ -30,10 +33,10 @@ import type { PreparedRun, RunEvent, RunInput, RunnerStats, RunOptions, RunReque
  * wall-clock timeout, copy /work/outputs out within the output limits, answer, and remove everything
  * whatever happens — after the answer, in the background (bounded; `close` waits for it).
  *
- * The warm path overlaps what it can: the outputs holder is made ahead (holder-pool.ts); the exit's wait
- * is registered before the start (container-exit.ts); the state and the outputs are read together, the
- * outputs archive only when the outputs directory changed (outputs.ts); the container's removal follows
- * the answer.
+ * The warm path pays the engine's start and the exit, little more: the container is usually made ahead
+ * (a hot container, hot-containers.ts) with an outputs holder made ahead (holder-pool.ts); the exit's
+ * wait is registered before the start (container-exit.ts); the outputs archive is read only when the
+ * outputs directory changed (outputs.ts); the container's removal follows the answer.
  */
 export type { PreparedRun, RunEvent, RunInput, RunnerStats, RunOptions, RunPhases, RunRequest, RunResult } from './run-types.js';
 
@@ -42,11 +45,16 @@ type Ensured = EnsureResult;
 export interface RunnerDeps {
   docker: Docker;
   cache: ImageCache;
-  /** The cache's image probe: told when the engine says an image it answered for is gone. */
-  probe?: Pick<ImageProbe, 'forget'>;
+  /**
+   * The cache's image probe: told when the engine says an image it answered for is gone; and, when it
+   * follows the engine's events, it says which images are deleted (their hot containers go).
+   */
+  probe?: Pick<ImageProbe, 'forget'> & Partial<Pick<ImageProbe, 'onGone'>>;
   /** The image outputs holders are made from ahead of runs (holder-pool.ts); without it, each run makes its own. */
   holderImage?: () => Promise<string | undefined>;
   config: AgentConfig;
+  /** The live configuration (disk usage source and high mark for the hot containers); default `config`. */
+  settings?: () => AgentConfig;
   agentId: string;
   logger: Logger;
   now?: () => number;
@@ -58,7 +66,9 @@ export interface Runner {
   /** Runs whose container is alive now. */
   readonly active: number;
   stats(): RunnerStats;
-  /** Stops making outputs holders ahead and removes the ready ones (the drain; runs still get theirs). */
+  /** The hot containers, for the pruner: not a use of their image, removed before it (prune/pruner.ts). */
+  readonly spare: SpareContainers;
+  /** Stops making outputs holders and hot containers ahead and removes the ready ones (the drain; runs still get theirs). */
   drain(): void;
   /** Waits for the runs' clean-ups, then removes what was made ahead (after the runs have ended). */
   close(): Promise<void>;
@@ -70,6 +80,7 @@ const CLEANUP_BOUND_MS = 120_000;
 export function createRunner(deps: RunnerDeps): Runner {
   const { docker, cache, config, logger } = deps;
   const now = deps.now ?? Date.now;
+  const settings = deps.settings ?? (() => config);
   const runsDir = join(config.data_dir, 'runs');
   let active = 0;
   const cleanups = new Set<Promise<void>>();
@@ -80,6 +91,12 @@ export function createRunner(deps: RunnerDeps): Runner {
     docker, agentId: deps.agentId, logger, size: config.run_holder_pool_size, output: outputLimits, after: swept,
     ...(deps.holderImage ? { holderImage: deps.holderImage } : {}),
   });
+  const hot = createHotPool({
+    docker, agentId: deps.agentId, logger, size: deps.holderImage ? config.run_hot_containers : 0, runsDir, holders: pool,
+    holderImage: deps.holderImage ?? (() => Promise.resolve(undefined)),
+    pressure: hostPressure(configuredDiskUsage(settings, docker), () => settings().disk_high_percent),
+  });
+  const unsubscribe = deps.probe?.onGone?.((imageId) => void hot.dropImage(imageId));
 
   /** Off the answer's path, bounded, and waited for by `close`. */
   function inBackground(what: string, work: Promise<void>): void {
@@ -100,21 +117,33 @@ export function createRunner(deps: RunnerDeps): Runner {
     cleanups.add(bounded);
   }
 
-  /** The create request of a run's container for `e`. */
-  function containerSpec(p: PreparedRun, e: Ensured, name: string, inputsDir: string, volume: string): Docker.ContainerCreateOptions {
+  /** The settings of a run's container for `ensured`, as a hot container's key and maker. */
+  function specFor(p: PreparedRun, e: Ensured): HotSpec {
     const labels = { 'io.rgrid.agent': deps.agentId, 'io.rgrid.account': e.account, 'io.rgrid.image-key': e.image_key };
-    return runContainerSpec({ imageId: e.image_id, name, inputsDir, volume, network: config.run_network, pidsLimit: config.run_pids_limit, limits: p.limits, labels });
+    const options = (name: string, inputsDir: string, volume: string): Docker.ContainerCreateOptions => runContainerSpec({
+      imageId: e.image_id, name, inputsDir, volume, network: config.run_network, pidsLimit: config.run_pids_limit, limits: p.limits, labels,
+    });
+    return { key: JSON.stringify(options('', '', '')), imageId: e.image_id, create: options };
   }
 
   return {
     get active() {
       return active;
     },
-    stats: () => ({ active, cleaning: cleanups.size }),
+    stats: () => ({ active, cleaning: cleanups.size, hot: hot.ready }),
+    spare: {
+      isSpare: (c) => hot.isReady(c.Id),
+      release: (imageId) => hot.dropImage(imageId),
+    },
 
-    drain: () => pool.drain(),
+    drain() {
+      hot.drain();
+      pool.drain();
+    },
     async close() {
+      unsubscribe?.();
       while (cleanups.size > 0) await Promise.all([...cleanups]);
+      await hot.close();
       await pool.close();
     },
 
@@ -140,18 +169,30 @@ export function createRunner(deps: RunnerDeps): Runner {
       const ensuredAt = now();
       // What the run holds in the engine and on disk; removed after the answer, in the background.
       const held: { container?: Docker.Container; slot?: OutputsSlot; dir?: string; watch?: ExitWatch } = {};
+      let spec = specFor(p, ensured);
       active++;
       try {
-        // The run's directory is the agent's alone; only the inputs directory below it is bind-mounted,
-        // and the container's uid (65534, "other" on the host) needs to read and list it.
-        const dir = join(runsDir, runId);
+        // A hot container made ahead for these exact settings: created, its inputs directory empty.
+        const taken = hot.take(spec.key);
+        const dir = taken?.dir ?? join(runsDir, runId);
         held.dir = dir;
-        const inputsDir = join(dir, 'inputs');
-        await mkdir(dir, { recursive: true, mode: 0o700 });
-        await mkdir(inputsDir, { mode: 0o755 });
-        await chmod(inputsDir, 0o755);
+        if (taken) {
+          held.container = taken.container;
+          held.slot = taken.slot;
+        } else {
+          // The run's directory is the agent's alone; only the inputs directory below it is bind-mounted,
+          // and the container's uid (65534, "other" on the host) needs to read and list it.
+          await mkdir(dir, { recursive: true, mode: 0o700 });
+          await mkdir(join(dir, 'inputs'), { mode: 0o755 });
+          await chmod(join(dir, 'inputs'), 0o755);
+        }
+        const inputsDir = taken?.inputsDir ?? join(dir, 'inputs');
         await writeInputs(inputsDir, p.inputs);
-        ({ ensured, lease } = await createRunContainer(p, ensured, lease, runId, inputsDir, held, onEvent));
+        if (!taken) {
+          const created = await createRunContainer(p, ensured, lease, runId, inputsDir, held, onEvent);
+          ({ ensured, lease } = created);
+          spec = specFor(p, ensured);
+        }
         const containerAt = now();
         const c = held.container;
         const slot = held.slot;
@@ -224,6 +265,7 @@ export function createRunner(deps: RunnerDeps): Runner {
           timed_out: timedOut,
           oom_killed: state.OOMKilled,
           phases: {
+            hot: taken !== undefined,
             outputs_read: outputs.read,
             ensure_ms: ensuredAt - t0,
             container_ms: containerAt - ensuredAt,
@@ -237,6 +279,8 @@ export function createRunner(deps: RunnerDeps): Runner {
         // The run's use of the image ends with its exit: the container still there keeps the image from
         // the engine's removal (and from the pruner's choice) until it is gone.
         lease?.release();
+        // The next run of these settings finds its container made (in the background, bounded).
+        if (held.container) hot.want(spec);
         const { container, slot, dir, watch } = held;
         inBackground('removing a run\'s container', (async () => {
           watch?.cancel();
@@ -262,7 +306,7 @@ export function createRunner(deps: RunnerDeps): Runner {
       // The holder must run before the run starts (and so before it can exit): see sandbox.ts. Usually
       // one made ahead; else made now, from the run's image.
       held.slot ??= await pool.take(e.image_id);
-      held.container = await docker.createContainer(containerSpec(p, e, `rgrid-run-${runId}`, inputsDir, held.slot.volume));
+      held.container = await docker.createContainer(specFor(p, e).create(`rgrid-run-${runId}`, inputsDir, held.slot.volume));
     };
     try {
       await create(ensured);

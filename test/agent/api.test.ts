@@ -31,7 +31,7 @@ describe('agent socket API', () => {
       close: () => Promise.resolve(),
     };
     const runner = {
-      active: 0, stats: () => ({ active: 0, cleaning: 1 }),
+      active: 0, stats: () => ({ active: 0, cleaning: 1, hot: 2 }),
       prepare: async () => Promise.reject(new Error('unused')), run: async () => Promise.reject(new Error('unused')),
     } as unknown as Runner;
     app = buildAgentApp({
@@ -66,7 +66,7 @@ describe('agent socket API', () => {
   it('GET /v1/health reports the phase and counts', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/health' });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ status: 'ok', phase: 'running', agent_id: index.agentId, entries: { image: 0, deps: 0 }, leases: [], runs_active: 0, runs: { active: 0, cleaning: 1 } });
+    expect(res.json()).toMatchObject({ status: 'ok', phase: 'running', agent_id: index.agentId, entries: { image: 0, deps: 0 }, leases: [], runs_active: 0, runs: { active: 0, cleaning: 1, hot: 2 } });
   });
 
   it('GET /v1/entries renders the ls fields with ISO timestamps', async () => {

@@ -14,7 +14,9 @@ import { docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAc
 const account = uniqueAccount('pool');
 const dir = tempDir('holder-pool');
 const configFile = join(dir, 'agent.json');
-writeFileSync(configFile, JSON.stringify({ run_holder_pool_size: 2, run_max_output_mb: 1, run_max_output_file_mb: 1 }));
+// No hot containers here (each holds a slot of the pool: test/agent/hot-containers.int.test.ts): the
+// pool's holders are then exactly the ones it keeps ready.
+writeFileSync(configFile, JSON.stringify({ run_holder_pool_size: 2, run_hot_containers: 0, run_max_output_mb: 1, run_max_output_file_mb: 1 }));
 let agent: AgentProcess | undefined;
 let agentId = '';
 

@@ -47,11 +47,14 @@ async function until(condition: () => Promise<boolean>, signal: AbortSignal): Pr
   }
 }
 
-/** The account's containers that are not a hot container made ahead (those are bounded by config). */
+/** A hot container made ahead for a next run: created, never started (bounded by run_hot_containers). */
+const isHotReady = (c: { State: string; Labels: Record<string, string> }): boolean => c.State === 'created' && c.Labels['io.rgrid.hot'] !== undefined;
+
+/** The account's containers but the hot ones ready for a next run. */
 async function runContainersLeft(account: string): Promise<Array<{ name: string; role: string; state: string; status: string }>> {
   const containers = await docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`] } });
   return containers
-    .filter((c) => c.Labels['io.rgrid.hot'] === undefined)
+    .filter((c) => !isHotReady(c))
     .map((c) => ({ name: (c.Names[0] ?? c.Id).replace(/^\//, ''), role: c.Labels['io.rgrid.role'] ?? '?', state: c.State, status: c.Status }));
 }
 
@@ -117,6 +120,8 @@ describe('a batch of 100', () => {
           return health.runs_active === 0 && (runs?.cleaning ?? 0) === 0 && (health.leases as unknown[]).length === 0
             && (await runContainersLeft(account)).length === 0;
         }, deadline.signal);
+        const hot = (await docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`] } })).filter(isHotReady);
+        expect(hot.length).toBeLessThanOrEqual(2); // run_hot_containers' default
       };
 
       const diagnose = async (): Promise<string> => {
