@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import type { DiskUsageSource } from '../prune/disk-usage.js';
+import { ENGINE_STEP_TIMEOUT_MS, withinDeadline } from './engine-deadline.js';
 import type { HolderPool, OutputsSlot } from './holder-pool.js';
 
 /**
@@ -86,6 +87,8 @@ export interface HotPoolDeps {
   idleMs?: number;
   /** How often idleness and pressure are looked at; default 30 s. */
   sweepMs?: number;
+  /** How long one engine call may go unanswered (engine-deadline.ts). */
+  stepTimeoutMs?: number;
   now?: () => number;
 }
 
@@ -97,6 +100,7 @@ export function createHotPool(deps: HotPoolDeps): HotPool {
   const log = logger.child({ component: 'hot-containers' });
   const now = deps.now ?? Date.now;
   const idleMs = deps.idleMs ?? 10 * 60_000;
+  const stepMs = deps.stepTimeoutMs ?? ENGINE_STEP_TIMEOUT_MS;
   const ready: HotContainer[] = [];
   /** Makes in flight, by image: a drop waits for them. */
   const making = new Map<string, Set<Promise<unknown>>>();
@@ -114,7 +118,8 @@ export function createHotPool(deps: HotPoolDeps): HotPool {
   };
 
   async function destroy(hot: HotContainer): Promise<void> {
-    await hot.container.remove({ force: true }).catch((err: unknown) => log.warn({ err, id: hot.id }, 'hot container not removed'));
+    await withinDeadline(hot.container.remove({ force: true }), stepMs, 'removing a hot container')
+      .catch((err: unknown) => log.warn({ err, id: hot.id }, 'hot container not removed; the next start removes it'));
     holders.discard(hot.slot);
     await rm(hot.dir, { recursive: true, force: true }).catch(() => undefined);
   }
@@ -146,10 +151,11 @@ export function createHotPool(deps: HotPoolDeps): HotPool {
       if (!holderImage) throw new Error('no runtime base image to make its outputs holder from');
       slot = await holders.take(holderImage);
       const options = spec.create(`rgrid-run-${id}`, inputsDir, slot.volume);
-      container = await docker.createContainer({ ...options, Labels: { ...options.Labels, [HOT_LABEL]: deps.agentId } });
+      container = await withinDeadline(docker.createContainer({ ...options, Labels: { ...options.Labels, [HOT_LABEL]: deps.agentId } }), stepMs,
+        'creating a hot container', (late) => void late.remove({ force: true }).catch(() => undefined));
       return { id, key: spec.key, imageId: spec.imageId, container, slot, dir, inputsDir };
     } catch (err) {
-      await container?.remove({ force: true }).catch(() => undefined);
+      if (container) await withinDeadline(container.remove({ force: true }), stepMs, 'removing a hot container').catch(() => undefined);
       if (slot) holders.discard(slot);
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
       throw err;

@@ -9,7 +9,7 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { canonicalManifest, inputSha256 } from '../../common/cache-keys.js';
 import { sha256Hex } from '../../common/digest.js';
-import { RgridError } from '../../common/errors.js';
+import { isRgridError, RgridError } from '../../common/errors.js';
 import { assertInputFileName, shown } from '../../common/names.js';
 import type { AgentConfig } from '../config.js';
 import type { EnsureResult } from '../builder/ensure-types.js';
@@ -20,6 +20,7 @@ import type { Lease } from '../index/leases.js';
 import { configuredDiskUsage } from '../prune/disk-usage.js';
 import type { SpareContainers } from '../prune/pruner.js';
 import { watchExit, type ExitWatch } from './container-exit.js';
+import { ENGINE_STEP_TIMEOUT_MS, withinDeadline } from './engine-deadline.js';
 import { createHotPool, hostPressure, type HotSpec } from './hot-containers.js';
 import { chunkEventSink, copyOutputTar, outputsUnchanged, statOutputsDir, type CopiedOutputs, type OutputSink } from './outputs.js';
 import { createHolderPool, type OutputsSlot } from './holder-pool.js';
@@ -58,6 +59,8 @@ export interface RunnerDeps {
   agentId: string;
   logger: Logger;
   now?: () => number;
+  /** How long one engine call may go unanswered (engine-deadline.ts); default ENGINE_STEP_TIMEOUT_MS. */
+  engineStepTimeoutMs?: number;
 }
 
 export interface Runner {
@@ -80,6 +83,7 @@ const CLEANUP_BOUND_MS = 120_000;
 export function createRunner(deps: RunnerDeps): Runner {
   const { docker, cache, config, logger } = deps;
   const now = deps.now ?? Date.now;
+  const stepMs = deps.engineStepTimeoutMs ?? ENGINE_STEP_TIMEOUT_MS;
   const settings = deps.settings ?? (() => config);
   const runsDir = join(config.data_dir, 'runs');
   let active = 0;
@@ -88,11 +92,11 @@ export function createRunner(deps: RunnerDeps): Runner {
   // Output limits come from the config alone (never from a request): every run's tmpfs is the same.
   const outputLimits = runLimits(config, {}, hostCpus().length).limits.output;
   const pool = createHolderPool({
-    docker, agentId: deps.agentId, logger, size: config.run_holder_pool_size, output: outputLimits, after: swept,
+    docker, agentId: deps.agentId, logger, size: config.run_holder_pool_size, output: outputLimits, after: swept, stepTimeoutMs: stepMs,
     ...(deps.holderImage ? { holderImage: deps.holderImage } : {}),
   });
   const hot = createHotPool({
-    docker, agentId: deps.agentId, logger, size: deps.holderImage ? config.run_hot_containers : 0, runsDir, holders: pool,
+    docker, agentId: deps.agentId, logger, size: deps.holderImage ? config.run_hot_containers : 0, runsDir, holders: pool, stepTimeoutMs: stepMs,
     holderImage: deps.holderImage ?? (() => Promise.resolve(undefined)),
     pressure: hostPressure(configuredDiskUsage(settings, docker), () => settings().disk_high_percent),
   });
@@ -199,16 +203,26 @@ export function createRunner(deps: RunnerDeps): Runner {
         if (!c || !slot) throw new RgridError('engine_unavailable', 'Docker engine: creating the run container failed');
         // The attach and the exit's wait both before the start (container-exit.ts: the order is what
         // makes the exit impossible to miss), together.
-        const [attached, watched] = await Promise.allSettled([c.attach({ stream: true, stdout: true, stderr: true }), watchExit(docker, c)]);
+        const [attached, watched] = await Promise.allSettled([
+          withinDeadline(c.attach({ stream: true, stdout: true, stderr: true }), stepMs, 'attaching to the run container', (s) => (s as { destroy?: () => void }).destroy?.()),
+          withinDeadline(watchExit(docker, c), stepMs, 'registering the wait for the run container', (w) => w.cancel()),
+        ]);
         if (watched.status === 'fulfilled') held.watch = watched.value;
-        if (attached.status === 'rejected') throw engineError('attaching to the run container failed', attached.reason);
-        if (watched.status === 'rejected') throw engineError('waiting for the run container failed', watched.reason);
+        if (attached.status === 'rejected') throw asEngineError('attaching to the run container failed', attached.reason);
+        if (watched.status === 'rejected') throw asEngineError('waiting for the run container failed', watched.reason);
         const watch = watched.value;
         const streamed = attachOutput(attached.value, docker, onEvent);
         let timedOut = false;
+        // After a kill the exit is due: an engine that does not report it within a step's time is given up.
+        let giveUp: ((err: Error) => void) | undefined;
+        const givenUp = new Promise<never>((_, reject) => (giveUp = reject));
+        givenUp.catch(() => undefined);
+        let killTimer: NodeJS.Timeout | undefined;
         const kill = (): void => {
           void c.kill({ signal: 'SIGKILL' }).catch(() => undefined);
           watch.check();
+          killTimer ??= setTimeout(() => giveUp?.(new RgridError('engine_unavailable', `Docker engine: the run container was killed but its exit was not reported within ${stepMs / 1000} s`)), stepMs);
+          killTimer.unref();
         };
         // Cancelled while the image was being ensured or the container created: it never starts.
         if (signal?.aborted) throw new RgridError('shutting_down', 'the run was cancelled before it started');
@@ -221,22 +235,23 @@ export function createRunner(deps: RunnerDeps): Runner {
         let runMs: number;
         let startMs: number;
         try {
-          await c.start().catch((err: unknown) => {
-            throw engineError('starting the run container failed', err);
+          await withinDeadline(c.start(), stepMs, 'starting the run container').catch((err: unknown) => {
+            throw asEngineError('starting the run container failed', err);
           });
           startMs = now() - runStart;
-          const exit = await watch.exited.catch((err: unknown) => {
-            throw engineError('waiting for the run container failed', err);
+          const exit = await Promise.race([watch.exited, givenUp]).catch((err: unknown) => {
+            throw asEngineError('waiting for the run container failed', err);
           });
           if (exit.via === 'inspect') logger.warn({ container: c.id }, 'the engine did not answer the wait for a run\'s exit; its state says it exited');
           runMs = now() - runStart;
         } finally {
           clearTimeout(timer);
+          clearTimeout(killTimer);
           signal?.removeEventListener('abort', kill);
         }
         // The attach stream normally ends with the container; never hang on one that does not. The state
         // and the outputs are asked for meanwhile (the container has exited; neither needs the stream).
-        const inspected = c.inspect();
+        const inspected = withinDeadline(c.inspect(), stepMs, 'inspecting the exited run container');
         const copied = readOutputs(slot, p, onEvent, outputSink);
         inspected.catch(() => undefined);
         copied.catch(() => undefined);
@@ -284,7 +299,10 @@ export function createRunner(deps: RunnerDeps): Runner {
         const { container, slot, dir, watch } = held;
         inBackground('removing a run\'s container', (async () => {
           watch?.cancel();
-          await container?.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'run container not removed'));
+          if (container) {
+            await withinDeadline(container.remove({ force: true }), stepMs, 'removing the run container')
+              .catch((err: unknown) => logger.warn({ err, container: container.id }, 'run container not removed; the next start removes it'));
+          }
           // The holder and its volume go after the run container (both mount the volume).
           if (slot) pool.discard(slot);
           if (dir) await rm(dir, { recursive: true, force: true });
@@ -306,13 +324,15 @@ export function createRunner(deps: RunnerDeps): Runner {
       // The holder must run before the run starts (and so before it can exit): see sandbox.ts. Usually
       // one made ahead; else made now, from the run's image.
       held.slot ??= await pool.take(e.image_id);
-      held.container = await docker.createContainer(specFor(p, e).create(`rgrid-run-${runId}`, inputsDir, held.slot.volume));
+      // A create answered after its deadline made a container nobody runs: it goes at once.
+      held.container = await withinDeadline(docker.createContainer(specFor(p, e).create(`rgrid-run-${runId}`, inputsDir, held.slot.volume)), stepMs, 'creating the run container',
+        (late) => void late.remove({ force: true }).catch(() => undefined));
     };
     try {
       await create(ensured);
       return { ensured, lease };
     } catch (err) {
-      if (!isNoSuchImage(err)) throw engineError('creating the run container failed', err);
+      if (!isNoSuchImage(err)) throw asEngineError('creating the run container failed', err);
       logger.warn({ image_id: ensured.image_id, image_key: ensured.image_key }, 'cached image vanished before its run started; ensuring it again');
       deps.probe?.forget(ensured.image_id);
       lease?.release();
@@ -321,7 +341,7 @@ export function createRunner(deps: RunnerDeps): Runner {
         await create(again.result);
       } catch (err2) {
         again.lease?.release();
-        throw engineError('creating the run container failed', err2);
+        throw asEngineError('creating the run container failed', err2);
       }
       return { ensured: again.result, lease: again.lease };
     }
@@ -332,11 +352,12 @@ export function createRunner(deps: RunnerDeps): Runner {
     slot: OutputsSlot, p: PreparedRun, onEvent: (event: RunEvent) => void, outputSink: OutputSink | undefined,
   ): Promise<CopiedOutputs & { read: boolean }> {
     // Nothing created in the outputs directory since the holder was made: nothing to read (outputs.ts).
-    if (slot.baseline && outputsUnchanged(slot.baseline, await statOutputsDir(slot.holder).catch(() => undefined))) {
+    const after = slot.baseline ? await withinDeadline(statOutputsDir(slot.holder), stepMs, 'the outputs directory\'s stat').catch(() => undefined) : undefined;
+    if (outputsUnchanged(slot.baseline, after)) {
       return { files: [], skipped: [], exceeded: null, read: false };
     }
     const sink = outputSink ?? (p.collectOutputs ? chunkEventSink((chunk) => onEvent({ type: 'output', ...chunk })) : undefined);
-    const archive = (await slot.holder.getArchive({ path: OUTPUTS_DIR })) as Readable;
+    const archive = (await withinDeadline(slot.holder.getArchive({ path: OUTPUTS_DIR }), stepMs, 'reading the outputs archive', (a) => (a as Readable).destroy())) as Readable;
     const outputs = await copyOutputTar(archive, p.limits.output, sink);
     // Names the script chose: shown escaped, and not all of them.
     if (outputs.skipped.length) logger.info({ skipped: outputs.skipped.slice(0, 20).map((n) => shown(n)), count: outputs.skipped.length }, 'outputs that are not regular files, or whose names are not safe, were not copied');
@@ -376,6 +397,11 @@ async function removeVolumeLeftovers(docker: Docker, agentId: string, logger: Lo
   } catch (err) {
     logger.debug({ err }, 'listing leftover outputs volumes failed');
   }
+}
+
+/** An engine failure as the run reports it: a deadline's own error as it is, any other wrapped. */
+function asEngineError(what: string, err: unknown): Error {
+  return isRgridError(err) ? err : engineError(what, err);
 }
 
 /** The engine's answer to a create naming an image it does not have. */
