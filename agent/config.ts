@@ -127,6 +127,11 @@ export const AgentConfigSchema = Type.Object(
      * container holding one empty outputs tmpfs, used by one run; 0 makes one at each run instead.
      */
     run_holder_pool_size: Type.Integer({ minimum: 0, maximum: 64, default: 2 }),
+    /**
+     * Hot containers (agent/runner/hot-containers.ts): run containers created ahead for the images run
+     * last, so that the next run of one only starts it; at most this many in all, 0 turns them off.
+     */
+    run_hot_containers: Type.Integer({ minimum: 0, maximum: 16, default: 2 }),
   },
   { additionalProperties: false },
 );

@@ -104,11 +104,12 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     const resolution = createResolutionService({ docker, index, config, policy: compileBuildPolicy(config), logger, observer: metrics, signal: resolutionsStop.signal });
     metrics.setResolutionsRunning(() => resolution.running());
     const cache = createImageCache({ docker, index, leases, runtimes, config, logger, observer: metrics, probe, sharing, resolution });
-    const runs = createRunner({ docker, cache, probe, config, agentId: index.agentId, logger, holderImage: () => holderImage(runtimes) });
+    const runs = createRunner({ docker, cache, probe, config, settings: store.get, agentId: index.agentId, logger, holderImage: () => holderImage(runtimes) });
     runner = runs;
     const startedAt = Date.now();
     fleet = await startFleet({
       docker, index, leases, cache, store, metrics, flags: deps.configFlags ?? {}, logger, version: deps.version, runsActive: () => runs.active, control,
+      spare: runs.spare,
     });
     // After reconcile (startFleet): pushes a previous process left in the outbox go out first.
     pushes = startPushRunner({ index, sharing, docker, control: () => control, settings: store.get, logger });
@@ -162,7 +163,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           // app.close() stops the listener and waits for in-flight requests (their builds and runs).
           // The claim loop stops claiming and lets its executions finish, like socket requests.
           const closed = Promise.all([app.close(), cache.drain(), worker?.stop()]).then(() => true);
-          // The idle outputs holders go while the work drains (runs still in flight get one made for them).
+          // The idle outputs holders and hot containers go while the work drains (runs still in flight get
+          // theirs made for them).
           runner.drain();
           let timer: NodeJS.Timeout | undefined;
           const timedOut = new Promise<boolean>((resolve) => {
@@ -183,8 +185,9 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
           resolutionsStop.abort();
           // The claim loop reports through the fleet's sync: it closes first.
           await worker?.close().catch(() => undefined);
-          // No run is left: the outputs holders made ahead go (none may outlive the agent).
-          await runner.close().catch((err: unknown) => logger.warn({ err }, 'removing the outputs holders failed'));
+          // No run is left: their clean-ups end, and what was made ahead (outputs holders, hot containers)
+          // goes (none may outlive the agent).
+          await runner.close().catch((err: unknown) => logger.warn({ err }, 'removing the outputs holders and hot containers failed'));
           await pushes?.stop().catch(() => undefined);
           await fl.close().catch((err: unknown) => logger.warn({ err }, 'closing the fleet components failed'));
           await cache.close().catch(() => undefined);

@@ -11,7 +11,7 @@ import type { AgentIndex } from './index/index.js';
 import type { LeaseTable } from './index/leases.js';
 import type { AgentMetrics } from './metrics.js';
 import { configuredDiskUsage, type DiskUsageSource } from './prune/disk-usage.js';
-import { createPruner, type Pruner } from './prune/pruner.js';
+import { createPruner, type Pruner, type SpareContainers } from './prune/pruner.js';
 import { createReconciler, type Reconciler } from './reconcile/reconcile.js';
 import { createSerial } from './serial.js';
 import { createSyncLoop, type SyncLoop } from './sync/sync-loop.js';
@@ -50,6 +50,8 @@ export interface FleetDeps {
   runsActive: () => number;
   /** The control-plane client, when the daemon made it earlier (image sharing needs it before the fleet starts). */
   control?: ControlPlaneClient;
+  /** The runner's containers made ahead of runs: the pruner removes them with their image (prune/pruner.ts). */
+  spare?: SpareContainers;
 }
 
 export async function startFleet(deps: FleetDeps): Promise<Fleet> {
@@ -62,7 +64,7 @@ export async function startFleet(deps: FleetDeps): Promise<Fleet> {
   const report = await reconciler.verify({ repair: true });
   logger.info({ drift: report.drift.length, entries: report.entries, images: report.images }, 'reconciled the index with the engine');
 
-  const pruner = createPruner({ docker, index, leases, settings, disk, logger, metrics, serial });
+  const pruner = createPruner({ docker, index, leases, settings, disk, logger, metrics, serial, ...(deps.spare ? { spare: deps.spare } : {}) });
   let engineInfo: Record<string, unknown> | undefined;
   const control = deps.control ?? new ControlPlaneClient(settings);
   const sync = createSyncLoop({

@@ -13,13 +13,16 @@ import { percentile } from './stats.js';
  * one after the other) in one run, so that the load of this shared machine moves both sides alike:
  *  1. a warm `rgrid-agent run` of a small script (its image cached) vs a bare `docker run` of the same
  *     image with the same container settings (network none, 1 CPU, 1 GiB, 256 PIDs, no capabilities,
- *     uid 65534, read-only root) — both whole commands, the CLI's start-up included on each side; and the
- *     same run on a second agent that makes each run's outputs holder at the run (run_holder_pool_size 0),
- *     the A/B of the holders made ahead;
+ *     uid 65534, read-only root) — both whole commands, the CLI's start-up included on each side; the
+ *     same run through the socket API from this process (no CLI start-up: what the claim loop and any
+ *     client of the socket pays); and two A/Bs on agents of their own: without hot containers
+ *     (run_hot_containers 0), and without anything made ahead (run_hot_containers 0 and
+ *     run_holder_pool_size 0: each run makes its outputs holder and its container);
  *  2. `rgrid-agent --help`, `ls` and `ensure` (a hit) as whole commands vs a bare `node -e 0`;
  *  3. ensure hits over the socket (p99 of 1,000 after 100 warm-up) vs the engine's own image inspect
  *     over its socket (what a hit used to ask on every call).
- * Prints the rows and writes bench-output/fast-path.json. `npm run bench -- fastpath`.
+ * Prints the rows and the warm runs' phases (p50 of each, from the agent's `phases`), and writes
+ * bench-output/fast-path.json. `npm run bench -- fastpath`.
  */
 const BASE_IMAGE = process.env.RGRID_TEST_BASE_IMAGE ?? 'rgrid-test/python:bookworm';
 const ROUNDS = Number(process.env.RGRID_BENCH_FAST_ROUNDS ?? 10);
@@ -54,15 +57,20 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
   const script = join(dir, 'script.py');
   writeFileSync(script, `# fast path ${account}\nprint("hello")\n`);
   const load = { at_start: loadavg().map((x) => round(x, 2)) };
-  let agent: AgentProcess | undefined;
-  let unpooled: AgentProcess | undefined;
+  const agents: AgentProcess[] = [];
   try {
-    agent = await startAgentProcess({ dataDir: join(dir, 'data'), socket: join(dir, 'agent.sock'), baseImage: BASE_IMAGE, logLevel: 'warn', onOutput: (c) => void process.stderr.write(c) });
-    writeFileSync(join(dir, 'no-pool.json'), JSON.stringify({ run_holder_pool_size: 0 }));
-    unpooled = await startAgentProcess({
-      dataDir: join(dir, 'data-no-pool'), socket: join(dir, 'agent-no-pool.sock'), baseImage: BASE_IMAGE, logLevel: 'warn',
-      args: ['--config', join(dir, 'no-pool.json')], onOutput: (c) => void process.stderr.write(c),
-    });
+    const start = async (name: string, config: Record<string, unknown>): Promise<AgentProcess> => {
+      writeFileSync(join(dir, `${name}.json`), JSON.stringify(config));
+      const started = await startAgentProcess({
+        dataDir: join(dir, `data-${name}`), socket: join(dir, `${name}.sock`), baseImage: BASE_IMAGE, logLevel: 'warn',
+        args: ['--config', join(dir, `${name}.json`)], onOutput: (c) => void process.stderr.write(c),
+      });
+      agents.push(started);
+      return started;
+    };
+    const agent = await start('agent', {});
+    const noHot = await start('no-hot', { run_hot_containers: 0 });
+    const nothingAhead = await start('nothing-ahead', { run_hot_containers: 0, run_holder_pool_size: 0 });
     const socket = agent.socket;
     const ensured = JSON.parse((await agentCli(['ensure', '--script', script, '--account', account, '--json'], socket)).stdout) as { image_id: string };
     const runArgs = ['run', '--script', script, '--account', account, '--cpus', '1', '--memory', '1024', '--json'];
@@ -70,22 +78,38 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
       'run', '--rm', '--network', 'none', '--cpus', '1', '--memory', '1024m', '--memory-swap', '1024m', '--pids-limit', '256',
       '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', '--user', '65534:65534', '--read-only', ensured.image_id,
     ];
-    // One of each to warm the engine and the page cache.
-    await agentCli(runArgs, socket);
-    await agentCli(runArgs, unpooled.socket);
+    const client = new AgentClient(socket);
+    const runParams = { script: Buffer.from(`# fast path ${account}\nprint("hello")\n`), account, cpus: 1, memory_mb: 1024 };
+    const socketRun = async (): Promise<number> => {
+      const t = performance.now();
+      const r = await client.run(runParams);
+      if (r.exit_code !== 0) throw new Error(`socket run failed: ${JSON.stringify(r)}`);
+      return performance.now() - t;
+    };
+    // One of each to warm the engine and the page cache (and to have the first hot container made).
+    for (const a of agents) await agentCli(runArgs, a.socket);
     await timedExec('docker', bareArgs);
+    await socketRun();
     const warm: number[] = [];
-    const warmUnpooled: number[] = [];
+    const warmSocket: number[] = [];
+    const warmNoHot: number[] = [];
+    const warmNothingAhead: number[] = [];
     const bare: number[] = [];
     const phases: Array<Record<string, unknown>> = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const r = await agentCli(runArgs, socket);
-      warm.push(r.ms);
+    const phasesNoHot: Array<Record<string, unknown>> = [];
+    const warmRun = async (a: AgentProcess, into: number[], phaseLog: Array<Record<string, unknown>>): Promise<void> => {
+      const r = await agentCli(runArgs, a.socket);
+      into.push(r.ms);
       const out = JSON.parse(r.stdout) as Record<string, unknown>;
       if (out.script_cache_hit !== true || out.exit_code !== 0) throw new Error(`warm run was not a successful hit: ${r.stdout}`);
-      phases.push({ build_ms: out.build_ms, run_ms: out.run_ms, total_ms: out.total_ms });
+      phaseLog.push({ build_ms: out.build_ms, run_ms: out.run_ms, total_ms: out.total_ms, ...(out.phases as Record<string, unknown>) });
+    };
+    for (let i = 0; i < ROUNDS; i++) {
+      await warmRun(agent, warm, phases);
       bare.push(await timedExec('docker', bareArgs));
-      warmUnpooled.push((await agentCli(runArgs, unpooled.socket)).ms);
+      warmSocket.push(await socketRun());
+      await warmRun(noHot, warmNoHot, phasesNoHot);
+      warmNothingAhead.push((await agentCli(runArgs, nothingAhead.socket)).ms);
     }
     const node: number[] = [];
     const help: number[] = [];
@@ -100,7 +124,6 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
 
     // Socket round trips: ensure hits through the CLI's client, and the engine's inspect of the same image
     // over one kept-alive connection, interleaved in blocks of 100.
-    const client = new AgentClient(socket);
     const engine = new Client('http://localhost', { socketPath: '/var/run/docker.sock', keepAliveTimeout: 30_000 });
     const params = { script: Buffer.from(`# fast path ${account}\nprint("hello")\n`), account };
     const inspect = async (): Promise<void> => {
@@ -131,20 +154,36 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
     await engine.close();
     const rows = [
       pair(`warm rgrid-agent run (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warm, bare),
-      pair(`warm run, holders made ahead (p50 of ${ROUNDS})`, 'the same, holder made at the run (pool 0)', warm, warmUnpooled),
+      pair(`warm run over the socket, no CLI start-up (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warmSocket, bare),
+      pair(`warm rgrid-agent run, hot containers (p50 of ${ROUNDS})`, 'the same without (run_hot_containers 0)', warm, warmNoHot),
+      pair(`warm rgrid-agent run, nothing made ahead (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warmNothingAhead, bare),
       pair(`rgrid-agent --help (p50 of ${ROUNDS})`, 'node -e 0', help, node),
       pair(`rgrid-agent ls (p50 of ${ROUNDS})`, 'node -e 0', ls, node),
       pair(`rgrid-agent ensure, hit (p50 of ${ROUNDS})`, 'node -e 0', ensure, node),
       pair(`ensure hit over the socket, p99 of ${HITS}`, `engine image inspect over its socket, p99 of ${HITS}`, hits, inspects, 99),
       pair(`ensure hit over the socket, p50 of ${HITS}`, `engine image inspect over its socket, p50 of ${HITS}`, hits, inspects, 50),
     ];
-    return { machine: { cpus: cpus().length, node: process.version }, load: { ...load, at_end: loadavg().map((x) => round(x, 2)) }, rows, warm_run_phases: phases };
+    return {
+      machine: { cpus: cpus().length, node: process.version }, load: { ...load, at_end: loadavg().map((x) => round(x, 2)) }, rows,
+      warm_run_phases: phases, warm_run_phases_p50: phaseMedians(phases),
+      warm_run_phases_no_hot: phasesNoHot, warm_run_phases_no_hot_p50: phaseMedians(phasesNoHot),
+    };
   } finally {
-    await agent?.stop();
-    await unpooled?.stop();
+    for (const a of agents) await a.stop();
     await removeAccountResources(account).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The p50 of each numeric phase, and how many runs took a hot container / read the outputs archive. */
+function phaseMedians(samples: ReadonlyArray<Record<string, unknown>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const key of Object.keys(samples[0] ?? {})) {
+    const values = samples.map((s) => s[key]);
+    if (values.every((v) => typeof v === 'number')) out[key] = round(percentile(values, 50), 1);
+    else if (values.every((v) => typeof v === 'boolean')) out[`${key}_count`] = values.filter(Boolean).length;
+  }
+  return out;
 }
 
 export function printFastPath(r: Record<string, unknown>): void {
@@ -153,6 +192,8 @@ export function printFastPath(r: Record<string, unknown>): void {
   for (const x of rows) {
     process.stdout.write(`${x.name.padEnd(width)}  ${String(x.subject_ms).padStart(8)} ms  vs ${String(x.reference_ms).padStart(8)} ms ${x.reference}: ${x.ratio}x (${x.delta_ms >= 0 ? '+' : ''}${x.delta_ms} ms)\n`);
   }
+  process.stdout.write(`warm run phases, p50 (hot containers): ${JSON.stringify(r.warm_run_phases_p50)}\n`);
+  process.stdout.write(`warm run phases, p50 (run_hot_containers 0): ${JSON.stringify(r.warm_run_phases_no_hot_p50)}\n`);
   process.stdout.write(`load: ${JSON.stringify(r.load)}\n`);
 }
 

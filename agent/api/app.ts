@@ -94,6 +94,7 @@ export function buildAgentApp(deps: AgentAppDeps): FastifyInstance {
     runtimes: deps.config.runtimes,
     builds: deps.cache.stats(),
     runs_active: deps.runner.active,
+    runs: deps.runner.stats(),
     leases: deps.leases.list().map((l) => ({ ...l.ref, holders: l.holders, since: new Date(l.since).toISOString() })),
     entries: { image: deps.index.list({ kind: 'image' }).length, deps: deps.index.list({ kind: 'deps' }).length },
   }));

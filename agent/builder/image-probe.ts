@@ -3,6 +3,7 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { Client } from 'undici';
 import { engineError, isNotFound } from './engine-build.js';
+import { isOciDigest } from '../../common/names.js';
 import { ImageSet, type ImageEvent } from './image-set.js';
 
 /**
@@ -31,6 +32,12 @@ export interface ImageProbe {
   exists(imageId: string): Promise<boolean>;
   /** The engine answered "no such image" for this ID elsewhere: the next `exists` says no without asking. */
   forget(imageId: string): void;
+  /**
+   * Calls `listener` with each image ID the engine reports deleted (a delete event) or `forget` is told
+   * of, so that what is kept for an image (the runner's hot containers) goes with it. Returns the
+   * unsubscribe.
+   */
+  onGone(listener: (imageId: string) => void): () => void;
   stats(): ImageProbeStats;
   close(): Promise<void>;
 }
@@ -92,6 +99,15 @@ export function createImageProbe(docker: Docker, options: ImageProbeOptions = {}
   let resyncs = 0;
   let stream: Readable | undefined;
   let wake: (() => void) | undefined;
+  const goneListeners = new Set<(imageId: string) => void>();
+  const gone = (imageId: string): void => {
+    for (const listener of goneListeners) listener(imageId);
+  };
+  const apply = (event: ImageEvent): void => {
+    set.apply(event);
+    const actor = event.Actor?.ID ?? event.id;
+    if (event.Action === 'delete' && isOciDigest(actor)) gone(actor);
+  };
 
   async function askEngine(imageId: string): Promise<boolean> {
     engineChecks++;
@@ -125,7 +141,7 @@ export function createImageProbe(docker: Docker, options: ImageProbeOptions = {}
             continue; // not an event: ignored (the set only ever takes IDs of the one definition)
           }
           if (held) held.push(event);
-          else set.apply(event);
+          else apply(event);
         }
       });
       events.once('end', resolve);
@@ -139,7 +155,7 @@ export function createImageProbe(docker: Docker, options: ImageProbeOptions = {}
       events.destroy();
       throw err;
     }
-    for (const event of held) set.apply(event);
+    for (const event of held) apply(event);
     held = undefined;
     resyncs++;
     live = true;
@@ -187,6 +203,11 @@ export function createImageProbe(docker: Docker, options: ImageProbeOptions = {}
     },
     forget(imageId) {
       set.forget(imageId);
+      if (isOciDigest(imageId)) gone(imageId);
+    },
+    onGone(listener) {
+      goneListeners.add(listener);
+      return () => void goneListeners.delete(listener);
     },
     stats: () => ({ live, engine_checks: engineChecks, resyncs, images: set.size }),
     async close() {

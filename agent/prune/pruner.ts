@@ -53,7 +53,18 @@ export interface PrunerDeps {
   metrics?: AgentMetrics;
   /** Shared with the reconciler (serial.ts). */
   serial?: Serial;
+  /**
+   * Containers made ahead of runs (the runner's hot containers): not a use of their image, so they do
+   * not protect it, and they are removed before it is (the engine refuses to delete an image any
+   * container refers to).
+   */
+  spare?: SpareContainers;
   now?: () => number;
+}
+
+export interface SpareContainers {
+  isSpare(container: Docker.ContainerInfo): boolean;
+  release(imageId: string): Promise<void>;
 }
 
 const item = (e: IndexEntry, reason: PruneReason): PruneItem => ({
@@ -73,7 +84,7 @@ export function createPruner(deps: PrunerDeps): Pruner {
   async function run(dryRun: boolean): Promise<PruneReport> {
     const c = settings();
     // Every container, whatever its state: the engine keeps a stopped container's image too.
-    const inUse = new Set((await docker.listContainers({ all: true })).map((ct) => ct.ImageID));
+    const inUse = new Set((await docker.listContainers({ all: true })).filter((ct) => !deps.spare?.isSpare(ct)).map((ct) => ct.ImageID));
     let disk: DiskUsage | null = null;
     try {
       disk = await deps.disk.read();
@@ -102,6 +113,7 @@ export function createPruner(deps: PrunerDeps): Pruner {
       if (!(await index.remove(current, { ifImageId: current.image_id }))) continue;
       // --- the entry is gone; now the image ---
       try {
+        await deps.spare?.release(current.image_id);
         await docker.getImage(current.image_id).remove({ noprune: false });
       } catch (err) {
         if (!isNotFound(err)) {

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
+import { ENGINE_STEP_TIMEOUT_MS, withinDeadline } from './engine-deadline.js';
+import { statOutputsDir, type OutputsDirStat } from './outputs.js';
 import { holderContainerSpec, outputsVolumeSpec, type OutputLimits } from './sandbox.js';
 
 /**
@@ -21,6 +23,8 @@ export const POOL_LABEL = 'io.rgrid.outputs-pool';
 export interface OutputsSlot {
   volume: string;
   holder: Docker.Container;
+  /** The empty outputs directory as the engine saw it when the holder was made (outputs.ts), if it said. */
+  baseline?: OutputsDirStat | undefined;
 }
 
 export interface HolderPool {
@@ -51,11 +55,14 @@ export interface HolderPoolDeps {
   after?: Promise<unknown>;
   /** Wait after a failed fill before the next attempt. */
   retryMs?: number;
+  /** How long one engine call may go unanswered (engine-deadline.ts). */
+  stepTimeoutMs?: number;
 }
 
 export function createHolderPool(deps: HolderPoolDeps): HolderPool {
   const { docker, logger, output } = deps;
   const labels = { [POOL_LABEL]: deps.agentId };
+  const stepMs = deps.stepTimeoutMs ?? ENGINE_STEP_TIMEOUT_MS;
   const ready: OutputsSlot[] = [];
   const pending = new Set<Promise<unknown>>();
   let closed = false;
@@ -71,9 +78,12 @@ export function createHolderPool(deps: HolderPoolDeps): HolderPool {
   };
 
   async function remove(slot: { volume: string; holder?: Docker.Container }): Promise<void> {
-    await slot.holder?.remove({ force: true }).catch((err: unknown) => logger.warn({ err }, 'outputs holder not removed'));
+    if (slot.holder) {
+      await withinDeadline(slot.holder.remove({ force: true }), stepMs, 'removing an outputs holder').catch((err: unknown) => logger.warn({ err }, 'outputs holder not removed'));
+    }
     // The volume is in use until its holder is gone; a tmpfs holds nothing once unmounted.
-    await docker.getVolume(slot.volume).remove().catch((err: unknown) => logger.warn({ err, volume: slot.volume }, 'outputs volume not removed'));
+    await withinDeadline(docker.getVolume(slot.volume).remove(), stepMs, 'removing an outputs volume')
+      .catch((err: unknown) => logger.warn({ err, volume: slot.volume }, 'outputs volume not removed'));
   }
 
   async function make(imageId: string): Promise<OutputsSlot> {
@@ -81,10 +91,15 @@ export function createHolderPool(deps: HolderPoolDeps): HolderPool {
     const volume = `rgrid-run-outputs-${id}`;
     let holder: Docker.Container | undefined;
     try {
-      await docker.createVolume(outputsVolumeSpec(volume, output, labels));
-      holder = await docker.createContainer(holderContainerSpec({ imageId, name: `rgrid-hold-${id}`, volume, output, labels }));
-      await holder.start();
-      return { volume, holder };
+      // Each engine call bounded (engine-deadline.ts); what one answered late made is removed (the volume
+      // and a late holder by the pool's label at the next start at worst).
+      await withinDeadline(docker.createVolume(outputsVolumeSpec(volume, output, labels)), stepMs, 'creating an outputs volume');
+      holder = await withinDeadline(docker.createContainer(holderContainerSpec({ imageId, name: `rgrid-hold-${id}`, volume, output, labels })), stepMs,
+        'creating an outputs holder', (late) => void late.remove({ force: true }).catch(() => undefined));
+      await withinDeadline(holder.start(), stepMs, 'starting an outputs holder');
+      // A few ms here saves reading an empty archive after the run (outputs.ts, OutputsDirStat).
+      const baseline = await withinDeadline(statOutputsDir(holder), stepMs, 'the outputs directory\'s stat').catch(() => undefined);
+      return { volume, holder, baseline };
     } catch (err) {
       await remove({ volume, ...(holder ? { holder } : {}) });
       throw err;

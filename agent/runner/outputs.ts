@@ -8,10 +8,11 @@
  * cannot make anyone write outside their output directory. Relative paths keep subdirectories (`a/b.csv`).
  */
 import { Writable, type Readable } from 'node:stream';
+import type Docker from 'dockerode';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { fileNameProblem, shown } from '../../common/names.js';
-import type { OutputLimits } from './sandbox.js';
+import { OUTPUTS_DIR, type OutputLimits } from './sandbox.js';
 
 export interface OutputFileInfo {
   name: string;
@@ -121,4 +122,42 @@ export function chunkEventSink(onChunk: (chunk: OutputChunk) => void): OutputSin
       }),
     );
   };
+}
+
+/**
+ * What the engine says of the outputs directory (`HEAD …/archive`, a holder's mount of the tmpfs): its
+ * size, mode and modification time. Taken once when a holder is made (the directory is empty then) and
+ * again after the run: a directory whose size, mode and modification time are all unchanged has had no
+ * entry created or removed in it — it is still empty, and the archive (a tar stream the engine makes in a
+ * process of its own, 50–300 ms on a loaded host) need not be read. A directory's size on a tmpfs counts
+ * its entries, so a script cannot hide a file by setting the time back; all it could hide that way is
+ * its own outputs, from itself.
+ */
+export interface OutputsDirStat {
+  size: number;
+  mode: number;
+  mtime: string;
+}
+
+export async function statOutputsDir(holder: Docker.Container): Promise<OutputsDirStat | undefined> {
+  const res = (await holder.infoArchive({ path: OUTPUTS_DIR })) as { headers?: Record<string, unknown> };
+  return parsePathStat(res.headers?.['x-docker-container-path-stat']);
+}
+
+/** The engine's path-stat header (base64 of JSON); undefined when it is not one. */
+export function parsePathStat(header: unknown): OutputsDirStat | undefined {
+  if (typeof header !== 'string' || header.length > 4096) return undefined;
+  try {
+    const parsed = JSON.parse(Buffer.from(header, 'base64').toString('utf8')) as Record<string, unknown>;
+    const { size, mode, mtime } = parsed;
+    if (typeof size !== 'number' || typeof mode !== 'number' || typeof mtime !== 'string' || mtime === '') return undefined;
+    return { size, mode, mtime };
+  } catch {
+    return undefined;
+  }
+}
+
+/** True only when both stats are known and equal (see OutputsDirStat): nothing to copy. */
+export function outputsUnchanged(before: OutputsDirStat | undefined, after: OutputsDirStat | undefined): boolean {
+  return before !== undefined && after !== undefined && before.size === after.size && before.mode === after.mode && before.mtime === after.mtime;
 }

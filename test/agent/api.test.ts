@@ -30,7 +30,10 @@ describe('agent socket API', () => {
       abandon: () => undefined,
       close: () => Promise.resolve(),
     };
-    const runner = { active: 0, prepare: async () => Promise.reject(new Error('unused')), run: async () => Promise.reject(new Error('unused')) } as unknown as Runner;
+    const runner = {
+      active: 0, stats: () => ({ active: 0, cleaning: 1, hot: 2 }),
+      prepare: async () => Promise.reject(new Error('unused')), run: async () => Promise.reject(new Error('unused')),
+    } as unknown as Runner;
     app = buildAgentApp({
       config: resolveConfig({ socket: join(dir, 's'), data_dir: dir, runtimes: { py: 'img' } }, {}),
       index,
@@ -63,7 +66,7 @@ describe('agent socket API', () => {
   it('GET /v1/health reports the phase and counts', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/health' });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ status: 'ok', phase: 'running', agent_id: index.agentId, entries: { image: 0, deps: 0 }, leases: [] });
+    expect(res.json()).toMatchObject({ status: 'ok', phase: 'running', agent_id: index.agentId, entries: { image: 0, deps: 0 }, leases: [], runs_active: 0, runs: { active: 0, cleaning: 1, hot: 2 } });
   });
 
   it('GET /v1/entries renders the ls fields with ISO timestamps', async () => {

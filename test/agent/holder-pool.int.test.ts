@@ -14,7 +14,9 @@ import { docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAc
 const account = uniqueAccount('pool');
 const dir = tempDir('holder-pool');
 const configFile = join(dir, 'agent.json');
-writeFileSync(configFile, JSON.stringify({ run_holder_pool_size: 2, run_max_output_mb: 1, run_max_output_file_mb: 1 }));
+// No hot containers here (each holds a slot of the pool: test/agent/hot-containers.int.test.ts): the
+// pool's holders are then exactly the ones it keeps ready.
+writeFileSync(configFile, JSON.stringify({ run_holder_pool_size: 2, run_hot_containers: 0, run_max_output_mb: 1, run_max_output_file_mb: 1 }));
 let agent: AgentProcess | undefined;
 let agentId = '';
 
@@ -83,6 +85,33 @@ describe('outputs holders made ahead of runs', () => {
     await until(async () => (await poolVolumes()).length === 2, 'used volumes removed');
     const now = (await poolContainers()).map((c) => c.Id);
     expect(now.filter((id) => before.has(id))).toEqual([]);
+  });
+
+  it('the outputs archive is read only when the outputs directory changed', async () => {
+    const script = Buffer.from(nonceScript([
+      'import os',
+      'mode = open("/work/inputs/mode").read()',
+      'if mode == "hidden":',
+      '    # A file written, and the directory\'s time set back: its size still counts the file.',
+      '    st = os.stat("/work/outputs")',
+      '    open("/work/outputs/h.txt", "w").write("h")',
+      '    os.utime("/work/outputs", ns=(st.st_atime_ns, st.st_mtime_ns))',
+      'elif mode == "gone":',
+      '    open("/work/outputs/g.txt", "w").write("g")',
+      '    os.remove("/work/outputs/g.txt")',
+      'print(mode)',
+    ].join('\n')));
+    const run = async (mode: string): Promise<Record<string, unknown>> => {
+      const got = new Map<string, string>();
+      const result = await agent!.client.run({ script, account, collect_outputs: true, inputs: [{ name: 'mode', data: Buffer.from(mode) }] }, (e) => {
+        if (e.type === 'output') got.set(String(e.name), (got.get(String(e.name)) ?? '') + Buffer.from(String(e.data), 'base64').toString());
+      });
+      return { ...result, got: Object.fromEntries(got) };
+    };
+    // Nothing written: the stat says so, and the archive is not read.
+    expect(await run('quiet')).toMatchObject({ exit_code: 0, outputs: [], got: {}, phases: { outputs_read: false } });
+    expect(await run('hidden')).toMatchObject({ exit_code: 0, outputs: ['h.txt'], got: { 'h.txt': 'h' }, phases: { outputs_read: true } });
+    expect(await run('gone')).toMatchObject({ exit_code: 0, outputs: [], got: {}, phases: { outputs_read: true } });
   });
 
   it('a stop removes every holder and its volume', async () => {

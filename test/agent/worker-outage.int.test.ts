@@ -70,8 +70,13 @@ describe('the claim loop through control-plane outages', () => {
     fake.queueClaims([claim]);
     await eventually('the run to be given up', () => (agent.log().includes('run stopped: the claim is lost, nothing is reported') ? true : undefined));
     expect(agent.log()).toContain('claim lost (lease expired or re-queued); stopping the run');
-    // Stopped whether the renewal came during the build or during the run: no container is left running.
-    expect(await docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`, 'io.rgrid.role=run'] } })).toEqual([]);
+    // Stopped whether the renewal came during the build or during the run: no container is left running,
+    // and once its removal (after the run, in the background) is done, none is left but the hot containers
+    // made ahead for a next run (created, never started).
+    const runContainers = async (): Promise<Array<{ State: string; Labels: Record<string, string> }>> =>
+      docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`, 'io.rgrid.role=run'] } });
+    expect((await runContainers()).filter((c) => c.State === 'running')).toEqual([]);
+    await eventually('the run container removed', async () => ((await runContainers()).every((c) => c.State === 'created' && c.Labels['io.rgrid.hot'] !== undefined) ? true : undefined));
     // Work after it still gets done, and by then a report of the lost claim would have been sent.
     const next = claimFor(fake, account, { script: nonceScript('print("next")') });
     fake.queueClaims([next]);
