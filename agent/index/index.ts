@@ -21,16 +21,23 @@ import type { EntryKind, EntryRef, IndexEntry } from './types.js';
  *
  * Keys are lmdb-js ordered-binary arrays, so all entries of one account form one contiguous range.
  *
- * Durability: every write method resolves when its LMDB transaction has
- * committed, and callers answer only after that — a hit's touch (last_used_at, use_count) is in the data
- * file before the client hears "hit", so it survives the agent being SIGKILLed and restarted. The fsync
- * follows asynchronously (lmdb-js overlappingSync + separateFlushed; `flushed()` waits for it): with the
- * same boot, lmdb-js reopens at the latest committed transaction; after an OS crash or power loss it
- * reopens at the latest flushed one, so at most the last few milliseconds of touches are lost and
- * integrity is kept (MDB_NOMETASYNC likewise only defers the meta page). Measured on the 2-core test VM
- * under I/O load: commit p99 ~0.8 ms this way, ~3–8 ms when every hit waits for its own fsync — which
- * would dominate a hit's tail latency. Writes issued in one event turn (e.g. 100 concurrent touches) are
- * batched into one commit by lmdb-js.
+ * Durability: every write is one LMDB transaction (entry and outbox op together), so the index is
+ * consistent whatever the moment the process dies: a transaction is in the data file whole or not at
+ * all. `putBuilt` and `remove` are awaited by their callers — a built entry is committed before anyone
+ * hears of it, and a removal commits synchronously (see `remove`). A hit's `touch` (last_used_at,
+ * use_count) is NOT awaited before the answer (agent/builder/image-cache.ts): it only feeds the
+ * pruner's LRU/TTL choice and the control plane's last-used time, never whether a hit is right, so a
+ * touch lost to a SIGKILL between the answer and its commit (typically well under a millisecond; tens
+ * of ms on a loaded machine) makes the entry look one use older, and nothing else. Waiting for it put
+ * the write thread's commit and wake-up on every hit's tail. Readers that report use counts (`ls`,
+ * `inspect`, the pruner) first await `settled()`, so whoever heard "hit" and then asks sees the use.
+ * The fsync follows asynchronously (lmdb-js overlappingSync + separateFlushed; `flushed()` waits for
+ * it): with the same boot, lmdb-js reopens at the latest committed transaction; after an OS crash or
+ * power loss it reopens at the latest flushed one, so at most the last few milliseconds of writes are
+ * lost and integrity is kept (MDB_NOMETASYNC likewise only defers the meta page). Measured on the 2-core
+ * test VM under I/O load: commit p99 ~0.8 ms this way, ~3–8 ms when every write waits for its own
+ * fsync. Writes issued in one event turn (e.g. 100 concurrent touches) are batched into one commit by
+ * lmdb-js.
  */
 export const INDEX_SCHEMA_VERSION = 1;
 
@@ -53,7 +60,7 @@ export interface AgentIndex {
   putBuilt(entry: IndexEntry, alsoTouch?: readonly EntryRef[], options?: { queuePush?: boolean }): Promise<void>;
   /**
    * Records a use of each ref in one transaction: last_used_at = now, use_count += 1. Refs that no longer
-   * exist are skipped. Returns the updated entries (undefined for skipped ones).
+   * exist are skipped. Resolves, once committed, to the updated entries (undefined for skipped ones).
    */
   touch(refs: readonly EntryRef[], now?: number): Promise<Array<IndexEntry | undefined>>;
   /**
@@ -72,6 +79,12 @@ export interface AgentIndex {
    * `through` is the highest op seq whose effect the entries already contain.
    */
   syncSnapshot(): { entries: IndexEntry[]; through: number };
+  /**
+   * Resolves when every `putBuilt` and `touch` issued before the call has committed (or failed; its
+   * caller hears of the failure). Readers of use counts call it first: a touch a hit did not wait for is
+   * then visible.
+   */
+  settled(): Promise<void>;
   /** Resolves when everything committed so far is fsynced. */
   flushed(): Promise<void>;
   close(): Promise<void>;
@@ -109,6 +122,21 @@ export function createIndex(deps: IndexDeps): AgentIndex {
   const resolutions = createResolutionStore(root);
 
   const keyOf = (ref: EntryRef): [string, string] => [ref.account, ref.key];
+
+  // Asynchronous writes not yet committed (settled() waits for those issued before it is called).
+  const inFlight = new Set<Promise<void>>();
+  function tracked<T>(start: () => Promise<T>): Promise<T> {
+    let write: Promise<T>;
+    try {
+      write = start();
+    } catch (err) {
+      write = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    const done = write.then(() => undefined, () => undefined);
+    inFlight.add(done);
+    void done.then(() => inFlight.delete(done));
+    return write;
+  }
 
   function list(filter: ListFilter = {}): IndexEntry[] {
     const kinds: EntryKind[] = filter.kind ? [filter.kind] : ['image', 'deps'];
@@ -148,7 +176,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
     async putBuilt(entry, alsoTouch = [], options = {}) {
       const at = now();
       // Inside a transaction callback the *Sync calls join that transaction (one commit for all).
-      await root.transaction(() => {
+      await tracked(() => root.transaction(() => {
         tables[entry.kind].putSync(keyOf(entry), entry);
         outbox.enqueueUpsert(entry, at);
         if (options.queuePush) pushes.enqueueInTxn(entry, at);
@@ -158,10 +186,10 @@ export function createIndex(deps: IndexDeps): AgentIndex {
           tables[ref.kind].putSync(keyOf(ref), { ...current, last_used_at: at, use_count: current.use_count + 1 });
           outbox.enqueueTouch(ref, at);
         }
-      });
+      }));
     },
-    async touch(refs, at = now()) {
-      return root.transaction(() =>
+    touch(refs, at = now()) {
+      return tracked(() => root.transaction(() =>
         refs.map((ref) => {
           const current = tables[ref.kind].get(keyOf(ref));
           if (!current) return undefined;
@@ -170,7 +198,7 @@ export function createIndex(deps: IndexDeps): AgentIndex {
           outbox.enqueueTouch(ref, updated.last_used_at);
           return updated;
         }),
-      );
+      ));
     },
     remove(ref, options = {}) {
       // Committed synchronously, before remove() returns: the pruner decides and removes in one event-loop
@@ -182,10 +210,15 @@ export function createIndex(deps: IndexDeps): AgentIndex {
         return Promise.reject(err instanceof Error ? err : new Error(String(err)));
       }
     },
+    async settled() {
+      await Promise.all([...inFlight]);
+    },
     async flushed() {
       await root.flushed;
     },
     async close() {
+      // A touch nobody awaited still commits before the environment closes.
+      await Promise.all([...inFlight]);
       await root.close();
     },
   };

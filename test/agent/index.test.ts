@@ -82,6 +82,26 @@ describe('LMDB index', () => {
     expect(index.get(ref)?.use_count).toBe(201);
   });
 
+  it('settled() waits for touches nobody awaited (a hit answers before its touch commits)', async () => {
+    const ref = { kind: 'image' as const, account: 'acme', key: hex('a') };
+    await index.putBuilt(entry());
+    for (let i = 0; i < 50; i++) void index.touch([ref]);
+    await index.settled();
+    expect(index.get(ref)?.use_count).toBe(51);
+    // Entry and outbox op commit together: every counted use has its touch op.
+    const touchOps = index.outbox.takeBatch(1000).filter((op) => op.type === 'touch');
+    expect(touchOps.reduce((n, op) => n + (op.count ?? 0), 0)).toBe(50);
+  });
+
+  it('close() commits the touches nobody awaited before closing', async () => {
+    const ref = { kind: 'image' as const, account: 'acme', key: hex('a') };
+    await index.putBuilt(entry());
+    for (let i = 0; i < 20; i++) void index.touch([ref]);
+    await index.close();
+    index = open();
+    expect(index.get(ref)?.use_count).toBe(21);
+  });
+
   it('putBuilt writes the entry and touches the deps layer in one transaction', async () => {
     const depsRef = { kind: 'deps' as const, account: 'acme', key: hex('d') };
     await index.putBuilt(entry({ kind: 'deps', key: hex('d') }));
