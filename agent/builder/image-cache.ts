@@ -134,14 +134,14 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
   }
 
   /**
-   * Counts a hit as a use (last_used_at, use_count; the deps layer too, as the image is built on it: one
-   * transaction for both), without waiting for the commit: the answer never depended on it, and waiting
-   * put LMDB's write thread on every hit's tail. Issued once per hit, never retried: a failed or
-   * SIGKILL-lost touch only makes the entry look older to the pruner (agent/index/index.ts, durability).
-   * Readers of use counts wait for it (`index.settled()`).
+   * Counts a hit as a use (last_used_at, use_count; the deps layer too, as the image is built on it),
+   * without waiting for the commit: the answer never depended on it, and waiting put LMDB's write thread
+   * on every hit's tail. Recorded once per hit, never retried: a failed or SIGKILL-lost use only makes the
+   * entry look older to the pruner (agent/index/index.ts, durability). Readers of use counts wait for it
+   * (`index.settled()`).
    */
   function recordHit(refs: EntryRef[]): void {
-    index.touch(refs).catch((err: unknown) => {
+    index.recordUse(refs).catch((err: unknown) => {
       logger.warn({ refs, reason: (err as Error).message }, 'recording a cache hit\'s use failed; the entry looks older to the pruner');
     });
   }

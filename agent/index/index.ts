@@ -3,7 +3,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { createOutboxStore, type OutboxStore } from './outbox.js';
 import { createPushOutboxStore, type PushOutboxStore } from './push-outbox.js';
 import { createResolutionStore, type ResolutionStore } from './resolutions.js';
-import type { EntryKind, EntryRef, IndexEntry } from './types.js';
+import { refId, type EntryKind, type EntryRef, type IndexEntry } from './types.js';
 
 /**
  * The agent's LMDB index (docs/architecture.md): one environment at `<data_dir>/index`, named sub-databases
@@ -23,23 +23,31 @@ import type { EntryKind, EntryRef, IndexEntry } from './types.js';
  *
  * Durability: every write is one LMDB transaction (entry and outbox op together), so the index is
  * consistent whatever the moment the process dies: a transaction is in the data file whole or not at
- * all. `putBuilt` and `remove` are awaited by their callers — a built entry is committed before anyone
- * hears of it, and a removal commits synchronously (see `remove`). A hit's `touch` (last_used_at,
- * use_count) is NOT awaited before the answer (agent/builder/image-cache.ts): it only feeds the
- * pruner's LRU/TTL choice and the control plane's last-used time, never whether a hit is right, so a
- * touch lost to a SIGKILL between the answer and its commit (typically well under a millisecond; tens
- * of ms on a loaded machine) makes the entry look one use older, and nothing else. Waiting for it put
- * the write thread's commit and wake-up on every hit's tail. Readers that report use counts (`ls`,
- * `inspect`, the pruner) first await `settled()`, so whoever heard "hit" and then asks sees the use.
+ * all. `putBuilt`, `touch` and `remove` are awaited by their callers — a built entry is committed before
+ * anyone hears of it, and a removal commits synchronously (see `remove`). A hit's use (last_used_at,
+ * use_count) is recorded with `recordUse`, which the hit does NOT wait for (agent/builder/image-cache.ts):
+ * the use only feeds the pruner's LRU/TTL choice and the control plane's last-used time, never whether a
+ * hit is right. Waiting for it put LMDB's write thread — its commit and two wake-ups of this thread — on
+ * every hit's tail. Uses are gathered for up to USE_BATCH_MS and written in one transaction (each key
+ * once, with its number of uses): one commit and one fsync per batch instead of per hit. A SIGKILL can so
+ * lose the uses of the last few milliseconds — each an entry looking one use older, nothing else.
+ * Readers that report use counts (`ls`, `inspect`, the pruner) first await `settled()`, which writes a
+ * gathered batch at once: whoever heard "hit" and then asks sees the use; `close()` writes it too.
  * The fsync follows asynchronously (lmdb-js overlappingSync + separateFlushed; `flushed()` waits for
  * it): with the same boot, lmdb-js reopens at the latest committed transaction; after an OS crash or
  * power loss it reopens at the latest flushed one, so at most the last few milliseconds of writes are
  * lost and integrity is kept (MDB_NOMETASYNC likewise only defers the meta page). Measured on the 2-core
  * test VM under I/O load: commit p99 ~0.8 ms this way, ~3–8 ms when every write waits for its own
- * fsync. Writes issued in one event turn (e.g. 100 concurrent touches) are batched into one commit by
- * lmdb-js.
+ * fsync. Writes issued in one event turn are batched into one commit by lmdb-js as well.
  */
 export const INDEX_SCHEMA_VERSION = 1;
+
+/**
+ * How long hits' uses are gathered before their one transaction: short, so that a SIGKILL loses few uses
+ * (nobody waits for the batch: `settled()` writes it at once); long enough that a busy agent commits a
+ * few hundred use batches a second rather than one per hit.
+ */
+export const USE_BATCH_MS = 5;
 
 export interface ListFilter {
   kind?: EntryKind;
@@ -64,6 +72,11 @@ export interface AgentIndex {
    */
   touch(refs: readonly EntryRef[], now?: number): Promise<Array<IndexEntry | undefined>>;
   /**
+   * The same for a use nobody waits for (a hit): gathered with the other uses of the next USE_BATCH_MS
+   * into one transaction. Resolves once that transaction committed; rejects if it failed.
+   */
+  recordUse(refs: readonly EntryRef[], now?: number): Promise<void>;
+  /**
    * Removes an entry. With `ifImageId`, only when it still points at that image (so a stale view never
    * removes an entry that a concurrent rebuild just replaced). Resolves to whether it removed something.
    */
@@ -80,9 +93,9 @@ export interface AgentIndex {
    */
   syncSnapshot(): { entries: IndexEntry[]; through: number };
   /**
-   * Resolves when every `putBuilt` and `touch` issued before the call has committed (or failed; its
-   * caller hears of the failure). Readers of use counts call it first: a touch a hit did not wait for is
-   * then visible.
+   * Writes the uses gathered by `recordUse` now, and resolves when every `putBuilt`, `touch` and
+   * `recordUse` issued before the call has committed (or failed; its caller hears of the failure).
+   * Readers of use counts call it first: a use a hit did not wait for is then counted.
    */
   settled(): Promise<void>;
   /** Resolves when everything committed so far is fsynced. */
@@ -138,6 +151,55 @@ export function createIndex(deps: IndexDeps): AgentIndex {
     return write;
   }
 
+  // Uses gathered for the next batch (recordUse): per key, the uses and the latest time.
+  interface Use { ref: EntryRef; uses: number; at: number }
+  let gathered: { uses: Map<string, Use>; timer: NodeJS.Timeout; written: Promise<unknown>; write: () => void } | undefined;
+
+  function gatherUse(ref: EntryRef, at: number): Promise<unknown> {
+    if (!gathered) {
+      let outcome!: { resolve: (v: unknown) => void; reject: (err: unknown) => void };
+      const written = new Promise<unknown>((resolve, reject) => (outcome = { resolve, reject }));
+      const batch = {
+        uses: new Map<string, Use>(),
+        written,
+        timer: setTimeout(() => batch.write(), USE_BATCH_MS),
+        write: () => {
+          clearTimeout(batch.timer);
+          if (gathered === batch) gathered = undefined;
+          tracked(() => root.transaction(() => writeUses([...batch.uses.values()]))).then(outcome.resolve, outcome.reject);
+        },
+      };
+      // Registered now, so that settled() called before the batch is written waits for it.
+      void tracked(() => written);
+      gathered = batch;
+    }
+    const id = refId(ref);
+    const known = gathered.uses.get(id);
+    if (known) {
+      known.uses++;
+      known.at = Math.max(known.at, at);
+    } else gathered.uses.set(id, { ref, uses: 1, at });
+    return gathered.written;
+  }
+
+  /** Inside a write transaction: each use added to its entry, and to its key's coalesced outbox op. */
+  function writeUses(uses: readonly Use[]): Array<IndexEntry | undefined> {
+    return uses.map(({ ref, uses: count, at }) => {
+      const current = tables[ref.kind].get(keyOf(ref));
+      if (!current) return undefined;
+      const updated = { ...current, last_used_at: Math.max(at, current.last_used_at), use_count: current.use_count + count };
+      tables[ref.kind].putSync(keyOf(ref), updated);
+      outbox.enqueueTouch(ref, updated.last_used_at, count);
+      return updated;
+    });
+  }
+
+  /** Writes the gathered uses now, then waits for every write issued so far. */
+  async function settle(): Promise<void> {
+    gathered?.write();
+    await Promise.all([...inFlight]);
+  }
+
   function list(filter: ListFilter = {}): IndexEntry[] {
     const kinds: EntryKind[] = filter.kind ? [filter.kind] : ['image', 'deps'];
     const out: IndexEntry[] = [];
@@ -189,16 +251,11 @@ export function createIndex(deps: IndexDeps): AgentIndex {
       }));
     },
     touch(refs, at = now()) {
-      return tracked(() => root.transaction(() =>
-        refs.map((ref) => {
-          const current = tables[ref.kind].get(keyOf(ref));
-          if (!current) return undefined;
-          const updated = { ...current, last_used_at: Math.max(at, current.last_used_at), use_count: current.use_count + 1 };
-          tables[ref.kind].putSync(keyOf(ref), updated);
-          outbox.enqueueTouch(ref, updated.last_used_at);
-          return updated;
-        }),
-      ));
+      return tracked(() => root.transaction(() => writeUses(refs.map((ref) => ({ ref, uses: 1, at })))));
+    },
+    async recordUse(refs, at = now()) {
+      const batches = refs.map((ref) => gatherUse(ref, at));
+      await Promise.all(batches);
     },
     remove(ref, options = {}) {
       // Committed synchronously, before remove() returns: the pruner decides and removes in one event-loop
@@ -210,15 +267,13 @@ export function createIndex(deps: IndexDeps): AgentIndex {
         return Promise.reject(err instanceof Error ? err : new Error(String(err)));
       }
     },
-    async settled() {
-      await Promise.all([...inFlight]);
-    },
+    settled: settle,
     async flushed() {
       await root.flushed;
     },
     async close() {
-      // A touch nobody awaited still commits before the environment closes.
-      await Promise.all([...inFlight]);
+      // Touches nobody awaited (hits answered) still commit before the environment closes.
+      await settle();
       await root.close();
     },
   };

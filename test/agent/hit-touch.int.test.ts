@@ -1,6 +1,6 @@
 /**
- * A hit answers before its touch (last_used_at, use_count, outbox op) commits (agent/index/index.ts,
- * durability). Against a real Docker engine:
+ * A hit answers before its use (last_used_at, use_count, outbox op) is committed: uses are gathered
+ * and written in batches (agent/index/index.ts, durability). Against a real Docker engine:
  *  - the agent SIGKILLed the moment a hit is answered (more hits in flight): the index reopens
  *    consistent — every use counted in an entry has its outbox touch op, none more, none fewer (they
  *    commit in one transaction), no more uses than hits sent — and the entry is still a hit;
@@ -114,9 +114,9 @@ describe('a touch that fails', () => {
     const config = resolveConfig({ socket: join(dir, 's'), data_dir: dir, runtimes: { 'python3.11': inject('baseImage') } }, {});
     const probe = createImageProbe(docker, { logger, watch: false });
     let failTouches = false;
-    // The real index, except that its touch fails on demand (as on a full disk).
+    // The real index, except that recording a use fails on demand (as on a full disk).
     const failing: AgentIndex = Object.create(index, {
-      touch: { value: (...args: Parameters<AgentIndex['touch']>) => (failTouches ? Promise.reject(new Error('MDB_MAP_FULL: the map is full')) : index.touch(...args)) },
+      recordUse: { value: (...args: Parameters<AgentIndex['recordUse']>) => (failTouches ? Promise.reject(new Error('MDB_MAP_FULL: the map is full')) : index.recordUse(...args)) },
     }) as AgentIndex;
     const cache = createImageCache({ docker, index: failing, leases: createLeaseTable(), runtimes: createRuntimeResolver(docker, config), config, logger, probe });
     try {
