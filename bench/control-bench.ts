@@ -11,21 +11,34 @@
  * directory. Everything runs on the same machine: server, database and load generator share the CPUs,
  * and the figures say so. Prints a table and writes bench-output/control.json.
  *
+ * Where the time goes, for each resolve phase: the CPU of the server process, of PostgreSQL (the
+ * embedded server and its backends) and of this process (the load generator) per request, from /proc;
+ * and from the server's /metrics, scraped just before and after the phase, its own request durations
+ * (rgrid_control_http_request_duration_seconds: the share of requests over 5 and 10 ms inside the
+ * server, from its onRequest to its answer), its event-loop delay (p99 and max over the phase) and its
+ * GC time.
+ *
+ * `RGRID_BENCH_REF_ROOT=<dir>` (a directory holding an earlier commit's dist/ and node_modules) also
+ * starts that commit's server on the same database and runs the 2,000 requests/s phase on both,
+ * interleaved (this build, the reference, this build, …: RGRID_BENCH_AB_ROUNDS pairs, default 2, of
+ * RGRID_BENCH_RATE_SECONDS each, default 20): the A/B in one run.
+ *
  * For iteration on the resolve path, `RGRID_BENCH_KEEP_DB=<dir>` keeps the embedded PostgreSQL and the
  * seeded database under <dir> (seeded on the first run, reused afterwards: migrations are applied, the
  * workers are marked seen now, the snapshot worker's rows are removed) and `RGRID_BENCH_SKIP_SNAPSHOT=1`
  * skips the snapshot phase. Without them (`npm run bench`) every run seeds a fresh database and removes it.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { migrate } from '../control/db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../control/db/embedded.js';
-import { startControlProcess, type ControlProcess } from '../tools/harness/processes.js';
+import { childEnv, freeLoopbackPort, startControlProcess, waitForHttp, type ControlProcess } from '../tools/harness/processes.js';
 
 const WORKERS = 1000;
 const ENTRIES_PER_WORKER = 1000; // 500 script images + 500 dependency layers
@@ -33,7 +46,9 @@ const SCRIPTS = 50_000; // each script image sits on ~10 workers
 const REQUIREMENTS = 5_000; // each dependency layer sits on ~100 workers
 const SNAPSHOT_ENTRIES = 100_000;
 const SATURATION_SECONDS = 10;
-const RATE_SECONDS = 20;
+const RATE_SECONDS = Number(process.env.RGRID_BENCH_RATE_SECONDS ?? 20);
+/** A/B pairs (this build, then the reference) at the target rate when RGRID_BENCH_REF_ROOT is set. */
+const AB_ROUNDS = Number(process.env.RGRID_BENCH_AB_ROUNDS ?? 2);
 const TARGET_RATE = 2000;
 const CONNECTIONS = 16;
 const ADMIN = `bench-admin-${randomBytes(12).toString('hex')}`;
@@ -127,6 +142,106 @@ async function startServer(databaseUrl: string, dataDir: string): Promise<Contro
   });
 }
 
+/** The reference checkout's server (RGRID_BENCH_REF_ROOT) with the same flags, on the same database. */
+async function startReferenceServer(root: string, databaseUrl: string, dataDir: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
+  const port = await freeLoopbackPort();
+  const proc = spawn(process.execPath, [
+    join(root, 'dist', 'control', 'cli', 'main.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn',
+    '--worker-dead-after', '1h', '--cleanup-interval', '0', '--no-migrate', '--token-rate-limit', '0', '--token-concurrency', '0',
+  ], { env: childEnv({ DATABASE_URL: databaseUrl, RGRID_CONTROL_ADMIN_TOKEN: ADMIN }), stdio: ['ignore', 'ignore', 'inherit'] });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHttp(`${url}/readyz`, 'the reference rgrid-control serve', 60_000);
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  return { url, pid: proc.pid!, stop: async () => { proc.kill('SIGTERM'); await exited; } };
+}
+
+/** User + system CPU time of the given processes, in ms (all their threads; 100 ticks per second). */
+function cpuMsOf(pids: readonly number[], withReapedChildren = false): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+      // cutime + cstime: children that ended and were waited for (a backend whose connection closed).
+      if (withReapedChildren) ticks += Number(fields[13]) + Number(fields[14]);
+    } catch {
+      // gone between listing and reading: the postmaster counts it once it has waited for it
+    }
+  }
+  return ticks * 10;
+}
+
+/**
+ * The embedded PostgreSQL's CPU: the postmaster, the children it has waited for, and the live children
+ * (backends, writers), so a backend that ends during a phase still counts.
+ */
+function postgresCpuMs(dataDir: string | undefined): number {
+  if (!dataDir) return 0;
+  const postmaster = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const children = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).flatMap((d) => {
+    try {
+      const ppid = Number(readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+      return ppid === postmaster ? [Number(d)] : [];
+    } catch {
+      return [];
+    }
+  });
+  return cpuMsOf([postmaster], true) + cpuMsOf(children);
+}
+
+const EVENT_LOOP_SAMPLING_MS = 10;
+
+/** The server's own view: resolve durations (cumulative histogram buckets), event-loop delay, GC time. */
+async function scrape(url: string): Promise<{ buckets: Map<number, number>; lagP99Ms: number; lagMaxMs: number; gcMs: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const buckets = new Map<number, number>();
+  let lagP99Ms = 0;
+  let lagMaxMs = 0;
+  let gcMs = 0;
+  for (const line of text.split('\n')) {
+    const bucket = /^rgrid_control_http_request_duration_seconds_bucket\{.*le="([^"]+)".*route="\/v1\/resolve".*status="200".*\} (\S+)$/.exec(line)
+      ?? /^rgrid_control_http_request_duration_seconds_bucket\{.*route="\/v1\/resolve".*status="200".*le="([^"]+)".*\} (\S+)$/.exec(line);
+    if (bucket) buckets.set(bucket[1] === '+Inf' ? Infinity : Number(bucket[1]), (buckets.get(Number(bucket[1])) ?? 0) + Number(bucket[2]));
+    const value = Number(line.split(' ').at(-1));
+    // prom-client samples the delay with a 10 ms timer, and the histogram holds whole intervals: the
+    // delay beyond the timer's own 10 ms is what the loop was late.
+    if (line.startsWith('nodejs_eventloop_lag_p99_seconds')) lagP99Ms = value * 1000 - EVENT_LOOP_SAMPLING_MS;
+    if (line.startsWith('nodejs_eventloop_lag_max_seconds')) lagMaxMs = value * 1000 - EVENT_LOOP_SAMPLING_MS;
+    if (line.startsWith('nodejs_gc_duration_seconds_sum')) gcMs += value * 1000;
+  }
+  return { buckets, lagP99Ms, lagMaxMs, gcMs };
+}
+
+type Phase = LoadResult & Record<string, unknown>;
+
+/** One load phase with the CPU and the server's metrics around it. */
+async function measuredLoad(server: { url: string; pid: number }, pgDataDir: string | undefined, token: string, opts: { seconds: number; rate?: number }): Promise<Phase> {
+  const before = await scrape(server.url); // also resets the event-loop delay histogram
+  const cpu0 = { server: cpuMsOf([server.pid]), pg: postgresCpuMs(pgDataDir), self: process.cpuUsage() };
+  const load1 = loadavg()[0]!;
+  const result = await load(server.url, token, opts);
+  const self = process.cpuUsage(cpu0.self);
+  const cpu = { server: cpuMsOf([server.pid]) - cpu0.server, pg: postgresCpuMs(pgDataDir) - cpu0.pg, self: (self.user + self.system) / 1000 };
+  const after = await scrape(server.url);
+  const n = Math.max(1, result.requests);
+  const served = (after.buckets.get(Infinity) ?? 0) - (before.buckets.get(Infinity) ?? 0);
+  const over = (ms: number): number => served - ((after.buckets.get(ms / 1000) ?? 0) - (before.buckets.get(ms / 1000) ?? 0));
+  return {
+    ...result,
+    load_1min_at_start: Number(load1.toFixed(2)),
+    cpu_us_per_request: { server: Math.round((cpu.server / n) * 1000), postgres: pgDataDir ? Math.round((cpu.pg / n) * 1000) : null, load_generator: Math.round((cpu.self / n) * 1000) },
+    cpu_cores_busy: { server: Number((cpu.server / 1000 / opts.seconds).toFixed(2)), postgres: pgDataDir ? Number((cpu.pg / 1000 / opts.seconds).toFixed(2)) : null, load_generator: Number((cpu.self / 1000 / opts.seconds).toFixed(2)) },
+    server_side: {
+      requests: served,
+      share_over_5ms: Number((over(5) / Math.max(1, served)).toFixed(4)),
+      share_over_10ms: Number((over(10) / Math.max(1, served)).toFixed(4)),
+      event_loop_delay_p99_ms: Number(after.lagP99Ms.toFixed(2)),
+      event_loop_delay_max_ms: Number(after.lagMaxMs.toFixed(2)),
+      gc_ms_per_s: Number(((after.gcMs - before.gcMs) / opts.seconds).toFixed(1)),
+    },
+  };
+}
+
 async function post(url: string, path: string, token: string, body: unknown, method = 'POST'): Promise<{ status: number; json: unknown; ms: number }> {
   const t0 = performance.now();
   const res = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -144,7 +259,12 @@ function resolveBodies(count: number): string[] {
   return bodies;
 }
 
-async function load(url: string, token: string, opts: { seconds: number; rate?: number }): Promise<Record<string, number>> {
+interface LoadResult {
+  duration_s: number; connections: number; offered_rate_rps: number; requests: number; throughput_rps: number;
+  latency_p50_ms: number; latency_p90_ms: number; latency_p99_ms: number; latency_max_ms: number; non_2xx: number; errors: number; timeouts: number;
+}
+
+async function load(url: string, token: string, opts: { seconds: number; rate?: number }): Promise<LoadResult> {
   const bodies = resolveBodies(5000);
   let n = 0;
   const result = await autocannon({
@@ -208,6 +328,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
   let embedded: EmbeddedPostgres | undefined;
   let server: ControlProcess | undefined;
   let dropDatabase: (() => Promise<void>) | undefined;
+  let stopReference: (() => Promise<void>) | undefined;
   try {
     let serverUrl = process.env.DATABASE_URL;
     if (!serverUrl) {
@@ -260,11 +381,27 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     const sampleBody = sample.json as { image: { workers: string[] }; deps: { workers: string[] }; registry?: { image: boolean; deps: boolean }; placement: unknown[] };
     console.log(`sample resolve: ${sampleBody.image.workers.length} image holders, ${sampleBody.deps.workers.length} deps holders, registry ${JSON.stringify(sampleBody.registry)}, ${sampleBody.placement.length} placed`);
 
+    const pgDataDir = embedded ? join(dir, 'postgres') : undefined;
+    const refRoot = process.env.RGRID_BENCH_REF_ROOT;
+    const reference = refRoot ? await startReferenceServer(resolve(refRoot), databaseUrl, join(dir, 'ref-data')) : undefined;
+    stopReference = reference?.stop;
+    const self = { url: server.url, pid: server.pid };
     await load(server.url, sched, { seconds: 3 }); // warm-up: connections, plans, caches
+    if (reference) await load(reference.url, sched, { seconds: 3 });
     console.log(`resolve at saturation (${SATURATION_SECONDS} s, ${CONNECTIONS} connections) ...`);
-    const saturation = await load(server.url, sched, { seconds: SATURATION_SECONDS });
-    console.log(`resolve at ${TARGET_RATE} req/s offered (${RATE_SECONDS} s) ...`);
-    const atRate = await load(server.url, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE });
+    const saturation = await measuredLoad(self, pgDataDir, sched, { seconds: SATURATION_SECONDS });
+    console.log(`resolve at ${TARGET_RATE} req/s offered (${RATE_SECONDS} s${reference ? ' each, this build and the reference interleaved' : ''}) ...`);
+    const atRate = await measuredLoad(self, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE });
+    const ab: Array<Record<string, unknown>> = [];
+    if (reference) {
+      ab.push({ server: 'this build', ...atRate });
+      for (let round = 0; round < AB_ROUNDS; round++) {
+        if (round > 0) ab.push({ server: 'this build', ...(await measuredLoad(self, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE })) });
+        ab.push({ server: 'reference', ...(await measuredLoad(reference, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE })) });
+      }
+      await reference.stop();
+      stopReference = undefined;
+    }
 
     // Snapshot of 100,000 entries from one worker (registered with its own token).
     let snapshot: { entries: number; body_mb: number; first_seconds: number; repeat_seconds: number } | undefined;
@@ -290,7 +427,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
       settings: {
         machine_cpus: cpus().length,
         database: embedded ? 'embedded PostgreSQL 18 (defaults: shared_buffers 128MB, fsync on)' : 'DATABASE_URL',
-        server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, token cache 1 s, log level warn; autocannon in another process on the same machine',
+        server: '1 rgrid-control process from dist/, pool 10, fleet cache 1 s, token cache 1 s, log level warn; autocannon in the bench process on the same machine',
         workers: WORKERS,
         entries: WORKERS * ENTRIES_PER_WORKER,
         registry_images: SCRIPTS / 2 + REQUIREMENTS,
@@ -302,6 +439,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
       },
       resolve_saturation: saturation,
       resolve_at_target_rate: atRate,
+      ...(ab.length ? { reference: refRoot, resolve_at_target_rate_ab: ab } : {}),
       ...(snapshot ? { snapshot } : {}),
     };
     printTable(result);
@@ -311,6 +449,7 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     console.log(`wrote ${join(out, 'control.json')}`);
     return result;
   } finally {
+    await stopReference?.();
     await server?.stop();
     // An external server keeps nothing of the run; the embedded one goes away with its directory.
     if (!embedded) await dropDatabase?.().catch((err: unknown) => console.error(`could not drop the bench database: ${String(err)}`));
@@ -319,14 +458,24 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
   }
 }
 
-function printTable(r: { resolve_saturation: Record<string, number>; resolve_at_target_rate: Record<string, number>; snapshot?: Record<string, number> }): void {
+function where(p: Record<string, unknown>): string {
+  const cpu = p.cpu_us_per_request as Record<string, number | null> | undefined;
+  const side = p.server_side as Record<string, number> | undefined;
+  if (!cpu || !side) return '';
+  return `; CPU/request: server ${cpu.server} µs, PostgreSQL ${cpu.postgres ?? '-'} µs, load generator ${cpu.load_generator} µs; in the server: ${(side.share_over_10ms! * 100).toFixed(2)}% over 10 ms, event-loop delay p99 ${side.event_loop_delay_p99_ms} ms (max ${side.event_loop_delay_max_ms}), GC ${side.gc_ms_per_s} ms/s; load ${String(p.load_1min_at_start)}`;
+}
+
+function printTable(r: { resolve_saturation: Phase; resolve_at_target_rate: Phase; resolve_at_target_rate_ab?: Array<Record<string, unknown>>; snapshot?: Record<string, number> }): void {
   const rows: [string, string][] = [
     ['resolve, saturation: throughput', `${r.resolve_saturation.throughput_rps} req/s`],
-    ['resolve, saturation: p50 / p99', `${r.resolve_saturation.latency_p50_ms} / ${r.resolve_saturation.latency_p99_ms} ms`],
+    ['resolve, saturation: p50 / p99', `${r.resolve_saturation.latency_p50_ms} / ${r.resolve_saturation.latency_p99_ms} ms${where(r.resolve_saturation)}`],
     [`resolve, ${TARGET_RATE} req/s offered: achieved`, `${r.resolve_at_target_rate.throughput_rps} req/s`],
-    [`resolve, ${TARGET_RATE} req/s offered: p50 / p99`, `${r.resolve_at_target_rate.latency_p50_ms} / ${r.resolve_at_target_rate.latency_p99_ms} ms`],
-    ['resolve errors (non-2xx, errors, timeouts)', `${r.resolve_saturation.non_2xx! + r.resolve_at_target_rate.non_2xx!}, ${r.resolve_saturation.errors! + r.resolve_at_target_rate.errors!}, ${r.resolve_saturation.timeouts! + r.resolve_at_target_rate.timeouts!}`],
+    [`resolve, ${TARGET_RATE} req/s offered: p50 / p99`, `${r.resolve_at_target_rate.latency_p50_ms} / ${r.resolve_at_target_rate.latency_p99_ms} ms${where(r.resolve_at_target_rate)}`],
+    ['resolve errors (non-2xx, errors, timeouts)', `${r.resolve_saturation.non_2xx + r.resolve_at_target_rate.non_2xx}, ${r.resolve_saturation.errors + r.resolve_at_target_rate.errors}, ${r.resolve_saturation.timeouts + r.resolve_at_target_rate.timeouts}`],
   ];
+  for (const [i, p] of (r.resolve_at_target_rate_ab ?? []).entries()) {
+    rows.push([`A/B ${i + 1}, ${String(p.server)}: achieved, p50 / p99`, `${String(p.throughput_rps)} req/s, ${String(p.latency_p50_ms)} / ${String(p.latency_p99_ms)} ms${where(p)}`]);
+  }
   if (r.snapshot) {
     rows.push([`snapshot of ${SNAPSHOT_ENTRIES} entries (${r.snapshot.body_mb} MB): first`, `${r.snapshot.first_seconds} s`]);
     rows.push(['snapshot, repeated (all rows replaced)', `${r.snapshot.repeat_seconds} s`]);

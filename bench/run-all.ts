@@ -3,7 +3,7 @@
  * plus a machine-readable summary in bench-output/summary.json. docs/benchmarks.md quotes these files;
  * tests never assert timings.
  *
- * `npm run bench -- agent` (or `control`, `fastpath`, `grid`, `registry`, `resolution`) runs one suite.
+ * `npm run bench -- agent` (or `control`, `fastpath`, `hits`, `grid`, `registry`, `resolution`) runs one suite.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -19,6 +19,12 @@ const SUITES: Suite[] = [
     const bench = await import('./fast-path-bench.js');
     const result = await bench.runFastPathBench();
     bench.printFastPath(result);
+    return result;
+  } },
+  { name: 'hits', run: async () => {
+    const bench = await import('./hits-bench.js');
+    const result = await bench.runHitsBench();
+    bench.printHits(result);
     return result;
   } },
   { name: 'grid', run: async () => (await import('./grid-bench.js')).runGridBench() },

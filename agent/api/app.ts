@@ -99,9 +99,12 @@ export function buildAgentApp(deps: AgentAppDeps): FastifyInstance {
     entries: { image: deps.index.list({ kind: 'image' }).length, deps: deps.index.list({ kind: 'deps' }).length },
   }));
 
-  app.get('/v1/entries', { schema: { querystring: EntriesQuery } }, (request) =>
-    deps.index.list(request.query).map(renderEntry),
-  );
+  app.get('/v1/entries', { schema: { querystring: EntriesQuery } }, async (request) => {
+    // A hit answers before its touch commits (agent/index/index.ts): whoever heard "hit" and then lists
+    // sees that use counted.
+    await deps.index.settled();
+    return deps.index.list(request.query).map(renderEntry);
+  });
   if (deps.docker) {
     registerInspectRoute(app, {
       index: deps.index, leases: deps.leases, docker: deps.docker, wheelhouseDir: deps.config.pip_find_links,

@@ -38,6 +38,8 @@ export function registerInspectRoute(app: FastifyInstance, deps: InspectDeps): v
     { schema: { params: InspectParams, querystring: InspectQuery } },
     async (request) => {
       const prefix = request.params.key;
+      // A hit answers before its touch commits: the uses it recorded are counted here (index.ts).
+      await deps.index.settled();
       const matches = deps.index
         .list(request.query)
         .filter((e) => e.key.startsWith(prefix));

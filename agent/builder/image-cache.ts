@@ -133,6 +133,19 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
     await index.remove(entry, { ifImageId: entry.image_id });
   }
 
+  /**
+   * Counts a hit as a use (last_used_at, use_count; the deps layer too, as the image is built on it),
+   * without waiting for the commit: the answer never depended on it, and waiting put LMDB's write thread
+   * on every hit's tail. Recorded once per hit, never retried: a failed or SIGKILL-lost use only makes the
+   * entry look older to the pruner (agent/index/index.ts, durability). Readers of use counts wait for it
+   * (`index.settled()`).
+   */
+  function recordHit(refs: EntryRef[]): void {
+    index.recordUse(refs).catch((err: unknown) => {
+      logger.warn({ refs, reason: (err as Error).message }, 'recording a cache hit\'s use failed; the entry looks older to the pruner');
+    });
+  }
+
   /** An entry whose image the engine confirms; a vanished image drops the entry (never an error). */
   async function verified(ref: EntryRef): Promise<IndexEntry | undefined> {
     const entry = index.get(ref);
@@ -260,17 +273,10 @@ export function createImageCache(deps: ImageCacheDeps): ManagedImageCache {
       try {
         const cached = index.get(imageRef);
         if (cached) {
-          // The touch commits while the engine is asked, so a hit costs max(verify, commit), not the sum.
-          // The deps layer counts as used too (the image is built on it): one transaction for both.
-          const touch = index.touch(depsRef ? [imageRef, depsRef] : [imageRef]);
-          const alive = await probe.exists(cached.image_id).catch(async (err: unknown) => {
-            await touch.catch(() => undefined);
-            throw err;
-          });
-          const [touched] = await touch;
-          if (alive) {
+          if (await probe.exists(cached.image_id)) {
+            recordHit(depsRef ? [imageRef, depsRef] : [imageRef]);
             deps.observer?.lookup('image', true);
-            return finish(touched ?? cached, true, depsRef ? true : null, false, 'local');
+            return finish(cached, true, depsRef ? true : null, false, 'local');
           }
           await dropVanished(cached);
         }

@@ -1,17 +1,14 @@
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
-import { numberFlag, parseMemory, parseTimeout } from '../../common/cli-flags.js';
-import { exitStatusOf } from '../../common/executions.js';
-import { assertInputFileName, shown } from '../../common/names.js';
-import { openInside } from '../../common/safe-write.js';
+import { open, readFile } from 'node:fs/promises';
 import { RgridError } from '../../common/errors.js';
 import { AgentClient, type AgentEvent } from '../client/agent-client.js';
 
 /**
- * `ensure`, `run` and `ls`: read local files, call the agent over its socket, print. Build progress goes
- * to stderr when stderr is a terminal (or with --progress), so that on a failure a script reading stderr
- * sees exactly one line: the reason.
+ * `ensure`, `ls` and `inspect` (`run` is in run-command.ts): read local files, call the agent over its
+ * socket, print. Build progress goes to stderr when stderr is a terminal (or with --progress), so that
+ * on a failure a script reading stderr sees exactly one line: the reason. What only `run` or
+ * `inspect --pylock` need (flag parsing, name checks, safe writes) is loaded by them alone: every module
+ * is start-up time of every command (docs/benchmarks.md, "Hits and resolve").
  */
 export interface CommonFlags {
   socket?: string;
@@ -41,7 +38,7 @@ export function socketPath(flags: CommonFlags, env: { socket?: string | undefine
   return path;
 }
 
-async function readInput(path: string, what: string): Promise<Buffer> {
+export async function readInput(path: string, what: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (err) {
@@ -49,7 +46,7 @@ async function readInput(path: string, what: string): Promise<Buffer> {
   }
 }
 
-function progressPrinter(flags: CommonFlags): ((event: AgentEvent) => void) | undefined {
+export function progressPrinter(flags: CommonFlags): ((event: AgentEvent) => void) | undefined {
   const show = !flags.quiet && (flags.progress === true || process.stderr.isTTY === true);
   if (!show) return undefined;
   return (event) => {
@@ -76,93 +73,6 @@ export async function ensureCommand(flags: EnsureFlags, env: { socket?: string |
     return 0;
   } finally {
     await client.close();
-  }
-}
-
-export async function runCommand(flags: RunFlags, env: { socket?: string | undefined }): Promise<number> {
-  const script = await readInput(flags.script, 'script');
-  const requirements = flags.requirements ? await readInput(flags.requirements, 'requirements') : null;
-  const inputs: Array<{ name: string; data: Buffer }> = [];
-  for (const path of flags.input ?? []) {
-    const name = basename(path);
-    assertInputFileName(name);
-    inputs.push({ name, data: await readInput(path, 'input') });
-  }
-  // The same flags, ranges and messages as `rgrid run` (common/cli-flags.ts); the agent lowers a request
-  // further to its own ceilings.
-  const timeout = parseTimeout(flags.timeout);
-  const memory = parseMemory(flags.memory);
-  const cpus = numberFlag(flags.cpus, '--cpus', { exclusiveMin: 0, max: 1024 });
-  const outputDir = flags.outputDir ? resolve(flags.outputDir) : undefined;
-  if (outputDir) await mkdir(outputDir, { recursive: true });
-  const captured = { stdout: '', stderr: '' };
-  const files = new Map<string, FileHandle>();
-  const progress = progressPrinter(flags);
-  // Output chunks arrive in order; writes are chained so they land in order too.
-  let writes: Promise<unknown> = Promise.resolve();
-  const onEvent = (event: AgentEvent): void => {
-    if (event.type === 'stdout' || event.type === 'stderr') {
-      if (flags.json) captured[event.type] += String(event.data);
-      else process.stderr.write(String(event.data));
-    } else if (event.type === 'output' && outputDir) {
-      writes = writes.then(() => writeOutputChunk(outputDir, files, event));
-    } else progress?.(event);
-  };
-  const client = new AgentClient(socketPath(flags, env));
-  try {
-    const result = await client.run(
-      {
-        script,
-        requirements,
-        inputs,
-        collect_outputs: outputDir !== undefined,
-        ...(flags.runtime ? { runtime: flags.runtime } : {}),
-        ...(flags.account ? { account: flags.account } : {}),
-        ...(timeout !== undefined ? { timeout_s: timeout } : {}),
-        ...(memory !== undefined ? { memory_mb: memory } : {}),
-        ...(cpus !== undefined ? { cpus } : {}),
-      },
-      onEvent,
-    );
-    await writes;
-    if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ ...result, ...captured })}\n`);
-    } else {
-      const status = result.timed_out
-        ? 'timed out'
-        : result.output_limit
-          ? `outputs over the limit (${shown(result.output_limit, 200)}), exit ${String(result.exit_code)}`
-          : result.oom_killed ? 'killed: out of memory' : `exit ${String(result.exit_code)}`;
-      process.stdout.write(
-        `${status} (build ${String(result.build_ms)} ms, run ${String(result.run_ms)} ms, total ${String(result.total_ms)} ms${result.script_cache_hit ? ', cached image' : ''})\n`,
-      );
-    }
-    // Like `docker run` and timeout(1): the script's status is the command's status (common/executions.ts).
-    const code = Number(result.exit_code);
-    return exitStatusOf({
-      exit_code: Number.isInteger(code) ? code : null,
-      failure: result.timed_out ? 'timeout' : result.output_limit ? 'output_limit' : result.oom_killed ? 'memory_limit' : code === 0 ? null : 'nonzero_exit',
-    });
-  } finally {
-    await writes.catch(() => undefined);
-    for (const handle of files.values()) await handle.close().catch(() => undefined);
-    await client.close();
-  }
-}
-
-async function writeOutputChunk(outputDir: string, files: Map<string, FileHandle>, event: AgentEvent): Promise<void> {
-  const name = String(event.name);
-  let handle = files.get(name);
-  if (!handle) {
-    // The agent sends only safe relative paths; this side writes the files, so it checks again.
-    handle = await openInside(outputDir, name);
-    files.set(name, handle);
-  }
-  const data = Buffer.from(String(event.data), 'base64');
-  if (data.length) await handle.write(data);
-  if (event.eof === true) {
-    await handle.close();
-    files.delete(name);
   }
 }
 
@@ -229,6 +139,7 @@ export async function inspectCommand(
 
 /** Writes the entry's lock as pylock.toml; an entry keyed on its requirements text has none. */
 async function writePylock(path: string, entry: Record<string, unknown>): Promise<void> {
+  const { shown } = await import('../../common/names.js');
   if (typeof entry.pylock !== 'string') {
     const why = entry.lock_sha256 ? 'its lock is not known to this agent' : 'it has no lock (no requirements, or keyed on the requirements text)';
     throw new RgridError('bad_request', `cannot write ${shown(path)}: ${why}`);

@@ -16,6 +16,7 @@ import type { ServeFlags } from './serve.js';
  * nothing else; `--help` and `--version` load neither (test/agent/cli-light.test.ts holds this).
  */
 const clientCommands = (): Promise<typeof import('./client-commands.js')> => import('./client-commands.js');
+const runCommand = (): Promise<typeof import('./run-command.js')> => import('./run-command.js');
 const fleetCommands = (): Promise<typeof import('./fleet-commands.js')> => import('./fleet-commands.js');
 const env = {
   socket: process.env.RGRID_AGENT_SOCKET,
@@ -125,7 +126,7 @@ clientOptions(
     .option('--memory <mb>', 'memory limit in MB (16 to 1048576)')
     .option('--cpus <n>', 'CPU limit')
     .option('--json', 'print one JSON object (script output in its stdout/stderr fields)'),
-).action(action(async (flags: RunFlags) => (await clientCommands()).runCommand(flags, env)));
+).action(action(async (flags: RunFlags) => (await runCommand()).runCommand(flags, env)));
 
 clientOptions(
   program

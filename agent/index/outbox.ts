@@ -45,7 +45,8 @@ export interface OutboxStore {
   /** Inside a write transaction. */
   enqueueUpsert(entry: IndexEntry, at: number): void;
   enqueueDelete(ref: EntryRef, at: number): void;
-  enqueueTouch(ref: EntryRef, at: number): void;
+  /** `count` uses of one key at once (touches gathered into one transaction: index.ts). */
+  enqueueTouch(ref: EntryRef, at: number, count?: number): void;
   depth(): number;
   oldestAt(): number | undefined;
   /** Seals and returns the first `limit` ops (in seq order). */
@@ -103,17 +104,17 @@ export function createOutboxStore(root: RootDatabase, meta: Meta): OutboxStore {
     enqueueDelete(ref, at) {
       append({ type: 'delete', kind: ref.kind, account: ref.account, key: ref.key, at });
     },
-    enqueueTouch(ref, at) {
+    enqueueTouch(ref, at, count = 1) {
       const pk = pointerKey(ref);
       const open = touchPointers.get(pk);
       if (open !== undefined && open > num('outbox_sealed')) {
         const op = ops.get(open);
         if (op && op.type === 'touch') {
-          ops.putSync(open, { ...op, count: (op.count ?? 0) + 1, last_used_at: Math.max(op.last_used_at ?? 0, at) });
+          ops.putSync(open, { ...op, count: (op.count ?? 0) + count, last_used_at: Math.max(op.last_used_at ?? 0, at) });
           return;
         }
       }
-      const seq = append({ type: 'touch', kind: ref.kind, account: ref.account, key: ref.key, at, count: 1, last_used_at: at });
+      const seq = append({ type: 'touch', kind: ref.kind, account: ref.account, key: ref.key, at, count, last_used_at: at });
       touchPointers.putSync(pk, seq);
     },
     depth: () => ops.getCount(),

@@ -91,6 +91,8 @@ export function createPruner(deps: PrunerDeps): Pruner {
     } catch (err) {
       log.warn({ reason: (err as Error).message }, 'disk usage unavailable; only the TTL applies');
     }
+    // Hits do not wait for their touch to commit (agent/index/index.ts): count the uses already answered.
+    await index.settled();
     const at = now();
     const selection = selectPrune({
       entries: index.list(),

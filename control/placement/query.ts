@@ -31,8 +31,8 @@ export interface HolderRow {
 
 export interface HoldingRows {
   /**
-   * One per worker, the largest matching entry's size, by worker id (code-point order): the holders of the
-   * newest lock (every holder when no entry names a lock). Liveness is the caller's.
+   * One per worker, by worker id (code-point order): the holders of the newest lock (every holder when no
+   * entry names a lock). Liveness is the caller's.
    */
   image: Holder[];
   deps: Holder[];
@@ -67,11 +67,14 @@ export async function readFleet(q: Queryable, account: string, deadAfterMs: numb
 
 /**
  * The holders of the script image and of the dependency layer in one row: per kind, one string of
- * "worker size mark" triples (string_agg) instead of ~110 rows each parsed into an object by pg — worker
- * ids are names without spaces (common/wire Name). Both lookups are index-only scans on the two partial
- * indexes; ordering and the largest entry per worker (a worker may hold two matching entries built on
- * different base images) are done by the caller's parse, which is cheaper there than a sort and an
- * aggregate per request in PostgreSQL. Liveness is filtered against the fleet view by the caller.
+ * "worker mark" pairs (string_agg) instead of ~110 rows each parsed into an object by pg — worker ids are
+ * names without spaces (common/wire Name). Both lookups are index-only scans on the two partial indexes;
+ * ordering and one holder per worker (a worker may hold two matching entries built on different base
+ * images) are done by the caller's parse, which is cheaper there than a sort and an aggregate per
+ * request in PostgreSQL. Liveness is filtered against the fleet view by the caller. Only what placement
+ * reads is aggregated: an entry's size, once part of each triple, was never read, and turning ~110 sizes
+ * into text per request was a third of PostgreSQL's CPU for a resolve (docs/benchmarks.md, "Hits and
+ * resolve"); `include_entries` reads the sizes with the entries.
  *
  * The mark is `n` for an entry of the newest lock and `o` for one of an older lock (or of none). The
  * newest lock of (account, runtime, requirements) is the one whose entries' latest created_at is the
@@ -91,9 +94,9 @@ const NEWEST_LOCK = `WITH newest AS MATERIALIZED (SELECT (SELECT lock_sha256 FRO
    WHERE account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND $3 <> '' AND lock_sha256 IS NOT NULL
    ORDER BY created_at DESC, lock_sha256 DESC LIMIT 1) AS lock)`;
 const HOLDERS_COLUMNS = `
-  (SELECT string_agg(worker_id || ' ' || size_bytes || ${MARK}, ' ') FROM cache_entries
+  (SELECT string_agg(worker_id || ${MARK}, ' ') FROM cache_entries
    WHERE kind = 'image' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND script_sha256 = $4) AS image,
-  (SELECT string_agg(worker_id || ' ' || size_bytes || ${MARK}, ' ') FROM cache_entries
+  (SELECT string_agg(worker_id || ${MARK}, ' ') FROM cache_entries
    WHERE kind = 'deps' AND account_id = $1 AND runtime = $2 AND requirements_sha256 = $3 AND $3 <> '') AS deps,
   (SELECT max(coalesce(size_bytes, -1))::float8 FROM registry_images
    WHERE kind = 'image' AND account_id = $1 AND runtime = $2 AND script_sha256 = $4
@@ -127,26 +130,22 @@ interface AggregateRow {
 }
 
 /**
- * "w1 size mark w2 size mark ..." → one holder per worker (its largest entry), by worker id: among the
- * current ones when any of its entries is marked `n` (newest lock), else among the older ones. Exported for tests.
+ * "w1 mark w2 mark ..." → one holder per worker, by worker id: among the current ones when any of its
+ * entries is marked `n` (newest lock), else among the older ones. Exported for tests.
  */
 export function parseHolders(text: string | null): { current: Holder[]; older: Holder[] } {
   if (!text) return { current: [], older: [] };
   const parts = text.split(' ');
-  const all: (Holder & { newest: boolean })[] = [];
-  for (let i = 0; i + 2 < parts.length; i += 3) all.push({ worker_id: parts[i]!, size_bytes: Number(parts[i + 1]), newest: parts[i + 2] === 'n' });
+  const all: Array<{ worker_id: string; newest: boolean }> = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) all.push({ worker_id: parts[i]!, newest: parts[i + 1] === 'n' });
   all.sort(byWorkerId);
   const current: Holder[] = [];
   const older: Holder[] = [];
   for (let i = 0; i < all.length; ) {
     const id = all[i]!.worker_id;
-    let size = 0;
     let newest = false;
-    for (; i < all.length && all[i]!.worker_id === id; i++) {
-      size = Math.max(size, all[i]!.size_bytes);
-      newest ||= all[i]!.newest;
-    }
-    (newest ? current : older).push({ worker_id: id, size_bytes: size });
+    for (; i < all.length && all[i]!.worker_id === id; i++) newest ||= all[i]!.newest;
+    (newest ? current : older).push({ worker_id: id });
   }
   return { current, older };
 }
@@ -159,8 +158,8 @@ export async function readHoldings(q: Queryable, query: PlacementQuery): Promise
   // Named statements are parsed and planned once per connection, not on every request.
   const { rows } = await q.query<AggregateRow>(
     query.inputSha256 === null
-      ? { name: 'rgrid-placement-holdings-v2', text: HOLDERS_SQL, values: base }
-      : { name: 'rgrid-placement-holdings-inputs-v2', text: HOLDERS_INPUTS_SQL, values: [...base, query.inputSha256] },
+      ? { name: 'rgrid-placement-holdings-v3', text: HOLDERS_SQL, values: base }
+      : { name: 'rgrid-placement-holdings-inputs-v3', text: HOLDERS_INPUTS_SQL, values: [...base, query.inputSha256] },
   );
   const r = rows[0]!;
   const image = parseHolders(r.image);

@@ -69,9 +69,9 @@ export interface WorkerLoadInfo {
   running: number;
 }
 
+/** A live worker holding the artifact (what it holds costs the same to use whatever its size). */
 export interface Holder {
   worker_id: string;
-  size_bytes: number;
 }
 
 /** What the registry has for the submission; size null when the push did not record it. */

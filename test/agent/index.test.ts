@@ -82,6 +82,51 @@ describe('LMDB index', () => {
     expect(index.get(ref)?.use_count).toBe(201);
   });
 
+  it('settled() waits for touches nobody awaited', async () => {
+    const ref = { kind: 'image' as const, account: 'acme', key: hex('a') };
+    await index.putBuilt(entry());
+    for (let i = 0; i < 50; i++) void index.touch([ref]);
+    await index.settled();
+    expect(index.get(ref)?.use_count).toBe(51);
+  });
+
+  it('recordUse gathers the uses a hit does not wait for; settled() writes them at once, entry and outbox op together', async () => {
+    const ref = { kind: 'image' as const, account: 'acme', key: hex('a') };
+    const depsRef = { kind: 'deps' as const, account: 'acme', key: hex('d') };
+    await index.putBuilt(entry());
+    await index.putBuilt(entry({ kind: 'deps', key: hex('d') }));
+    for (let i = 0; i < 50; i++) {
+      clock++;
+      void index.recordUse([ref, depsRef]);
+    }
+    // Not written yet: the batch is still gathering (nothing awaited it).
+    expect(index.get(ref)?.use_count).toBe(1);
+    await index.settled();
+    expect(index.get(ref)).toMatchObject({ use_count: 51, last_used_at: clock });
+    expect(index.get(depsRef)?.use_count).toBe(51);
+    const touchOps = index.outbox.takeBatch(1000).filter((op) => op.type === 'touch');
+    expect(touchOps.map((op) => [op.kind, op.count])).toEqual([['image', 50], ['deps', 50]]);
+  });
+
+  it('close() writes the uses still gathered before closing', async () => {
+    const ref = { kind: 'image' as const, account: 'acme', key: hex('a') };
+    await index.putBuilt(entry());
+    for (let i = 0; i < 20; i++) void index.recordUse([ref]);
+    await index.close();
+    index = open();
+    expect(index.get(ref)?.use_count).toBe(21);
+  });
+
+  it('recordUse skips an entry removed before its batch is written', async () => {
+    const ref = { kind: 'image' as const, account: 'acme', key: hex('a') };
+    await index.putBuilt(entry());
+    const recorded = index.recordUse([ref]);
+    await index.remove(ref);
+    await recorded;
+    expect(index.get(ref)).toBeUndefined();
+    expect(index.outbox.takeBatch(10).map((op) => op.type)).toEqual(['upsert', 'delete']);
+  });
+
   it('putBuilt writes the entry and touches the deps layer in one transaction', async () => {
     const depsRef = { kind: 'deps' as const, account: 'acme', key: hex('d') };
     await index.putBuilt(entry({ kind: 'deps', key: hex('d') }));

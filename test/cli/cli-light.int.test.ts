@@ -96,6 +96,16 @@ describe('rgrid-agent loads the daemon only for serve', () => {
     expect(has(run.modules, /\/node_modules\/undici\//)).toBe(false);
   });
 
+  it.each([
+    ['ls', '--account', account],
+    ['ensure', '--script', '<script>', '--account', account, '--json'],
+  ])('%s leaves out what only run and inspect --pylock need (flag parsing, name checks, safe writes)', async (...args) => {
+    const run = await loadedBy('rgrid-agent', args.map((a) => (a === '<script>' ? script : a)), { RGRID_AGENT_SOCKET: agent.socket });
+    expect(run.code).toBe(0);
+    expect(has(run.modules, /\/dist\/agent\/cli\/client-commands\.js$/)).toBe(true);
+    expect(run.modules.filter((m) => /\/dist\/(agent\/cli\/run-command|common\/(cli-flags|duration|names|safe-write))\.js$/.test(m))).toEqual([]);
+  });
+
   it('serve does load the daemon (the listing sees what it must)', async () => {
     // A refused flag value: serve loads its modules, then stops before starting anything.
     const run = await loadedBy('rgrid-agent', ['serve', '--build-concurrency', 'many']);

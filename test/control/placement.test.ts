@@ -10,7 +10,7 @@ import {
 const MB = 1024 * 1024;
 const cost = { pullBytesPerS: 100 * MB };
 const w = (worker_id: string, running = 0, capacity = 4) => ({ worker_id, running, capacity });
-const held = (...ids: string[]) => ids.map((worker_id) => ({ worker_id, size_bytes: 300 * MB }));
+const held = (...ids: string[]) => ids.map((worker_id) => ({ worker_id }));
 const none = { image: null, deps: null };
 
 function rank(over: Partial<PlacementInput> & Pick<PlacementInput, 'candidates'>) {

@@ -4,21 +4,17 @@ import { describe, expect, it } from 'vitest';
 import { parseHolders } from '../../control/placement/query.js';
 
 describe('parseHolders', () => {
-  it('keeps one holder per worker, its largest entry, ordered by worker id', () => {
-    expect(parseHolders('w2 300 n w10 5 n w1 7 n w2 900 n w2 100 n')).toEqual({
-      current: [
-        { worker_id: 'w1', size_bytes: 7 },
-        { worker_id: 'w10', size_bytes: 5 },
-        { worker_id: 'w2', size_bytes: 900 },
-      ],
+  it('keeps one holder per worker, ordered by worker id', () => {
+    expect(parseHolders('w2 n w10 n w1 n w2 n w2 n')).toEqual({
+      current: [{ worker_id: 'w1' }, { worker_id: 'w10' }, { worker_id: 'w2' }],
       older: [],
     });
   });
 
   it('puts a worker with any entry of the newest lock among the current holders, the others among the older', () => {
-    expect(parseHolders('a 10 o b 20 o a 5 n c 30 n c 40 o')).toEqual({
-      current: [{ worker_id: 'a', size_bytes: 10 }, { worker_id: 'c', size_bytes: 40 }],
-      older: [{ worker_id: 'b', size_bytes: 20 }],
+    expect(parseHolders('a o b o a n c n c o')).toEqual({
+      current: [{ worker_id: 'a' }, { worker_id: 'c' }],
+      older: [{ worker_id: 'b' }],
     });
   });
 
@@ -27,7 +23,8 @@ describe('parseHolders', () => {
     expect(parseHolders('')).toEqual({ current: [], older: [] });
   });
 
-  it('reads sizes beyond 2^32 exactly', () => {
-    expect(parseHolders('host-a.example:1 1099511627776 n').current).toEqual([{ worker_id: 'host-a.example:1', size_bytes: 1099511627776 }]);
+  it('reads worker ids with dots, colons and digits whole', () => {
+    expect(parseHolders('host-a.example:1 n 10.0.0.7 o').current).toEqual([{ worker_id: 'host-a.example:1' }]);
+    expect(parseHolders('host-a.example:1 n 10.0.0.7 o').older).toEqual([{ worker_id: '10.0.0.7' }]);
   });
 });

@@ -55,7 +55,7 @@ describe('dispatch load', () => {
     for (let i = 0; i < 10; i++) {
       const ranked = rankPlacement({
         liveWorkers: 2,
-        imageHolders: [{ worker_id: 'a', size_bytes: 1 }, { worker_id: 'b', size_bytes: 1 }],
+        imageHolders: [{ worker_id: 'a' }, { worker_id: 'b' }],
         depsHolders: [],
         registry: { image: null, deps: null },
         hasRequirements: true,
@@ -69,7 +69,7 @@ describe('dispatch load', () => {
   });
   it('prefers the image holder on an idle grid, and avoids a worker that lost the claim', () => {
     const ranked = rankPlacement({
-      liveWorkers: 2, imageHolders: [{ worker_id: 'b', size_bytes: 1 }], depsHolders: [], registry: { image: null, deps: null },
+      liveWorkers: 2, imageHolders: [{ worker_id: 'b' }], depsHolders: [], registry: { image: null, deps: null },
       hasRequirements: true, cost: { pullBytesPerS: 100 * 1024 * 1024 },
       candidates: [dispatchLoad({ worker_id: 'a', capacity: 2 }, 0), dispatchLoad({ worker_id: 'b', capacity: 2 }, 0)], limit: 2,
     });
