@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { requirementsDigest } from '../../common/cache-keys.js';
 import { sha256File } from '../../common/digest.js';
@@ -29,6 +30,8 @@ import { TailBuffer } from './tail-buffer.js';
 
 /** Same default as the control plane's logMaxBytes: what is sent is what is kept. */
 export const LOG_MAX_BYTES = 1024 * 1024;
+/** Blobs of one claim downloaded at once: enough to hide round trips, few enough not to crowd the control plane. */
+export const BLOB_FETCH_CONCURRENCY = 4;
 /** Scripts and requirements files are read into memory and into a build context: bounded. */
 export const SCRIPT_BLOB_MAX_BYTES = 64 * 1024 * 1024;
 
@@ -124,8 +127,9 @@ async function produce(
     let inputsPresent = true;
     // A control plane that is away while the claim is held (its lease is extended by the downtime) is
     // waited for, like the uploads: handing the claim back would spend an attempt on an outage.
+    const fetchAbort = new AbortController();
     const fetchRetry = {
-      budgetMs: retry.uploadBudgetMs, initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs, signal: abort.signal,
+      budgetMs: retry.uploadBudgetMs, initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs, signal: AbortSignal.any([abort.signal, fetchAbort.signal]),
       onRetry: (err: unknown, attempt: number, delayMs: number) => log.warn({ attempt, delay_ms: delayMs, msg: (err as Error).message }, 'blob download failed; retrying'),
     };
     const fetchOne = async (sha: string, size: number | undefined): Promise<string> => {
@@ -141,10 +145,25 @@ async function produce(
       }
     };
     for (const i of claim.inputs) if (!(await blobs.has(i.sha256))) inputsPresent = false;
-    const scriptPath = await fetchOne(claim.script_sha256, undefined);
-    const reqPath = claim.requirements_blob_sha256 ? await fetchOne(claim.requirements_blob_sha256, undefined) : null;
-    const inputs = [];
-    for (const i of claim.inputs) inputs.push({ name: i.name, sha256: i.sha256, size: i.size, path: await fetchOne(i.sha256, i.size) });
+    // Several at a time: a run with many small inputs waits for the slowest few round trips, not their
+    // sum. The first that fails for good stops the others (fetchAbort): the claim fails or is handed back.
+    const fetching = new PQueue({ concurrency: BLOB_FETCH_CONCURRENCY });
+    const fetchAll = (blobsWanted: ReadonlyArray<{ sha256: string; size: number | undefined }>): Promise<string[]> =>
+      Promise.all(blobsWanted.map((b) => fetching.add(() => fetchOne(b.sha256, b.size)))).catch((err: unknown) => {
+        fetchAbort.abort();
+        fetching.clear();
+        throw err;
+      });
+    const withRequirements = claim.requirements_blob_sha256 !== undefined && claim.requirements_blob_sha256 !== null;
+    const paths = await fetchAll([
+      { sha256: claim.script_sha256, size: undefined },
+      ...(withRequirements ? [{ sha256: claim.requirements_blob_sha256!, size: undefined }] : []),
+      ...claim.inputs.map((i) => ({ sha256: i.sha256, size: i.size })),
+    ]);
+    const scriptPath = paths[0]!;
+    const reqPath = withRequirements ? paths[1]! : null;
+    const inputPaths = paths.slice(withRequirements ? 2 : 1);
+    const inputs = claim.inputs.map((i, n) => ({ name: i.name, sha256: i.sha256, size: i.size, path: inputPaths[n]! }));
     timings.input_fetch_ms = Date.now() - fetchStart;
     const script = await readFile(scriptPath);
     const requirements = reqPath ? await readFile(reqPath) : null;
