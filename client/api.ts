@@ -12,7 +12,8 @@ import type { Agent, ClientRequest, IncomingMessage, RequestOptions } from 'node
 import * as http from 'node:http';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { errorFromAnswer, HttpStatusError, parseJsonAnswer, UnreachableError } from '../common/http-answer.js';
+import { ERROR_ANSWER_MAX_BYTES, errorFromAnswer, HttpStatusError, JSON_ANSWER_MAX_BYTES, parseJsonAnswer, readCapped, UnreachableError } from '../common/http-answer.js';
+import { isRgridError, RgridError } from '../common/errors.js';
 import type { Execution, ManifestResponse } from '../common/wire/control-api.js';
 import type { LogsResponse, SubmitExecutionRequest } from '../common/wire/dispatch-api.js';
 import { checkExecution, checkLogs, checkManifestAnswer } from './answers.js';
@@ -71,16 +72,16 @@ export class ControlApi {
     });
   }
 
-  private static async text(res: IncomingMessage): Promise<string> {
-    res.setEncoding('utf8');
-    let text = '';
-    for await (const chunk of res) text += chunk as string;
-    return text;
+  /** A whole answer, up to JSON_ANSWER_MAX_BYTES (common/http-answer.ts): more is refused, not held. */
+  private static async text(res: IncomingMessage, what: string): Promise<string> {
+    const read = await readCapped(res, JSON_ANSWER_MAX_BYTES);
+    if (read.cut) throw new RgridError('bad_response', `the control plane's answer to ${what} is over ${JSON_ANSWER_MAX_BYTES} bytes`);
+    return read.text;
   }
 
-  /** An error answer as a typed error (common/http-answer.ts), whatever its body. */
+  /** An error answer as a typed error (common/http-answer.ts), whatever its body; only its first 64 KiB are read. */
   private static async fail(res: IncomingMessage): Promise<never> {
-    throw errorFromAnswer(res.statusCode ?? 500, await ControlApi.text(res));
+    throw errorFromAnswer(res.statusCode ?? 500, (await readCapped(res, ERROR_ANSWER_MAX_BYTES)).text);
   }
 
   /** One request and its JSON answer; a broken connection before the whole answer is in is `UnreachableError`. */
@@ -92,9 +93,9 @@ export class ControlApi {
       const headers: Record<string, string> = json === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(json)) };
       const res = await this.open(method, path, headers, json);
       if ((res.statusCode ?? 500) >= 400) return await ControlApi.fail(res);
-      text = await ControlApi.text(res);
+      text = await ControlApi.text(res, what);
     } catch (err) {
-      if (err instanceof HttpStatusError) throw err;
+      if (err instanceof HttpStatusError || (isRgridError(err) && err.code === 'bad_response')) throw err;
       throw new UnreachableError(this.url, err as Error);
     }
     return parseJsonAnswer(text, what);

@@ -16,6 +16,31 @@
 import { RgridError, type RgridErrorCode } from './errors.js';
 import { displaySafe } from './names.js';
 
+/** The largest JSON answer read (a claim answer of many inputs is the largest); more is `bad_response`. */
+export const JSON_ANSWER_MAX_BYTES = 64 * 1024 * 1024;
+/** Of an error answer only this much is read: enough for any rgrid error, little of a proxy's page. */
+export const ERROR_ANSWER_MAX_BYTES = 64 * 1024;
+
+/**
+ * An answer's body as text, read up to `limit` bytes: past it the rest is not read (the body is
+ * destroyed) and `cut` says so. Whatever a peer or a proxy sends, a client holds at most this much.
+ */
+export async function readCapped(body: AsyncIterable<Buffer | string> & { destroy(): unknown }, limit: number): Promise<{ text: string; cut: boolean }> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const piece of body) {
+    const chunk = typeof piece === 'string' ? Buffer.from(piece) : piece;
+    if (bytes + chunk.length > limit) {
+      chunks.push(chunk.subarray(0, limit - bytes));
+      body.destroy();
+      return { text: Buffer.concat(chunks).toString('utf8'), cut: true };
+    }
+    chunks.push(chunk);
+    bytes += chunk.length;
+  }
+  return { text: Buffer.concat(chunks).toString('utf8'), cut: false };
+}
+
 /** Longest error message kept from an answer: enough for any message rgrid writes. */
 const MESSAGE_MAX_CHARS = 500;
 

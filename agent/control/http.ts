@@ -15,7 +15,7 @@ import type { TSchema } from 'typebox';
 import Value from 'typebox/value';
 import { Agent, request, type Dispatcher } from 'undici';
 import { RgridError } from '../../common/errors.js';
-import { errorFromAnswer, parseJsonAnswer, UnreachableError } from '../../common/http-answer.js';
+import { ERROR_ANSWER_MAX_BYTES, errorFromAnswer, JSON_ANSWER_MAX_BYTES, parseJsonAnswer, readCapped, UnreachableError } from '../../common/http-answer.js';
 import type { ControlCredentials } from './credentials.js';
 
 /** Per call: the caller's signal (passed on as is when it aborts) and a time bound (an outage when it passes). */
@@ -23,11 +23,6 @@ export interface CallOptions {
   signal?: AbortSignal | undefined;
   timeoutMs?: number | undefined;
 }
-
-/** The largest JSON answer read (a claim answer of many inputs is the largest); more is `bad_response`. */
-const JSON_ANSWER_MAX_BYTES = 64 * 1024 * 1024;
-/** Of an error answer only this much is read: enough for any rgrid error, little of a proxy's page. */
-const ERROR_ANSWER_MAX_BYTES = 64 * 1024;
 
 export interface ControlRequest {
   /** A JSON body. */
@@ -43,21 +38,6 @@ export interface OpenAnswer {
   credentials: ControlCredentials;
   /** Whether the call's own time bound has passed (it also cuts the body). */
   timedOut: () => boolean;
-}
-
-async function readCapped(body: Dispatcher.ResponseData['body'], limit: number): Promise<{ text: string; cut: boolean }> {
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    if (bytes + chunk.length > limit) {
-      chunks.push(chunk.subarray(0, limit - bytes));
-      body.destroy();
-      return { text: Buffer.concat(chunks).toString('utf8'), cut: true };
-    }
-    chunks.push(chunk);
-    bytes += chunk.length;
-  }
-  return { text: Buffer.concat(chunks).toString('utf8'), cut: false };
 }
 
 /** A JSON answer that does not match the wire schema: refused, naming where (never the value itself). */

@@ -53,3 +53,38 @@ describe('error answers the control plane did not write', () => {
     expect(err).toMatchObject({ code: 'bad_response' });
   });
 });
+
+describe('answers without end', () => {
+  /** Writes 64 KiB chunks until the client goes away; counts what it sent. */
+  function endless(status: number, contentType: string): { sent: () => number } {
+    let sent = 0;
+    answer = (res) => {
+      res.writeHead(status, { 'content-type': contentType });
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const pump = (): void => {
+        while (!res.destroyed && sent < 512 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+      };
+      pump();
+    };
+    return { sent: () => sent };
+  }
+
+  it('an error answer that never ends is read only to its bound and still becomes the error', async () => {
+    const body = endless(503, 'text/html');
+    const err = await api.get(randomUUID()).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'unavailable', status: 503 });
+    // The client stopped reading: far less than the 512 MiB the server was ready to send went out.
+    expect(body.sent()).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('a 2xx answer over the JSON bound is refused as bad_response, not held in memory', async () => {
+    const body = endless(200, 'application/json');
+    const err = await api.get(randomUUID()).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'bad_response' });
+    expect((err as Error).message).toContain('is over 67108864 bytes');
+    expect(body.sent()).toBeLessThan(256 * 1024 * 1024);
+  });
+});
