@@ -53,6 +53,7 @@ export const COMPONENT_SCHEMAS: Readonly<Record<string, TSchema>> = {
   RegisterWorkerResponse: api.RegisterWorkerResponse,
   HeartbeatRequest: api.HeartbeatRequest,
   SyncStatusResponse: api.SyncStatusResponse,
+  LeaveWorkerResponse: api.LeaveWorkerResponse,
   CacheEntry: api.CacheEntry,
   WorkerEntriesResponse: api.WorkerEntriesResponse,
   SnapshotRequest: api.SnapshotRequest,

@@ -165,6 +165,18 @@ export const SyncStatusResponse = Type.Object({
 });
 export type SyncStatusResponse = Type.Static<typeof SyncStatusResponse>;
 
+/**
+ * Answer to a leave (the agent is stopping): since `leaving_at` placement skips the worker and it claims
+ * nothing new; `reassigned` executions waiting in its queue were placed again by this request (0 when
+ * asked again). Its running claims are still its own to renew and complete.
+ */
+export const LeaveWorkerResponse = Type.Object({
+  worker_id: WorkerId,
+  leaving_at: Timestamp,
+  reassigned: Type.Integer({ minimum: 0 }),
+});
+export type LeaveWorkerResponse = Type.Static<typeof LeaveWorkerResponse>;
+
 /** One cache entry as the agent holds it. */
 export const EntryFields = {
   kind: CacheKind,

@@ -63,6 +63,8 @@ export const WorkerInfo = Type.Object({
   snapshot_at: Type.Union([Timestamp, Type.Null()]),
   /** The token its agent last authenticated with (null: not reported yet). */
   token_id: Type.Union([Uuid, Type.Null()]),
+  /** When its agent said it is stopping: placement skips it until it registers again (null: not leaving; absent from older control planes). */
+  leaving_at: Type.Optional(Type.Union([Timestamp, Type.Null()])),
 });
 export type WorkerInfo = Type.Static<typeof WorkerInfo>;
 

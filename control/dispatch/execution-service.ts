@@ -22,7 +22,8 @@ import type { Placement } from '../placement/index.js';
 import { clockTickMs, downtimeAfterMs, tickLeaseClock, type TickResult } from './lease-clock.js';
 import { notify } from './notify.js';
 import {
-  claim, finish, giveUp, insertSubmitted, lockClaim, lockExpiredClaims, lockStrandedAssignments, renew, requeue, touchWorker, type RequeueRow,
+  claim, finish, giveUp, insertSubmitted, lockAssignedTo, lockClaim, lockExpiredClaims, lockStrandedAssignments, markLeaving, renew, requeue, touchWorker,
+  type RequeueRow,
 } from './repository.js';
 import { lockReportOf } from './lock-report.js';
 import { ceilingsOf, checkRunRequest, readOverrides } from './run-limits.js';
@@ -30,6 +31,8 @@ import { ceilingsOf, checkRunRequest, readOverrides } from './run-limits.js';
 /** Submissions of one account are placed one at a time, so a burst sees its own assignments. */
 const PLACEMENT_LOCK_NAMESPACE = 0x5247_4450; // "RGDP"
 const FINISHED = new Set<string>(TERMINAL_STATUSES);
+/** Work a leave re-places in its own transaction; any more is left to the sweep, which treats a leaving worker's queue as stranded. */
+const LEAVE_REPLACE_LIMIT = 200;
 /**
  * Failures that are the script's own result: final whatever the worker asks. A script that fills the
  * output limit would fill it again on the next worker, so retrying it would only loop.
@@ -170,10 +173,26 @@ export function createExecutionService({ db, repos, config, log, placement }: Ex
       return result;
     },
 
+    /**
+     * The worker's agent is stopping (docs/dispatch.md, "Stopping"): it is marked leaving, so placement
+     * skips it and it claims nothing new, and the work waiting in its queue is placed again at once (no
+     * attempt was made). Its running claims are left alone: it renews and completes them while it drains.
+     * Idempotent; undefined for a worker the control plane does not know.
+     */
+    async leave(worker: WorkerPrincipal): Promise<{ leavingAt: Date; reassigned: number } | undefined> {
+      return withTransaction(db, async (tx) => {
+        const leavingAt = await markLeaving(tx, worker.workerId);
+        if (!leavingAt) return undefined;
+        const rows = await lockAssignedTo(tx, worker.workerId, LEAVE_REPLACE_LIMIT);
+        for (const row of rows) await replace(tx, row, null, `worker ${worker.workerId} is leaving`);
+        return { leavingAt, reassigned: rows.length };
+      });
+    },
+
     /** Records that this replica is up, extending leases first when no replica was (control/dispatch/lease-clock.ts). */
     tickClock,
 
-    /** Re-queues expired claims and work stranded on dead workers; ticks the lease clock first. */
+    /** Re-queues expired claims and work stranded on dead or leaving workers; ticks the lease clock first. */
     async sweep(): Promise<{ expired: number; stranded: number }> {
       await tickClock();
       const expired = await withTransaction(db, async (tx) => {
@@ -183,7 +202,7 @@ export function createExecutionService({ db, repos, config, log, placement }: Ex
       });
       const stranded = await withTransaction(db, async (tx) => {
         const rows = await lockStrandedAssignments(tx, config.workerDeadAfterMs, 100);
-        for (const row of rows) await replace(tx, row, null, `worker ${row.worker_id ?? '?'} went silent or no longer serves the account before claiming`);
+        for (const row of rows) await replace(tx, row, null, `worker ${row.worker_id ?? '?'} went silent, is leaving or no longer serves the account before claiming`);
         return rows.length;
       });
       return { expired, stranded };

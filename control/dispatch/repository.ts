@@ -81,13 +81,41 @@ export async function touchWorker(q: Queryable, workerId: string, tokenId: strin
   return res.rowCount === 1;
 }
 
-/** Takes up to `max` executions: the worker's own queue first, then unplaced work of its accounts. */
+/**
+ * Marks the worker as leaving (its agent is stopping: docs/dispatch.md, "Stopping"), locking its row for
+ * the caller's transaction; a second call keeps the first time. Undefined for a worker the control plane
+ * does not know. Also a sign of life: the agent is draining, not dead. Only a registration clears it.
+ */
+export async function markLeaving(q: Queryable, workerId: string): Promise<Date | undefined> {
+  const { rows } = await q.query<{ leaving_at: Date }>(
+    'UPDATE workers SET leaving_at = coalesce(leaving_at, now()), last_seen_at = now() WHERE worker_id = $1 RETURNING leaving_at',
+    [workerId],
+  );
+  return rows[0]?.leaving_at;
+}
+
+/** Work waiting in the queue of `workerId` (assigned, not claimed), locked for this transaction; others' locks are skipped. */
+export async function lockAssignedTo(q: Queryable, workerId: string, limit: number): Promise<RequeueRow[]> {
+  const { rows } = await q.query<RequeueRow>(
+    `SELECT ${REQUEUE_COLUMNS} FROM executions
+     WHERE dispatch AND status = 'assigned' AND worker_id = $1
+     ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+    [workerId, limit],
+  );
+  return rows;
+}
+
+/**
+ * Takes up to `max` executions: the worker's own queue first, then unplaced work of its accounts. A
+ * leaving worker takes nothing new, not even through a long poll it opened before it left: it is draining.
+ */
 export async function claim(q: Queryable, workerId: string, accounts: readonly string[], max: number, leaseMs: number): Promise<ClaimRow[]> {
   const { rows } = await q.query<ClaimRow>(
     `WITH picked AS (
        SELECT execution_id FROM executions
        WHERE dispatch AND account_id = ANY($2::text[])
          AND ((status = 'assigned' AND worker_id = $1) OR status = 'queued')
+         AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = $1 AND w.leaving_at IS NOT NULL)
        ORDER BY (status = 'assigned') DESC, created_at, execution_id
        LIMIT $3 FOR UPDATE SKIP LOCKED
      )
@@ -210,14 +238,15 @@ export async function lockExpiredClaims(q: Queryable, limit: number): Promise<Re
 }
 
 /**
- * Work waiting in the queue of a worker that went silent, or that no longer serves the account (its share
- * was revoked, its tokens revoked or expired): it is placed again (no attempt was made).
+ * Work waiting in the queue of a worker that went silent, is leaving (its agent is stopping), or no longer
+ * serves the account (its share was revoked, its tokens revoked or expired): it is placed again (no
+ * attempt was made).
  */
 export async function lockStrandedAssignments(q: Queryable, deadAfterMs: number, limit: number): Promise<RequeueRow[]> {
   const { rows } = await q.query<RequeueRow>(
     `SELECT ${REQUEUE_COLUMNS} FROM executions e
      WHERE e.dispatch AND e.status = 'assigned'
-       AND (NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = e.worker_id
+       AND (NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = e.worker_id AND w.leaving_at IS NULL
                         AND w.last_seen_at > now() - make_interval(secs => $1::float8 / 1000))
             OR NOT EXISTS (SELECT 1 FROM workers w JOIN live_worker_token_accounts v ON v.worker_id = w.worker_id
                            WHERE w.worker_id = e.worker_id AND v.account_id = e.account_id

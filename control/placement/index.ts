@@ -58,7 +58,13 @@ export function pick(ranked: readonly { worker_id: string }[], avoid: readonly s
 
 const MAX_CACHED_ACCOUNTS = 10_000;
 
-function cachedFleet(db: Db, config: PlacementConfig): (account: string) => Promise<FleetSnapshot> {
+interface FleetCache {
+  get(account: string): Promise<FleetSnapshot>;
+  /** Drops the views of these accounts: the next resolve reads them (a worker of theirs just left). */
+  forget(accounts: readonly string[]): void;
+}
+
+function cachedFleet(db: Db, config: PlacementConfig): FleetCache {
   interface Slot { at: number; value: Promise<FleetSnapshot>; refreshing: boolean }
   const cache = new Map<string, Slot>();
   /** One read for the account (single flight through its slot); a failed read is not cached. */
@@ -69,7 +75,7 @@ function cachedFleet(db: Db, config: PlacementConfig): (account: string) => Prom
     });
     return slot;
   };
-  return (account) => {
+  const get = (account: string): Promise<FleetSnapshot> => {
     if (config.fleetCacheMs <= 0) return readFleet(db, account, config.workerDeadAfterMs);
     const now = Date.now();
     const hit = cache.get(account);
@@ -96,6 +102,12 @@ function cachedFleet(db: Db, config: PlacementConfig): (account: string) => Prom
     cache.set(account, slot);
     return slot.value;
   };
+  return {
+    get,
+    forget(accounts) {
+      for (const account of accounts) cache.delete(account);
+    },
+  };
 }
 
 type Holdings = Pick<HoldingRows, 'image' | 'deps' | 'olderImage' | 'olderDeps'>;
@@ -121,7 +133,7 @@ function cacheAnswer(holders: readonly Holder[], rows: readonly HolderRow[] | un
 }
 
 export function createPlacement(db: Db, config: PlacementConfig) {
-  const fleetOf = cachedFleet(db, config);
+  const fleetCache = cachedFleet(db, config);
   const cost = { pullBytesPerS: config.placementPullMbps * 1024 * 1024 };
 
   return {
@@ -135,7 +147,7 @@ export function createPlacement(db: Db, config: PlacementConfig) {
       // One round trip for the answer (holders aggregated per worker in SQL, registry and inputs folded
       // in) beside the cached fleet; the per-entry detail is a second query, only when asked for.
       const [fleet, rows, entryRows] = await Promise.all([
-        fleetOf(account),
+        fleetCache.get(account),
         readHoldings(db, query),
         body.include_entries === true ? readEntries(db, query) : undefined,
       ]);
@@ -169,6 +181,14 @@ export function createPlacement(db: Db, config: PlacementConfig) {
         placement,
         live_workers: live.size,
       };
+    },
+
+    /**
+     * Forgets this process's cached views of the accounts of a worker that left, so that this replica's
+     * next resolve does not offer it; other replicas' views follow within 2 × fleetCacheMs.
+     */
+    forget(accounts: readonly string[]): void {
+      fleetCache.forget(accounts);
     },
 
     /** The worker an execution goes to, read on `q` (dispatch's transaction); null when no live worker serves the account. */

@@ -4,7 +4,8 @@
  * submission, and the inputs' state — the last three in one round trip.
  *
  * A worker serves an account when the token its agent uses (workers.token_id) serves it, by the view
- * live_worker_token_accounts that token lookups read too: placement and claims agree.
+ * live_worker_token_accounts that token lookups read too: placement and claims agree. A worker is live
+ * when it was heard from within the dead-after window and is not leaving (its agent said it is stopping).
  */
 import type { Queryable } from '../db/pool.js';
 import { NO_REQUIREMENTS } from '../repositories/entries.js';
@@ -56,7 +57,7 @@ export async function readFleet(q: Queryable, account: string, deadAfterMs: numb
   const { rows } = await q.query<WorkerLoadInfo>({
     name: 'rgrid-fleet',
     text: `SELECT w.worker_id, w.capacity, w.running FROM workers w
-           WHERE w.last_seen_at > now() - make_interval(secs => $2::float8 / 1000)
+           WHERE w.last_seen_at > now() - make_interval(secs => $2::float8 / 1000) AND w.leaving_at IS NULL
              AND EXISTS (SELECT 1 FROM live_worker_token_accounts v WHERE v.worker_id = w.worker_id AND v.account_id = $1
                          AND (w.token_id IS NULL OR v.token_id = w.token_id))`,
     values: [account, deadAfterMs],

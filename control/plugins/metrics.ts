@@ -89,13 +89,14 @@ export default fp<{ workerDeadAfterMs: number }>(
     }
     new Gauge({
       name: 'rgrid_control_workers',
-      help: 'Registered workers by state (live: heard from within the dead-after window)',
+      help: 'Registered workers by state (live: heard from within the dead-after window and not leaving; leaving: its agent is stopping and drains; dead: silent for the dead-after window)',
       labelNames: ['state'],
       registers: [registry],
       async collect() {
         const res = await db()
-          .query<{ live: number; dead: number }>(
-            `SELECT count(*) FILTER (WHERE last_seen_at > now() - make_interval(secs => $1::float8 / 1000))::int AS live,
+          .query<{ live: number; leaving: number; dead: number }>(
+            `SELECT count(*) FILTER (WHERE last_seen_at > now() - make_interval(secs => $1::float8 / 1000) AND leaving_at IS NULL)::int AS live,
+               count(*) FILTER (WHERE last_seen_at > now() - make_interval(secs => $1::float8 / 1000) AND leaving_at IS NOT NULL)::int AS leaving,
                count(*) FILTER (WHERE last_seen_at <= now() - make_interval(secs => $1::float8 / 1000))::int AS dead FROM workers`,
             [opts.workerDeadAfterMs],
           )
@@ -103,6 +104,7 @@ export default fp<{ workerDeadAfterMs: number }>(
         const row = res?.rows[0];
         if (!row) return;
         this.set({ state: 'live' }, row.live);
+        this.set({ state: 'leaving' }, row.leaving);
         this.set({ state: 'dead' }, row.dead);
       },
     });

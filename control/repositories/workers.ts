@@ -18,6 +18,8 @@ export interface WorkerRow {
   snapshot_at: Date | null;
   /** The token its agent last authenticated with (null: not reported since the upgrade that added it). */
   token_id: string | null;
+  /** When its agent said it is stopping (null: not leaving); placement skips it from then on. */
+  leaving_at: Date | null;
 }
 
 /** Who a worker id belongs to (bound by its first worker token). */
@@ -47,7 +49,8 @@ export function createWorkerRepository(db: Db) {
   return {
     /**
      * Registration starts a new sync session: the row is created or refreshed and `snapshot_at` is
-     * cleared, so deltas are refused until the agent has sent the full snapshot that follows.
+     * cleared, so deltas are refused until the agent has sent the full snapshot that follows. It also
+     * clears `leaving_at`: an agent that registers has started (again) and takes work.
      */
     async register(workerId: string, body: RegisterWorkerRequest, tokenId: string, q: Queryable = db): Promise<{ known: boolean }> {
       const { rows } = await q.query<{ inserted: boolean }>(
@@ -57,7 +60,7 @@ export function createWorkerRepository(db: Db) {
            labels = EXCLUDED.labels, engine = EXCLUDED.engine, disk_total_bytes = EXCLUDED.disk_total_bytes,
            disk_used_bytes = EXCLUDED.disk_used_bytes, running = EXCLUDED.running, load1 = EXCLUDED.load1,
            agent_version = EXCLUDED.agent_version, token_id = EXCLUDED.token_id, registered_at = now(), last_seen_at = now(),
-           snapshot_at = NULL
+           snapshot_at = NULL, leaving_at = NULL
          RETURNING (xmax = 0) AS inserted`,
         [
           workerId, body.host, body.capacity, JSON.stringify(body.labels ?? {}), JSON.stringify(body.engine ?? {}),

@@ -48,6 +48,7 @@ export function workerInfo(row: WorkerRow): WorkerInfo {
     last_seen_at: row.last_seen_at.toISOString(),
     snapshot_at: row.snapshot_at?.toISOString() ?? null,
     token_id: row.token_id ?? null,
+    leaving_at: row.leaving_at?.toISOString() ?? null,
   };
 }
 

@@ -1,14 +1,14 @@
 /**
- * Agent endpoints: register, heartbeat, full snapshot (in one request or in parts), op batches. A worker
- * token acts for its own worker id only and writes entries of the accounts it serves only; any op naming
- * another account rejects the whole batch before anything is written.
+ * Agent endpoints: register, heartbeat, full snapshot (in one request or in parts), op batches, leave. A
+ * worker token acts for its own worker id only and writes entries of the accounts it serves only; any op
+ * naming another account rejects the whole batch before anything is written.
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { RgridError } from '../../common/errors.js';
 import {
-  AccountId, HeartbeatRequest, RegisterWorkerRequest, RegisterWorkerResponse, SnapshotRequest, SnapshotResponse,
+  AccountId, HeartbeatRequest, LeaveWorkerResponse, RegisterWorkerRequest, RegisterWorkerResponse, SnapshotRequest, SnapshotResponse,
   SyncOpsRequest, SyncOpsResponse, SyncStatusResponse, WorkerEntriesResponse, WorkerId,
 } from '../../common/wire/control-api.js';
 import { withTransaction } from '../db/pool.js';
@@ -56,6 +56,28 @@ const workerRoutes: FastifyPluginCallbackTypebox = (app, _opts, done) => {
       const auth = ownWorker(request, request.params.worker_id);
       const row = await app.repos.workers.heartbeat(auth.workerId, request.body, auth.tokenId);
       return { known: row !== undefined, resync_required: !row || row.snapshotAt === null, server_time: new Date().toISOString() };
+    },
+  );
+
+  /**
+   * The agent is stopping (docs/dispatch.md, "Stopping"): placement skips it from now on and the work
+   * waiting in its queue is placed again, while it renews and completes the claims it holds. No body.
+   * Idempotent; only a registration undoes it. A worker the control plane does not know gets the 409 of
+   * the sync routes (resync_required): there is nothing to leave.
+   */
+  app.post(
+    '/workers/:worker_id/leave',
+    {
+      config: { roles },
+      schema: { operationId: 'leaveWorker', summary: 'Takes this worker out of placement while it drains (its agent is stopping)', tags, params: Params, response: { 200: LeaveWorkerResponse } },
+    },
+    async (request) => {
+      const auth = ownWorker(request, request.params.worker_id);
+      const left = await app.dispatch.executions.leave(auth);
+      if (!left) throw resyncError(auth.workerId, 'not registered');
+      app.placement.forget(auth.accounts);
+      request.log.info({ worker_id: auth.workerId, leaving_at: left.leavingAt, reassigned: left.reassigned }, 'worker leaving');
+      return { worker_id: auth.workerId, leaving_at: left.leavingAt.toISOString(), reassigned: left.reassigned };
     },
   );
 
