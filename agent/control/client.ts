@@ -14,7 +14,7 @@ import Value from 'typebox/value';
 import { RgridError } from '../../common/errors.js';
 import { assertAccount, assertUuid, isSha256, shown } from '../../common/names.js';
 import {
-  Execution, ManifestResponse, PutBlobResponse, RegisterWorkerResponse, SnapshotResponse, SyncOpsResponse, SyncStatusResponse,
+  Execution, LeaveWorkerResponse, ManifestResponse, PutBlobResponse, RegisterWorkerResponse, SnapshotResponse, SyncOpsResponse, SyncStatusResponse,
   type HeartbeatRequest, type RegisterWorkerRequest, type SnapshotRequest, type SyncOpsRequest,
 } from '../../common/wire/control-api.js';
 import { RenewResponse, type CompleteRequest } from '../../common/wire/dispatch-api.js';
@@ -87,6 +87,20 @@ export class ControlPlaneClient {
 
   async ops(body: SyncOpsRequest, call?: CallOptions): Promise<SyncOpsResponse> {
     return await this.http.json('POST', (c) => `${worker(c)}/ops`, 'entry ops', (a) => checkAnswer<SyncOpsResponse>(SyncOpsResponse, a, 'entry ops'), { json: body, call });
+  }
+
+  /**
+   * Says this worker is stopping: the control plane stops placing work on it and places what waits in its
+   * queue elsewhere; the claims it holds stay its own to renew and complete. No body.
+   */
+  async leave(call?: CallOptions): Promise<LeaveWorkerResponse> {
+    return await this.http.json('POST', (c) => `${worker(c)}/leave`, 'a leave', (answer, c) => {
+      const left = checkAnswer<LeaveWorkerResponse>(LeaveWorkerResponse, answer, 'a leave');
+      if (left.worker_id !== c.workerId) {
+        throw new RgridError('bad_response', `left as ${c.workerId}, but the control plane answered for ${shown(left.worker_id)}`);
+      }
+      return left;
+    }, { json: {}, call });
   }
 
   // ---- dispatch: claims, renewals, results

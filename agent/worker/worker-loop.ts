@@ -6,8 +6,10 @@
  * client (agent/control/), which reads the credentials anew each time. A claim that fails the checks
  * touches nothing: it is reported as failed when its ids allow, dropped otherwise, and counted either
  * way. After each execution the blob cache is pruned (agent/prune/blob-pruner.ts). Stopping ends the
- * long poll at once and lets running executions finish (the daemon's drain); abandoning kills their
- * containers, and their claims run out and are re-queued by the control plane.
+ * long poll at once, tells the control plane this worker is leaving (once, bounded by LEAVE_TIMEOUT_MS,
+ * best effort: placement then skips it at once instead of after the dead-after window) and lets running
+ * executions finish (the daemon's drain); abandoning kills their containers, and their claims run out and
+ * are re-queued by the control plane.
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -54,7 +56,10 @@ export interface WorkerLoopDeps {
 }
 
 export interface WorkerLoop {
-  /** Stops claiming; resolves when the executions in progress have finished. */
+  /**
+   * Stops claiming and leaves placement; resolves when the executions in progress have finished and the
+   * leave was answered or gave up (LEAVE_TIMEOUT_MS).
+   */
   stop(): Promise<void>;
   /** Kills the runs in progress (the drain deadline passed). */
   abandon(): void;
@@ -63,6 +68,11 @@ export interface WorkerLoop {
 
 /** Backoff of the claim loop while the control plane is away: full jitter up to 500 ms, doubling to 30 s. */
 const CLAIM_BACKOFF = { initialMs: 500, maxMs: 30_000 };
+/**
+ * The most a stop waits for the control plane to answer the leave. Without an answer nothing is lost:
+ * the worker leaves placement the old way, once it has been silent for the dead-after window.
+ */
+export const LEAVE_TIMEOUT_MS = 2500;
 
 export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
   const { options, logger } = deps;
@@ -181,14 +191,26 @@ export function startWorkerLoop(deps: WorkerLoopDeps): WorkerLoop {
     }
   }
 
+  /** Out of placement before the drain, so no new work is assigned to a worker that will not claim it. */
+  async function leave(): Promise<void> {
+    try {
+      const left = await client.leave({ timeoutMs: LEAVE_TIMEOUT_MS });
+      log.info({ leaving_at: left.leaving_at, reassigned: left.reassigned, runs: runs.size }, 'left placement; finishing the runs in progress');
+    } catch (err) {
+      log.warn({ msg: (err as Error).message }, 'could not tell the control plane this worker is leaving; it stays placeable until it looks dead');
+    }
+  }
+
   const looping = loop();
   return {
     async stop() {
       stopping = true;
       claimAbort.abort();
       slotFreed();
+      // Not registered: the control plane does not know this worker (or could not be reached): nothing to leave.
+      const leaving = registered ? leave() : Promise.resolve();
       await looping;
-      await Promise.allSettled([...runs]);
+      await Promise.allSettled([leaving, ...runs]);
     },
     abandon() {
       runAbort.abort();

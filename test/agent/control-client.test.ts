@@ -105,6 +105,24 @@ describe('answers that are not the wire contract', () => {
     await expect(client.claim(2, 10)).rejects.toMatchObject({ code: 'bad_response' });
   });
 
+  it('leaves with an empty body, and refuses a leave answered for another worker or without its time', async () => {
+    const left = { worker_id: WORKER, leaving_at: new Date().toISOString(), reassigned: 2 };
+    let body = '';
+    handler = (_req, res, b) => {
+      body = b;
+      json(res, 200, left);
+    };
+    await expect(client.leave()).resolves.toEqual(left);
+    expect(seen.at(-1)).toMatchObject({ method: 'POST', url: `/v1/workers/${WORKER}/leave` });
+    expect(JSON.parse(body)).toEqual({});
+    handler = (_req, res) => json(res, 200, { ...left, worker_id: 'someone-else' });
+    await expect(client.leave()).rejects.toMatchObject({ code: 'bad_response' });
+    handler = (_req, res) => json(res, 200, { worker_id: WORKER, reassigned: 0 });
+    await expect(client.leave()).rejects.toMatchObject({ code: 'bad_response' });
+    handler = (_req, res) => json(res, 409, { error: 'conflict', message: 'worker-1: not registered', detail: { resync_required: true } });
+    await expect(client.leave()).rejects.toMatchObject({ code: 'conflict', detail: { resync_required: true } });
+  });
+
   it('refuses an upload answer that names another digest or size', async () => {
     const { Readable } = await import('node:stream');
     handler = (_req, res) => json(res, 201, { sha256: 'b'.repeat(64), size_bytes: 3, created: true });

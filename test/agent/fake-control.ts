@@ -1,10 +1,10 @@
 /**
  * A fake control plane for testing the agent's side of the trust boundary: a node:http server on
- * 127.0.0.1 that answers the worker endpoints the agent calls (register, snapshot, heartbeat, ops, claim,
+ * 127.0.0.1 that answers the worker endpoints the agent calls (register, leave, snapshot, heartbeat, ops, claim,
  * renew, complete, blobs, manifests; the image-build leases and registry records of image sharing) with
  * whatever the test queues — including claims no real control
  * plane would hand out — and records every request. Faults: a route can answer 503 (or any status) for
- * its next N calls.
+ * its next N calls, or never answer at all.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -16,7 +16,7 @@ export interface RecordedRequest {
   body: unknown;
 }
 
-export type Route = 'register' | 'claim' | 'renew' | 'complete' | 'blob_get' | 'blob_put' | 'manifest' | 'sync' | 'build_acquire' | 'build_renew' | 'build_complete' | 'registry_images';
+export type Route = 'register' | 'leave' | 'claim' | 'renew' | 'complete' | 'blob_get' | 'blob_put' | 'manifest' | 'sync' | 'build_acquire' | 'build_renew' | 'build_complete' | 'registry_images';
 
 /** How the fake answers a build acquire (worker id from the path, the request body); default: a fresh lease. */
 export type AcquireHandler = (workerId: string, body: Record<string, unknown>) => unknown;
@@ -34,6 +34,8 @@ export interface FakeControl {
   fail(route: Route, count: number, status?: number): void;
   /** Calls of `route` answer `status` for as long as `condition()` holds. */
   failWhile(route: Route, condition: () => boolean, status?: number): void;
+  /** Calls of `route` are recorded and never answered (a control plane that hangs). */
+  hang(route: Route): void;
   /** Answers build acquires (image sharing); the default grants a fresh 30 s lease every time. */
   onAcquire: AcquireHandler;
   /** Calls of a route, answered or not. */
@@ -45,6 +47,7 @@ export const sha256 = (data: Buffer | string): string => createHash('sha256').up
 
 function routeOf(method: string, path: string): Route | undefined {
   if (/^\/v1\/workers\/[^/]+\/register$/.test(path)) return 'register';
+  if (/^\/v1\/workers\/[^/]+\/leave$/.test(path)) return 'leave';
   if (/^\/v1\/workers\/[^/]+\/(snapshot|heartbeat|ops)$/.test(path)) return 'sync';
   if (/^\/v1\/workers\/[^/]+\/claim$/.test(path)) return 'claim';
   if (/^\/v1\/workers\/[^/]+\/claims\/[^/]+\/renew$/.test(path)) return 'renew';
@@ -71,6 +74,7 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
   let pending: Array<{ claim: unknown; worker: string | undefined }> = [];
   const faults = new Map<Route, { count: number; status: number; while?: () => boolean }>();
   const counts = new Map<Route, number>();
+  const hung = new Set<Route>();
   const now = (): string => new Date().toISOString();
   const lease = (): unknown => ({ state: 'lease', lease_id: randomUUID(), lease_ms: 30_000, lease_expires_at: new Date(Date.now() + 30_000).toISOString(), attempt: 1 });
   const fake = { onAcquire: ((): unknown => lease()) as AcquireHandler };
@@ -91,6 +95,7 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
     requests.push({ method, url, body });
     if (!route) return send(res, 404, { error: 'not_found', message: `no route ${method} ${path}` });
     counts.set(route, (counts.get(route) ?? 0) + 1);
+    if (hung.has(route)) return;
     const fault = faults.get(route);
     if (fault && (fault.while ? fault.while() : fault.count > 0)) {
       fault.count--;
@@ -101,6 +106,8 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
         return send(res, 200, {
           worker_id: path.split('/')[3], known: true, snapshot_required: true, accounts: [account], heartbeat_interval_ms: 60_000, dead_after_ms: 120_000, server_time: now(),
         });
+      case 'leave':
+        return send(res, 200, { worker_id: path.split('/')[3], leaving_at: now(), reassigned: 0 });
       case 'sync':
         if (path.endsWith('/snapshot')) return send(res, 200, { accounts: [account], entries: 0, removed: 0, server_time: now() });
         if (path.endsWith('/ops')) return send(res, 200, { applied: ((body as { ops?: unknown[] }).ops ?? []).length, duplicates: 0, server_time: now() });
@@ -171,6 +178,7 @@ export async function startFakeControl(account: string): Promise<FakeControl> {
     },
     fail: (route, count, status = 503) => faults.set(route, { count, status }),
     failWhile: (route, condition, status = 503) => faults.set(route, { count: 0, status, while: condition }),
+    hang: (route) => hung.add(route),
     calls: (route) => counts.get(route) ?? 0,
     close: () =>
       new Promise<void>((resolve) => {
