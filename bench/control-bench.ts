@@ -18,10 +18,16 @@
  * server, from its onRequest to its answer), its event-loop delay (p99 and max over the phase) and its
  * GC time.
  *
+ * The like-for-like reference of resolve at 2,000 requests/s: the same server's GET /healthz at the same
+ * rate, connections and duration (its HTTP path plus one `SELECT 1` round trip to PostgreSQL, no auth, no
+ * placement): the floor a resolve cannot go below on this machine. Each round at the target rate is
+ * resolve, then /healthz (then the reference build's resolve, below), so the machine's load moves all alike.
+ * `runControlBench({ phases: 'at-rate' })` runs only those rounds (the cached-path suite).
+ *
  * `RGRID_BENCH_REF_ROOT=<dir>` (a directory holding an earlier commit's dist/ and node_modules) also
  * starts that commit's server on the same database and runs the 2,000 requests/s phase on both,
- * interleaved (this build, the reference, this build, …: RGRID_BENCH_AB_ROUNDS pairs, default 2, of
- * RGRID_BENCH_RATE_SECONDS each, default 20): the A/B in one run.
+ * interleaved (this build, /healthz, the reference, this build, …: RGRID_BENCH_AB_ROUNDS rounds, default
+ * 2, of RGRID_BENCH_RATE_SECONDS each, default 20): the A/B in one run.
  *
  * For iteration on the resolve path, `RGRID_BENCH_KEEP_DB=<dir>` keeps the embedded PostgreSQL and the
  * seeded database under <dir> (seeded on the first run, reused afterwards: migrations are applied, the
@@ -191,16 +197,21 @@ function postgresCpuMs(dataDir: string | undefined): number {
 
 const EVENT_LOOP_SAMPLING_MS = 10;
 
-/** The server's own view: resolve durations (cumulative histogram buckets), event-loop delay, GC time. */
-async function scrape(url: string): Promise<{ buckets: Map<number, number>; lagP99Ms: number; lagMaxMs: number; gcMs: number }> {
+/** What a load phase asks: resolve (POST, a body per request) or the HTTP floor (GET /healthz). */
+export type LoadTarget = 'resolve' | 'healthz';
+const ROUTE: Record<LoadTarget, string> = { resolve: '/v1/resolve', healthz: '/healthz' };
+
+/** The server's own view: the target's durations (cumulative histogram buckets), event-loop delay, GC time. */
+async function scrape(url: string, target: LoadTarget = 'resolve'): Promise<{ buckets: Map<number, number>; lagP99Ms: number; lagMaxMs: number; gcMs: number }> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const buckets = new Map<number, number>();
   let lagP99Ms = 0;
   let lagMaxMs = 0;
   let gcMs = 0;
+  const route = `route="${ROUTE[target]}"`;
   for (const line of text.split('\n')) {
-    const bucket = /^rgrid_control_http_request_duration_seconds_bucket\{.*le="([^"]+)".*route="\/v1\/resolve".*status="200".*\} (\S+)$/.exec(line)
-      ?? /^rgrid_control_http_request_duration_seconds_bucket\{.*route="\/v1\/resolve".*status="200".*le="([^"]+)".*\} (\S+)$/.exec(line);
+    const ours = line.startsWith('rgrid_control_http_request_duration_seconds_bucket{') && line.includes(route) && line.includes('status="200"');
+    const bucket = ours ? /le="([^"]+)".*\} (\S+)$/.exec(line) : null;
     if (bucket) buckets.set(bucket[1] === '+Inf' ? Infinity : Number(bucket[1]), (buckets.get(Number(bucket[1])) ?? 0) + Number(bucket[2]));
     const value = Number(line.split(' ').at(-1));
     // prom-client samples the delay with a 10 ms timer, and the histogram holds whole intervals: the
@@ -215,18 +226,20 @@ async function scrape(url: string): Promise<{ buckets: Map<number, number>; lagP
 type Phase = LoadResult & Record<string, unknown>;
 
 /** One load phase with the CPU and the server's metrics around it. */
-async function measuredLoad(server: { url: string; pid: number }, pgDataDir: string | undefined, token: string, opts: { seconds: number; rate?: number }): Promise<Phase> {
-  const before = await scrape(server.url); // also resets the event-loop delay histogram
+async function measuredLoad(server: { url: string; pid: number }, pgDataDir: string | undefined, token: string, opts: { seconds: number; rate?: number; target?: LoadTarget }): Promise<Phase> {
+  const target = opts.target ?? 'resolve';
+  const before = await scrape(server.url, target); // also resets the event-loop delay histogram
   const cpu0 = { server: cpuMsOf([server.pid]), pg: postgresCpuMs(pgDataDir), self: process.cpuUsage() };
   const load1 = loadavg()[0]!;
   const result = await load(server.url, token, opts);
   const self = process.cpuUsage(cpu0.self);
   const cpu = { server: cpuMsOf([server.pid]) - cpu0.server, pg: postgresCpuMs(pgDataDir) - cpu0.pg, self: (self.user + self.system) / 1000 };
-  const after = await scrape(server.url);
+  const after = await scrape(server.url, target);
   const n = Math.max(1, result.requests);
   const served = (after.buckets.get(Infinity) ?? 0) - (before.buckets.get(Infinity) ?? 0);
   const over = (ms: number): number => served - ((after.buckets.get(ms / 1000) ?? 0) - (before.buckets.get(ms / 1000) ?? 0));
   return {
+    target: ROUTE[target],
     ...result,
     load_1min_at_start: Number(load1.toFixed(2)),
     cpu_us_per_request: { server: Math.round((cpu.server / n) * 1000), postgres: pgDataDir ? Math.round((cpu.pg / n) * 1000) : null, load_generator: Math.round((cpu.self / n) * 1000) },
@@ -264,20 +277,23 @@ interface LoadResult {
   latency_p50_ms: number; latency_p90_ms: number; latency_p99_ms: number; latency_max_ms: number; non_2xx: number; errors: number; timeouts: number;
 }
 
-async function load(url: string, token: string, opts: { seconds: number; rate?: number }): Promise<LoadResult> {
-  const bodies = resolveBodies(5000);
+async function load(url: string, token: string, opts: { seconds: number; rate?: number; target?: LoadTarget }): Promise<LoadResult> {
+  const target = opts.target ?? 'resolve';
+  const bodies = target === 'resolve' ? resolveBodies(5000) : [];
   let n = 0;
   const result = await autocannon({
-    url: `${url}/v1/resolve`,
+    url: `${url}${ROUTE[target]}`,
     connections: CONNECTIONS,
     duration: opts.seconds,
     ...(opts.rate ? { overallRate: opts.rate } : {}),
     requests: [
-      {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        setupRequest: (req) => ({ ...req, body: bodies[n++ % bodies.length] }),
-      },
+      target === 'resolve'
+        ? {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          setupRequest: (req) => ({ ...req, body: bodies[n++ % bodies.length] }),
+        }
+        : { method: 'GET' },
     ],
   });
   return {
@@ -319,9 +335,17 @@ function snapshotEntries(): unknown[] {
   return entries;
 }
 
-export async function runControlBench(): Promise<Record<string, unknown>> {
+export interface ControlBenchOptions {
+  /** `all` (default): saturation, the rounds at the target rate, the snapshot; `at-rate`: the rounds only. */
+  phases?: 'all' | 'at-rate';
+  /** Rounds at the target rate (resolve, /healthz, the reference build's resolve); default RGRID_BENCH_AB_ROUNDS with a reference, else 1. */
+  rateRounds?: number;
+}
+
+export async function runControlBench(options: ControlBenchOptions = {}): Promise<Record<string, unknown>> {
+  const onlyAtRate = options.phases === 'at-rate';
   const keepDir = process.env.RGRID_BENCH_KEEP_DB || undefined;
-  const skipSnapshot = process.env.RGRID_BENCH_SKIP_SNAPSHOT === '1';
+  const skipSnapshot = onlyAtRate || process.env.RGRID_BENCH_SKIP_SNAPSHOT === '1';
   const dir = keepDir ?? mkdtempSync(join(tmpdir(), 'rgrid-control-bench-'));
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o711);
@@ -387,18 +411,29 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
     stopReference = reference?.stop;
     const self = { url: server.url, pid: server.pid };
     await load(server.url, sched, { seconds: 3 }); // warm-up: connections, plans, caches
+    await load(server.url, sched, { seconds: 1, target: 'healthz' });
     if (reference) await load(reference.url, sched, { seconds: 3 });
-    console.log(`resolve at saturation (${SATURATION_SECONDS} s, ${CONNECTIONS} connections) ...`);
-    const saturation = await measuredLoad(self, pgDataDir, sched, { seconds: SATURATION_SECONDS });
-    console.log(`resolve at ${TARGET_RATE} req/s offered (${RATE_SECONDS} s${reference ? ' each, this build and the reference interleaved' : ''}) ...`);
-    const atRate = await measuredLoad(self, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE });
+    let saturation: Phase | undefined;
+    if (!onlyAtRate) {
+      console.log(`resolve at saturation (${SATURATION_SECONDS} s, ${CONNECTIONS} connections) ...`);
+      saturation = await measuredLoad(self, pgDataDir, sched, { seconds: SATURATION_SECONDS });
+    }
+    const rounds = options.rateRounds ?? (reference ? AB_ROUNDS : 1);
+    console.log(`resolve at ${TARGET_RATE} req/s offered, then GET /healthz at the same rate${reference ? ', then the reference build\'s resolve' : ''} (${RATE_SECONDS} s each, ${rounds} round${rounds === 1 ? '' : 's'}) ...`);
+    const atRateRounds: Phase[] = [];
+    const floorRounds: Phase[] = [];
     const ab: Array<Record<string, unknown>> = [];
-    if (reference) {
-      ab.push({ server: 'this build', ...atRate });
-      for (let round = 0; round < AB_ROUNDS; round++) {
-        if (round > 0) ab.push({ server: 'this build', ...(await measuredLoad(self, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE })) });
+    for (let round = 0; round < rounds; round++) {
+      const mine = await measuredLoad(self, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE });
+      atRateRounds.push(mine);
+      floorRounds.push(await measuredLoad(self, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE, target: 'healthz' }));
+      if (reference) {
+        ab.push({ server: 'this build', ...mine });
         ab.push({ server: 'reference', ...(await measuredLoad(reference, pgDataDir, sched, { seconds: RATE_SECONDS, rate: TARGET_RATE })) });
       }
+    }
+    const atRate = atRateRounds[0]!;
+    if (reference) {
       await reference.stop();
       stopReference = undefined;
     }
@@ -437,16 +472,21 @@ export async function runControlBench(): Promise<Record<string, unknown>> {
         placement_limit: 10,
         seed_seconds: Number(seeded.seconds.toFixed(1)),
       },
-      resolve_saturation: saturation,
+      ...(saturation ? { resolve_saturation: saturation } : {}),
       resolve_at_target_rate: atRate,
+      resolve_at_target_rate_rounds: atRateRounds,
+      http_floor_at_target_rate_rounds: floorRounds,
       ...(ab.length ? { reference: refRoot, resolve_at_target_rate_ab: ab } : {}),
       ...(snapshot ? { snapshot } : {}),
     };
     printTable(result);
-    const out = join(process.cwd(), 'bench-output');
-    mkdirSync(out, { recursive: true });
-    writeFileSync(join(out, 'control.json'), `${JSON.stringify(result, null, 2)}\n`);
-    console.log(`wrote ${join(out, 'control.json')}`);
+    // The at-rate rounds alone are part of the cached-path table (its own file), not the control bench's.
+    if (!onlyAtRate) {
+      const out = join(process.cwd(), 'bench-output');
+      mkdirSync(out, { recursive: true });
+      writeFileSync(join(out, 'control.json'), `${JSON.stringify(result, null, 2)}\n`);
+      console.log(`wrote ${join(out, 'control.json')}`);
+    }
     return result;
   } finally {
     await stopReference?.();
@@ -465,14 +505,21 @@ function where(p: Record<string, unknown>): string {
   return `; CPU/request: server ${cpu.server} µs, PostgreSQL ${cpu.postgres ?? '-'} µs, load generator ${cpu.load_generator} µs; in the server: ${(side.share_over_10ms! * 100).toFixed(2)}% over 10 ms, event-loop delay p99 ${side.event_loop_delay_p99_ms} ms (max ${side.event_loop_delay_max_ms}), GC ${side.gc_ms_per_s} ms/s; load ${String(p.load_1min_at_start)}`;
 }
 
-function printTable(r: { resolve_saturation: Phase; resolve_at_target_rate: Phase; resolve_at_target_rate_ab?: Array<Record<string, unknown>>; snapshot?: Record<string, number> }): void {
-  const rows: [string, string][] = [
-    ['resolve, saturation: throughput', `${r.resolve_saturation.throughput_rps} req/s`],
-    ['resolve, saturation: p50 / p99', `${r.resolve_saturation.latency_p50_ms} / ${r.resolve_saturation.latency_p99_ms} ms${where(r.resolve_saturation)}`],
-    [`resolve, ${TARGET_RATE} req/s offered: achieved`, `${r.resolve_at_target_rate.throughput_rps} req/s`],
-    [`resolve, ${TARGET_RATE} req/s offered: p50 / p99`, `${r.resolve_at_target_rate.latency_p50_ms} / ${r.resolve_at_target_rate.latency_p99_ms} ms${where(r.resolve_at_target_rate)}`],
-    ['resolve errors (non-2xx, errors, timeouts)', `${r.resolve_saturation.non_2xx + r.resolve_at_target_rate.non_2xx}, ${r.resolve_saturation.errors + r.resolve_at_target_rate.errors}, ${r.resolve_saturation.timeouts + r.resolve_at_target_rate.timeouts}`],
-  ];
+function printTable(r: { resolve_saturation?: Phase; resolve_at_target_rate_rounds: Phase[]; http_floor_at_target_rate_rounds: Phase[]; resolve_at_target_rate_ab?: Array<Record<string, unknown>>; snapshot?: Record<string, number> }): void {
+  const rows: [string, string][] = [];
+  const sat = r.resolve_saturation;
+  if (sat) {
+    rows.push(['resolve, saturation: throughput', `${sat.throughput_rps} req/s`]);
+    rows.push(['resolve, saturation: p50 / p99', `${sat.latency_p50_ms} / ${sat.latency_p99_ms} ms${where(sat)}`]);
+  }
+  for (const [i, p] of r.resolve_at_target_rate_rounds.entries()) {
+    const floor = r.http_floor_at_target_rate_rounds[i]!;
+    rows.push([`resolve, ${TARGET_RATE} req/s offered (round ${i + 1}): achieved, p50 / p99`, `${p.throughput_rps} req/s, ${p.latency_p50_ms} / ${p.latency_p99_ms} ms${where(p)}`]);
+    rows.push([`GET /healthz, ${TARGET_RATE} req/s offered (round ${i + 1}): achieved, p50 / p99`, `${floor.throughput_rps} req/s, ${floor.latency_p50_ms} / ${floor.latency_p99_ms} ms${where(floor)}`]);
+  }
+  const phases = [...(sat ? [sat] : []), ...r.resolve_at_target_rate_rounds, ...r.http_floor_at_target_rate_rounds];
+  const sum = (key: 'non_2xx' | 'errors' | 'timeouts'): number => phases.reduce((n, p) => n + p[key], 0);
+  rows.push(['errors of these phases (non-2xx, errors, timeouts)', `${sum('non_2xx')}, ${sum('errors')}, ${sum('timeouts')}`]);
   for (const [i, p] of (r.resolve_at_target_rate_ab ?? []).entries()) {
     rows.push([`A/B ${i + 1}, ${String(p.server)}: achieved, p50 / p99`, `${String(p.throughput_rps)} req/s, ${String(p.latency_p50_ms)} / ${String(p.latency_p99_ms)} ms${where(p)}`]);
   }

@@ -1,12 +1,12 @@
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client } from 'undici';
 import { AgentClient } from '../agent/client/agent-client.js';
-import { removeAccountResources, runCli, startAgentProcess, type AgentProcess } from '../tools/harness/processes.js';
-import { percentile } from './stats.js';
+import { removeAccountResources, startAgentProcess, type AgentProcess } from '../tools/harness/processes.js';
+import { agentCli, bareDockerRunArgs, pair, phaseMedians, round, timedExec, type Pair } from './bench-pairs.js';
+import { runHeavyRow, type HeavyRow } from './heavy-run-bench.js';
 
 /**
  * The cached path against its like-for-like references, each pair measured back to back (interleaved,
@@ -20,7 +20,10 @@ import { percentile } from './stats.js';
  *     run_holder_pool_size 0: each run makes its outputs holder and its container);
  *  2. `rgrid-agent --help`, `ls` and `ensure` (a hit) as whole commands vs a bare `node -e 0`;
  *  3. ensure hits over the socket (p99 of 1,000 after 100 warm-up) vs the engine's own image inspect
- *     over its socket (what a hit used to ask on every call).
+ *     over its socket (what a hit used to ask on every call);
+ *  4. the heavy row (bench/heavy-run-bench.ts): row 1 with numpy, scipy, requests and pydantic installed
+ *     from real wheels and imported by the script, on an agent of its own (RGRID_BENCH_HEAVY_ROUNDS pairs,
+ *     default 20; RGRID_BENCH_HEAVY=0 skips it).
  * Prints the rows and the warm runs' phases (p50 of each, from the agent's `phases`), and writes
  * bench-output/fast-path.json. `npm run bench -- fastpath`.
  */
@@ -28,28 +31,10 @@ const BASE_IMAGE = process.env.RGRID_TEST_BASE_IMAGE ?? 'rgrid-test/python:bookw
 const ROUNDS = Number(process.env.RGRID_BENCH_FAST_ROUNDS ?? 10);
 const HITS = Number(process.env.RGRID_BENCH_HITS ?? 1000);
 
-const round = (n: number, digits = 1): number => Math.round(n * 10 ** digits) / 10 ** digits;
-
-function timedExec(file: string, args: string[]): Promise<number> {
-  const started = performance.now();
-  return new Promise((res, rej) => {
-    execFile(file, args, (err, _out, stderr) => (err ? rej(new Error(`${file} ${args[0] ?? ''}: ${stderr}`)) : res(performance.now() - started)));
-  });
-}
-
-async function agentCli(args: string[], socket: string): Promise<{ ms: number; stdout: string }> {
-  const r = await runCli('rgrid-agent', args, { env: { RGRID_AGENT_SOCKET: socket } });
-  if (r.code !== 0) throw new Error(`rgrid-agent ${args.join(' ')} exited ${String(r.code)}: ${r.stderr}`);
-  return { ms: r.wallMs, stdout: r.stdout };
-}
-
-/** `rows` of [what, reference, ratio]: the same shape printed and stored. */
-interface Pair { name: string; subject_ms: number; reference: string; reference_ms: number; ratio: number; delta_ms: number; subject_samples_ms: number[]; reference_samples_ms: number[] }
-function pair(name: string, reference: string, subject: number[], ref: number[], p = 50): Pair {
-  const s = percentile(subject, p);
-  const r = percentile(ref, p);
-  return { name, subject_ms: round(s, 2), reference, reference_ms: round(r, 2), ratio: round(s / r, 2), delta_ms: round(s - r, 2), subject_samples_ms: subject.map((x) => round(x, 2)), reference_samples_ms: ref.map((x) => round(x, 2)) };
-}
+/** The heavy row (bench/heavy-run-bench.ts) runs unless RGRID_BENCH_HEAVY=0. */
+const HEAVY = process.env.RGRID_BENCH_HEAVY !== '0';
+/** Its runs take ~1 s a side and vary more under load than the small script's: more pairs for the same p50. */
+const HEAVY_ROUNDS = Number(process.env.RGRID_BENCH_HEAVY_ROUNDS ?? 20);
 
 export async function runFastPathBench(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'rgrid-fast-bench-'));
@@ -74,10 +59,7 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
     const socket = agent.socket;
     const ensured = JSON.parse((await agentCli(['ensure', '--script', script, '--account', account, '--json'], socket)).stdout) as { image_id: string };
     const runArgs = ['run', '--script', script, '--account', account, '--cpus', '1', '--memory', '1024', '--json'];
-    const bareArgs = [
-      'run', '--rm', '--network', 'none', '--cpus', '1', '--memory', '1024m', '--memory-swap', '1024m', '--pids-limit', '256',
-      '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', '--user', '65534:65534', '--read-only', ensured.image_id,
-    ];
+    const bareArgs = bareDockerRunArgs(ensured.image_id);
     const client = new AgentClient(socket);
     const runParams = { script: Buffer.from(`# fast path ${account}\nprint("hello")\n`), account, cpus: 1, memory_mb: 1024 };
     const socketRun = async (): Promise<number> => {
@@ -152,38 +134,35 @@ export async function runFastPathBench(): Promise<Record<string, unknown>> {
     }
     await client.close();
     await engine.close();
-    const rows = [
-      pair(`warm rgrid-agent run (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warm, bare),
+    // `id`: the rows of the cached-path table (bench/cached-path.ts) are found by it.
+    const rows: Pair[] = [
+      { ...pair(`warm rgrid-agent run (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warm, bare), id: 'warm_run' },
       pair(`warm run over the socket, no CLI start-up (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warmSocket, bare),
       pair(`warm rgrid-agent run, hot containers (p50 of ${ROUNDS})`, 'the same without (run_hot_containers 0)', warm, warmNoHot),
       pair(`warm rgrid-agent run, nothing made ahead (p50 of ${ROUNDS})`, 'bare docker run, same image and limits', warmNothingAhead, bare),
-      pair(`rgrid-agent --help (p50 of ${ROUNDS})`, 'node -e 0', help, node),
-      pair(`rgrid-agent ls (p50 of ${ROUNDS})`, 'node -e 0', ls, node),
-      pair(`rgrid-agent ensure, hit (p50 of ${ROUNDS})`, 'node -e 0', ensure, node),
-      pair(`ensure hit over the socket, p99 of ${HITS}`, `engine image inspect over its socket, p99 of ${HITS}`, hits, inspects, 99),
+      { ...pair(`rgrid-agent --help (p50 of ${ROUNDS})`, 'node -e 0', help, node), id: 'cli_help' },
+      { ...pair(`rgrid-agent ls (p50 of ${ROUNDS})`, 'node -e 0', ls, node), id: 'cli_ls' },
+      { ...pair(`rgrid-agent ensure, hit (p50 of ${ROUNDS})`, 'node -e 0', ensure, node), id: 'cli_ensure' },
+      { ...pair(`ensure hit over the socket, p99 of ${HITS}`, `engine image inspect over its socket, p99 of ${HITS}`, hits, inspects, 99), id: 'socket_ensure_p99' },
       pair(`ensure hit over the socket, p50 of ${HITS}`, `engine image inspect over its socket, p50 of ${HITS}`, hits, inspects, 50),
     ];
+    let heavy: HeavyRow | { error: string } | undefined;
+    if (HEAVY) {
+      // Its own agent and account; the agents above stay idle meanwhile. A failure here keeps the rows above.
+      heavy = await runHeavyRow(dir, BASE_IMAGE, HEAVY_ROUNDS).catch((err: unknown) => ({ error: (err as Error).message }));
+      if ('row' in heavy) rows.splice(1, 0, { ...heavy.row, id: 'heavy_warm_run' });
+    }
     return {
       machine: { cpus: cpus().length, node: process.version }, load: { ...load, at_end: loadavg().map((x) => round(x, 2)) }, rows,
       warm_run_phases: phases, warm_run_phases_p50: phaseMedians(phases),
       warm_run_phases_no_hot: phasesNoHot, warm_run_phases_no_hot_p50: phaseMedians(phasesNoHot),
+      ...(heavy ? { heavy } : {}),
     };
   } finally {
     for (const a of agents) await a.stop();
     await removeAccountResources(account).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** The p50 of each numeric phase, and how many runs took a hot container / read the outputs archive. */
-function phaseMedians(samples: ReadonlyArray<Record<string, unknown>>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const key of Object.keys(samples[0] ?? {})) {
-    const values = samples.map((s) => s[key]);
-    if (values.every((v) => typeof v === 'number')) out[key] = round(percentile(values, 50), 1);
-    else if (values.every((v) => typeof v === 'boolean')) out[`${key}_count`] = values.filter(Boolean).length;
-  }
-  return out;
 }
 
 export function printFastPath(r: Record<string, unknown>): void {
@@ -194,6 +173,12 @@ export function printFastPath(r: Record<string, unknown>): void {
   }
   process.stdout.write(`warm run phases, p50 (hot containers): ${JSON.stringify(r.warm_run_phases_p50)}\n`);
   process.stdout.write(`warm run phases, p50 (run_hot_containers 0): ${JSON.stringify(r.warm_run_phases_no_hot_p50)}\n`);
+  const heavy = r.heavy as HeavyRow | { error: string } | undefined;
+  if (heavy && 'error' in heavy) process.stdout.write(`heavy row not measured: ${heavy.error}\n`);
+  if (heavy && 'row' in heavy) {
+    process.stdout.write(`heavy row: ${heavy.requirements.split('\n').join(' ')}; cold run ${heavy.cold.command_ms} ms (build ${heavy.cold.build_ms} ms); wheelhouse ${heavy.wheelhouse.reused ? 'reused' : `built in ${heavy.wheelhouse.built_seconds} s`} (${heavy.wheelhouse.dir})\n`);
+    process.stdout.write(`warm heavy run phases, p50: ${JSON.stringify(heavy.warm_run_phases_p50)}\n`);
+  }
   process.stdout.write(`load: ${JSON.stringify(r.load)}\n`);
 }
 
