@@ -4,10 +4,11 @@
  * and is the run it would have been (its own inputs, its outputs, its limits, uid 65534); hot containers
  * go when their image is deleted behind the agent's back and when the pruner removes the image (which the
  * engine would refuse while any container refers to it); none are kept while the disk is over the high
- * mark; none outlive the agent's stop, and a killed agent's go at its next start.
+ * mark; none outlive the agent's stop, and a killed agent's go at its next start (with their outputs
+ * holders and directories).
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { AgentEvent } from '../../agent/client/agent-client.js';
 import { HOT_LABEL } from '../../agent/runner/hot-containers.js';
@@ -175,21 +176,44 @@ describe('hot containers', () => {
     const script3 = nonceScript(`${PROBE}\n# stop`);
     await run(script3);
     await until(async () => (await hotContainers()).length === 1, 'a hot container');
+    const stopped = await partsOf((await hotContainers())[0]!.Id);
     await agent!.stop();
     agent = undefined;
-    expect(await hotContainers()).toEqual([]);
+    // Gone in any state (a removal that failed would leave it "dead", not "created"), with what it held.
+    expect(await docker.listContainers({ all: true, filters: { label: [`${HOT_LABEL}=${agentId}`] } })).toEqual([]);
+    expect(await stillThere(stopped)).toEqual({ containers: [], dir: false });
 
     agent = await start();
     await run(script3);
     await until(async () => (await hotContainers()).length === 1, 'a hot container');
     const left = (await hotContainers()).map((c) => c.Id);
+    const killed = await partsOf(left[0]!);
+    // SIGKILL of the real agent process: nothing of it cleans up.
     await agent.kill();
     agent = undefined;
     expect((await hotContainers()).map((c) => c.Id)).toEqual(left);
+    expect(await stillThere(killed)).toEqual({ containers: [killed.container, killed.holder].sort(), dir: true });
     agent = await start();
     expect((await docker.listContainers({ all: true, filters: { id: left } }))).toEqual([]);
+    expect(await stillThere(killed)).toEqual({ containers: [], dir: false });
     await agent.stop();
     agent = undefined;
     expect(await docker.listContainers({ all: true, filters: { label: [`${HOT_LABEL}=${agentId}`] } })).toEqual([]);
   });
 });
+
+/** A hot container with what it holds: its outputs holder (running, mounting its volume) and its directory. */
+async function partsOf(containerId: string): Promise<{ container: string; holder: string; dir: string }> {
+  const mounts = (await docker.getContainer(containerId).inspect()).Mounts;
+  const volume = mounts.find((m) => m.Destination === '/work/outputs')!.Name!;
+  const inputs = mounts.find((m) => m.Destination === '/work/inputs')!.Source;
+  const holders = (await docker.listContainers({ all: true, filters: { volume: [volume] } })).filter((c) => c.Labels['io.rgrid.role'] === 'run-holder');
+  expect(holders).toHaveLength(1);
+  expect(inputs.startsWith(join(dir, 'data', 'runs'))).toBe(true);
+  return { container: containerId, holder: holders[0]!.Id, dir: dirname(inputs) };
+}
+
+async function stillThere(parts: { container: string; holder: string; dir: string }): Promise<{ containers: string[]; dir: boolean }> {
+  const containers = (await docker.listContainers({ all: true, filters: { id: [parts.container, parts.holder] } })).map((c) => c.Id).sort();
+  return { containers, dir: existsSync(parts.dir) };
+}

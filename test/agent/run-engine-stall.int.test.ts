@@ -27,7 +27,9 @@ import { docker, nonceScript, removeAccountImages, tempDir, uniqueAccount } from
 const logger = pino({ level: 'silent' });
 const account = uniqueAccount('stall');
 const dir = tempDir('stall');
-const engineSocket = (docker.modem as { socketPath?: string }).socketPath ?? '/var/run/docker.sock';
+// dockerode's default names the socket through a function (docker-modem's findDefaultUnixSocket), not a path.
+const modemSocket = (docker.modem as { socketPath?: unknown }).socketPath;
+const engineSocket = typeof modemSocket === 'string' ? modemSocket : '/var/run/docker.sock';
 const proxySocket = join(dir, 'engine.sock');
 let index: AgentIndex;
 let probe: ImageProbe;
