@@ -1,5 +1,4 @@
-import type { BuildLogEvent, EnsureRequest, PreparedEnsure } from '../builder/ensure-types.js';
-import type { Resolution } from '../../common/lock.js';
+import type { BuildLogEvent, EnsureRequest, EnsureResult, PreparedEnsure } from '../builder/ensure-types.js';
 import type { OutputChunk, OutputSink } from './outputs.js';
 import type { RunLimits } from './sandbox.js';
 
@@ -33,21 +32,13 @@ export type RunEvent =
   | { type: 'stdout' | 'stderr'; data: string }
   | ({ type: 'output' } & OutputChunk);
 
-export interface RunResult {
+/** What the run's ensure answered, as it answered it (ensure-types.ts has each field's meaning). */
+type EnsuredFields = Pick<EnsureResult,
+  'image_id' | 'image_key' | 'deps_key' | 'lock_sha256' | 'resolved' | 'resolution' | 'script_cache_hit' | 'dependency_cache_hit' | 'built' | 'image_origin'>;
+
+export interface RunResult extends EnsuredFields {
   exit_code: number;
-  image_id: string;
-  image_key: string;
-  deps_key: string | null;
   input_sha256: string;
-  /** The dependency lock the image installs (null without requirements or under `resolve_ttl: never`). */
-  lock_sha256: string | null;
-  resolved: string[] | null;
-  resolution: Resolution | null;
-  script_cache_hit: boolean;
-  dependency_cache_hit: boolean | null;
-  built: boolean;
-  /** Where the image came from: a hit (`local`), the registry (`pulled`), or a build here (`built`). */
-  image_origin: 'local' | 'pulled' | 'built';
   build_ms: number;
   run_ms: number;
   total_ms: number;

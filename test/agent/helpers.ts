@@ -57,3 +57,12 @@ export const removeAccountImages = (account: string): Promise<void> => removeAcc
 export function nonceScript(body: string): string {
   return `# nonce ${process.pid}-${Date.now()}-${Math.random()}\n${body}\n`;
 }
+
+/** Polls `condition` until it holds; past `timeoutMs`, fails naming what was awaited. */
+export async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

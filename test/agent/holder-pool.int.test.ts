@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { AgentEvent } from '../../agent/client/agent-client.js';
 import { POOL_LABEL } from '../../agent/runner/holder-pool.js';
-import { docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, type AgentProcess } from './helpers.js';
+import { type AgentProcess, docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, until } from './helpers.js';
 
 const account = uniqueAccount('pool');
 const dir = tempDir('holder-pool');
@@ -29,13 +29,6 @@ const poolContainers = async (): Promise<Array<{ Id: string; State: string; Labe
   docker.listContainers({ all: true, filters: { label: [`${POOL_LABEL}=${agentId}`] } });
 const poolVolumes = async (): Promise<string[]> => ((await docker.listVolumes({ filters: { label: [`${POOL_LABEL}=${agentId}`] } })).Volumes ?? []).map((v) => v.Name);
 
-async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (await condition()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-}
 const poolIsFull = async (): Promise<boolean> => {
   const held = await poolContainers();
   return held.length === 2 && held.every((c) => c.State === 'running');

@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { AgentEvent } from '../../agent/client/agent-client.js';
 import { HOT_LABEL } from '../../agent/runner/hot-containers.js';
-import { docker, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, type AgentProcess } from './helpers.js';
+import { type AgentProcess, docker, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, until } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const account = uniqueAccount('hot');
@@ -40,13 +40,6 @@ interface Container { Id: string; State: string; ImageID: string; Labels: Record
 const hotContainers = async (): Promise<Container[]> =>
   (await docker.listContainers({ all: true, filters: { label: [`${HOT_LABEL}=${agentId}`] } })).filter((c) => c.State === 'created');
 
-async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (await condition()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-}
 /** The runs' clean-ups (after their answers) have settled. */
 const settled = async (): Promise<boolean> => ((await agent!.client.health()).runs as { cleaning: number }).cleaning === 0;
 

@@ -20,7 +20,7 @@ import { resolveConfig } from '../../agent/config.js';
 import { createIndex, type AgentIndex } from '../../agent/index/index.js';
 import { createLeaseTable } from '../../agent/index/leases.js';
 import { createRunner, type Runner } from '../../agent/runner/run.js';
-import { docker, imageExists, nonceScript, removeAccountImages, tempDir, uniqueAccount } from './helpers.js';
+import { docker, imageExists, nonceScript, removeAccountImages, tempDir, uniqueAccount, until } from './helpers.js';
 
 const logger = pino({ level: 'silent' });
 const account = uniqueAccount('events');
@@ -33,13 +33,6 @@ let cache: ManagedImageCache;
 /** One runner with outputs holders made ahead (as the daemon runs), one that makes them at each run. */
 const runners: Record<string, Runner> = {};
 
-async function until(condition: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await condition()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-}
 
 beforeAll(async () => {
   const config = resolveConfig({ socket: join(dir, 's'), data_dir: dir, runtimes: { 'python3.11': inject('baseImage') } }, {});

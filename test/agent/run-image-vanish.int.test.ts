@@ -14,8 +14,6 @@
  * The cache and its probe talk to the engine directly, as in the daemon; the probe follows the real events.
  */
 import { writeFileSync } from 'node:fs';
-import { Agent } from 'node:http';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { pino } from 'pino';
@@ -30,13 +28,11 @@ import type { EntryRef } from '../../agent/index/types.js';
 import { POOL_LABEL } from '../../agent/runner/holder-pool.js';
 import { HOT_LABEL } from '../../agent/runner/hot-containers.js';
 import { createRunner, type Runner, type RunRequest, type RunResult } from '../../agent/runner/run.js';
-import { docker, imageExists, nonceScript, removeAccountImages, tempDir, uniqueAccount } from './helpers.js';
+import { startEngineProxy, type EngineProxy, type EngineRequest } from './engine-proxy.js';
+import { docker, imageExists, nonceScript, removeAccountImages, tempDir, uniqueAccount, until } from './helpers.js';
 
 const account = uniqueAccount('vanish');
 const dir = tempDir('vanish');
-// dockerode's default names the socket through a function (docker-modem's findDefaultUnixSocket).
-const modemSocket = (docker.modem as { socketPath?: unknown }).socketPath;
-const engineSocket = typeof modemSocket === 'string' ? modemSocket : '/var/run/docker.sock';
 const proxySocket = join(dir, 'engine.sock');
 /** The runner's warnings, as JSON lines. */
 const warnings: Array<Record<string, unknown>> = [];
@@ -56,8 +52,7 @@ let probe: ImageProbe;
 let cache: ManagedImageCache;
 let config: AgentConfig;
 let baseImageId: string;
-let proxy: Server;
-const connections = new Set<Socket>();
+let proxy: EngineProxy;
 /** The cache's lookups and successful builds of script images. */
 const counts = { hits: 0, misses: 0, builds: 0 };
 const observer: CacheObserver = {
@@ -73,83 +68,29 @@ const observer: CacheObserver = {
 let armed: { ref: EntryRef; times: number } | undefined;
 /** Image IDs the proxy deleted (each checked gone from the engine before the create went on). */
 const vanished: string[] = [];
-/** What went wrong inside the proxy (asserted empty after each case). */
-const proxyErrors: unknown[] = [];
-
-/**
- * Each connection carries one request (the runner's client keeps none alive). A container create is held
- * until its whole body (Content-Length) has arrived, so its name, labels and image can decide.
- */
-function startProxy(): Promise<Server> {
-  const server = createServer((client) => {
-    connections.add(client);
-    client.on('close', () => connections.delete(client));
-    let buffered = Buffer.alloc(0);
-    let decided = false;
-    const onData = (chunk: Buffer): void => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (decided) return;
-      const headerEnd = buffered.indexOf('\r\n\r\n');
-      if (headerEnd < 0) return;
-      const head = buffered.subarray(0, headerEnd).toString('latin1');
-      const requestLine = head.slice(0, head.indexOf('\r\n'));
-      let before: Promise<void> = Promise.resolve();
-      if (/^POST \/(?:v[\d.]+\/)?containers\/create[?\s]/.test(requestLine)) {
-        const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1]);
-        if (Number.isInteger(length)) {
-          if (buffered.length < headerEnd + 4 + length) return;
-          before = beforeCreate(requestLine, buffered.subarray(headerEnd + 4, headerEnd + 4 + length));
-        } else {
-          proxyErrors.push(new Error(`a create without Content-Length: ${requestLine}`));
-        }
-      }
-      decided = true;
-      client.pause();
-      client.off('data', onData);
-      void before.catch((err: unknown) => void proxyErrors.push(err)).then(() => {
-        const upstream = connect(engineSocket, () => {
-          upstream.write(buffered);
-          client.pipe(upstream).pipe(client);
-          client.resume();
-        });
-        upstream.on('error', () => client.destroy());
-        client.on('error', () => upstream.destroy());
-        client.on('close', () => upstream.destroy());
-      });
-    };
-    client.on('data', onData);
-  });
-  return new Promise((resolve) => server.listen(proxySocket, () => resolve(server)));
-}
 
 /** A run container's create naming the armed entry's image: that image goes first, through the real engine. */
-async function beforeCreate(requestLine: string, body: Buffer): Promise<void> {
-  if (!armed || armed.times <= 0) return;
-  const query = new URLSearchParams(requestLine.split(' ')[1]?.split('?')[1] ?? '');
+async function beforeCreate({ line, body }: EngineRequest): Promise<'forward'> {
+  if (!/^POST \/(?:v[\d.]+\/)?containers\/create[?\s]/.test(line) || !armed || armed.times <= 0) return 'forward';
+  // Its name, labels and image decide: the proxy hands over the whole body of a request with a length.
+  if (!body) throw new Error(`a create without Content-Length: ${line}`);
+  const query = new URLSearchParams(line.split(' ')[1]?.split('?')[1] ?? '');
   const spec = JSON.parse(body.toString('utf8')) as { Image?: string; Labels?: Record<string, string> };
   const labels = spec.Labels ?? {};
-  if (!query.get('name')?.startsWith('rgrid-run-') || labels['io.rgrid.role'] !== 'run' || HOT_LABEL in labels) return;
+  if (!query.get('name')?.startsWith('rgrid-run-') || labels['io.rgrid.role'] !== 'run' || HOT_LABEL in labels) return 'forward';
   const cached = index.get(armed.ref)?.image_id;
-  if (!cached || spec.Image !== cached) return;
+  if (!cached || spec.Image !== cached) return 'forward';
   armed.times--;
   await docker.getImage(cached).remove({ force: true });
   if (await imageExists(cached)) throw new Error(`${cached} still in the engine after its forced delete`);
   vanished.push(cached);
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (await condition()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`gave up waiting: ${what}`);
+  return 'forward';
 }
 
 /** A runner wired as the daemon wires it (outputs holders from the runtime's base image), through the proxy. */
 function makeRunner(settings: Partial<AgentConfig>): Runner {
-  const proxied = new Docker({ socketPath: proxySocket, agent: new Agent({ keepAlive: false }) } as Docker.DockerOptions);
   return createRunner({
-    docker: proxied, cache, probe, config: { ...config, run_holder_pool_size: HOLDERS, ...settings }, agentId: index.agentId, logger, holderImage: () => Promise.resolve(baseImageId),
+    docker: proxy.docker(), cache, probe, config: { ...config, run_holder_pool_size: HOLDERS, ...settings }, agentId: index.agentId, logger, holderImage: () => Promise.resolve(baseImageId),
   });
 }
 
@@ -188,7 +129,7 @@ const accountRunContainers = async (): Promise<Docker.ContainerInfo[]> =>
   docker.listContainers({ all: true, filters: { label: [`io.rgrid.account=${account}`, 'io.rgrid.role=run'] } });
 
 beforeAll(async () => {
-  proxy = await startProxy();
+  proxy = await startEngineProxy(proxySocket, beforeCreate);
   // The hot containers' disk check reads a file that says "10% used": whatever the host's disk, they are kept.
   writeFileSync(join(dir, 'disk.json'), JSON.stringify({ used_bytes: 10, total_bytes: 100 }));
   config = resolveConfig({ socket: join(dir, 's'), data_dir: dir, runtimes: { 'python3.11': inject('baseImage') }, disk_usage_file: join(dir, 'disk.json') }, {});
@@ -203,12 +144,11 @@ beforeAll(async () => {
 
 afterEach(() => {
   armed = undefined;
-  expect(proxyErrors).toEqual([]);
+  expect(proxy.errors).toEqual([]);
 });
 
 afterAll(async () => {
-  for (const socket of connections) socket.destroy();
-  await new Promise((r) => proxy?.close(r));
+  await proxy?.close();
   await cache?.close();
   await probe?.close();
   await index?.close();
