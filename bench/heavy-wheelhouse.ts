@@ -36,7 +36,7 @@ import { writeWheel, type WheelEntry } from './wheel-zip.js';
 const run = promisify(execFile);
 const BASE_IMAGE = process.env.RGRID_TEST_BASE_IMAGE ?? 'rgrid-test/python:bookworm';
 /** Bumped when the way wheels are made changes, so a cached wheelhouse of the old way is not reused. */
-const FORMAT = 1;
+const FORMAT = 2;
 const SITE = 'usr/lib/python3/dist-packages';
 
 interface Distribution {
