@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { RgridError } from '../../common/errors.js';
 import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
 import { HOT_LABEL } from '../../agent/runner/hot-containers.js';
-import { cli, cliJson, docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
+import { cli, cliJson, docker, nonceScript, removeAccountImages, runsCleanedUp, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
 import { makeSdist, type SdistBehaviour } from './sdist.js';
 
 /**
@@ -49,15 +49,13 @@ describe('dependency-build policy against a real Docker engine', () => {
    * the agent's stop, which hot-containers.int.test.ts checks).
    */
   const leftovers = async (agent: Agent): Promise<unknown[]> => {
-    // A run's container and directories go right after its answer, in the background: wait for that first.
-    const cleaning = async (): Promise<number> => ((await agent.process.client.health()).runs as { cleaning: number }).cleaning;
-    for (let i = 0; i < 300 && (await cleaning()) > 0; i++) await new Promise((r) => setTimeout(r, 100));
-    return leftoversNow(agent);
+    // A run's container and directories go right after its answer, in the background: that first.
+    await runsCleanedUp(agent.process.client);
+    return [
+      ...(await docker.listContainers({ all: true, filters: { label: [`io.rgrid.agent=${agent.id}`] } })).filter((c) => c.Labels[HOT_LABEL] === undefined),
+      ...(await docker.listImages({ all: true, filters: { label: [`io.rgrid.agent=${agent.id}`] } })),
+    ];
   };
-  const leftoversNow = async (agent: Agent): Promise<unknown[]> => [
-    ...(await docker.listContainers({ all: true, filters: { label: [`io.rgrid.agent=${agent.id}`] } })).filter((c) => c.Labels[HOT_LABEL] === undefined),
-    ...(await docker.listImages({ all: true, filters: { label: [`io.rgrid.agent=${agent.id}`] } })),
-  ];
 
   /** A failing command must leave the agent's index, the account's images and the engine as they were. */
   async function expectNothingChanged(agent: Agent, action: () => Promise<void>): Promise<void> {

@@ -2,7 +2,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createWheelhouse } from '../../tools/wheelhouse/wheelhouse.js';
-import { cli, docker, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, writeFiles, type AgentProcess } from './helpers.js';
+import { type AgentProcess, cli, docker, nonceScript, removeAccountImages, runsCleanedUp, startAgent, tempDir, uniqueAccount, writeFiles } from './helpers.js';
 
 // Local runs in the cached image, locked down, inputs in, outputs out, output streamed.
 interface RunJson {
@@ -99,8 +99,7 @@ describe('rgrid-agent run against a real Docker engine', () => {
     phasesWithin(warmJson);
     // No run container is left behind once the runs' clean-up (after their answers) has settled: what
     // remains is at most the hot containers made ahead for the next run (created, never started).
-    for (let i = 0; i < 300 && ((await agent.client.health()).runs as { cleaning: number }).cleaning > 0; i++) await new Promise((r) => setTimeout(r, 100));
-    expect(((await agent.client.health()).runs as { cleaning: number }).cleaning).toBe(0);
+    await runsCleanedUp(agent.client);
     const left = await docker.listContainers({ all: true, filters: { label: ['io.rgrid.role=run', `io.rgrid.account=${account}`] } });
     expect(left.filter((c) => c.State !== 'created' || c.Labels['io.rgrid.hot'] === undefined)).toEqual([]);
     expect(left.length).toBeLessThanOrEqual(2);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { removeAccountResources, ROOT, runCli, type CliResult } from '../support/processes.js';
+import type { AgentClient } from '../../agent/client/agent-client.js';
 
 /**
  * Integration helpers: the real `rgrid-agent` from dist/ (npm test builds first) through the shared
@@ -65,4 +66,9 @@ export async function until(condition: () => boolean | Promise<boolean>, what: s
     if (Date.now() > deadline) throw new Error(`gave up waiting: ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Waits until the agent's runs' clean-ups (done after their answers, in the background) have finished. */
+export function runsCleanedUp(client: Pick<AgentClient, 'health'>): Promise<void> {
+  return until(async () => ((await client.health()).runs as { cleaning: number }).cleaning === 0, 'the runs\' clean-ups');
 }

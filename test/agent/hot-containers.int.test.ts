@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { AgentEvent } from '../../agent/client/agent-client.js';
 import { HOT_LABEL } from '../../agent/runner/hot-containers.js';
-import { type AgentProcess, docker, imageExists, nonceScript, removeAccountImages, startAgent, tempDir, uniqueAccount, until } from './helpers.js';
+import { type AgentProcess, docker, imageExists, nonceScript, removeAccountImages, runsCleanedUp, startAgent, tempDir, uniqueAccount, until } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const account = uniqueAccount('hot');
@@ -40,8 +40,6 @@ interface Container { Id: string; State: string; ImageID: string; Labels: Record
 const hotContainers = async (): Promise<Container[]> =>
   (await docker.listContainers({ all: true, filters: { label: [`${HOT_LABEL}=${agentId}`] } })).filter((c) => c.State === 'created');
 
-/** The runs' clean-ups (after their answers) have settled. */
-const settled = async (): Promise<boolean> => ((await agent!.client.health()).runs as { cleaning: number }).cleaning === 0;
 
 // Reports what the run sees: its inputs, uid and gid, and the limits of its cgroup (v1 or v2).
 const PROBE = [
@@ -115,7 +113,7 @@ describe('hot containers', () => {
     expect(JSON.parse(second.outputs.get('seen.json')!)).toEqual(seen);
 
     // The container that ran is gone once the clean-up settles; a new one waits for the next run.
-    await until(settled, 'the run\'s clean-up');
+    await runsCleanedUp(agent.client);
     await until(async () => (await hotContainers()).length >= 1, 'a new hot container');
     expect((await hotContainers()).map((c) => c.Id)).not.toContain(made!.Id);
     expect((await docker.listContainers({ all: true, filters: { id: [made!.Id] } }))).toEqual([]);
@@ -125,11 +123,11 @@ describe('hot containers', () => {
     const other = await agent!.client.run({ script: Buffer.from(script), account, memory_mb: 200 });
     expect(other).toMatchObject({ exit_code: 0 });
     expect((other.phases as Record<string, unknown>).hot).toBe(false);
-    await until(settled, 'the run\'s clean-up');
+    await runsCleanedUp(agent!.client);
     // One for each of the two settings at most; never more than the bound in all.
     await until(async () => (await hotContainers()).length === 2, 'hot containers for both settings');
     for (let i = 0; i < 3; i++) await run(script);
-    await until(settled, 'the runs\' clean-ups');
+    await runsCleanedUp(agent!.client);
     expect((await hotContainers()).length).toBeLessThanOrEqual(2);
   });
 
@@ -137,7 +135,7 @@ describe('hot containers', () => {
     await until(async () => (await hotContainers()).length > 0, 'a hot container');
     setDisk(99);
     await run(script);
-    await until(settled, 'the run\'s clean-up');
+    await runsCleanedUp(agent!.client);
     await until(async () => (await hotContainers()).length === 0, 'hot containers dropped under disk pressure');
     setDisk(10);
     await run(script);
@@ -157,7 +155,7 @@ describe('hot containers', () => {
     const ran = await run(script);
     const imageId = String(ran.result.image_id);
     await until(async () => (await hotContainers()).some((c) => c.ImageID === imageId), 'a hot container of the image');
-    await until(settled, 'the run\'s clean-up');
+    await runsCleanedUp(agent!.client);
     await new Promise((r) => setTimeout(r, 1500)); // past prune_ttl_s since the run
     const pruned = (await agent!.client.call('POST', '/v1/prune', {})) as Array<{ image_id: string }>;
     expect(pruned.map((p) => p.image_id)).toContain(imageId);
