@@ -3,7 +3,7 @@
 // best effort and bounded: a control plane that never answers it does not hold the stop up (the drain
 // deadline here is far longer than the leave's bound, so a stop waiting on the leave would end unclean).
 import { afterAll, describe, expect, it } from 'vitest';
-import { nonceScript, tempDir, uniqueAccount, type AgentProcess } from './helpers.js';
+import { docker, nonceScript, tempDir, uniqueAccount, type AgentProcess } from './helpers.js';
 import { eventually, startFakeControl, type FakeControl } from './fake-control.js';
 import { claimFor, removeAccountLeftovers, startWorkerAgent } from './worker-support.js';
 
@@ -32,6 +32,10 @@ describe('an agent told to stop', () => {
     const id = claim.execution_id as string;
     fake.queueClaims([claim]);
     await eventually('the claim to be taken', () => (agent.log().includes(id) && agent.log().includes('"msg":"claimed"') ? true : undefined));
+    // The run's container running, not only the claim taken: a drain starts no new build, so a claim still
+    // waiting for its image at the stop is handed back (outcome retry) — right, but not this case.
+    await eventually('the run to be running', async () =>
+      ((await docker.listContainers({ filters: { label: [`io.rgrid.account=${account}`, 'io.rgrid.role=run'], status: ['running'] } })).length > 0 ? true : undefined));
 
     expect(await agent.stop()).toBe(0);
     const urls = fake.requests.map((r) => `${r.method} ${r.url.split('?')[0]}`);

@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { nonceScript, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
+import { docker, nonceScript, tempDir, uniqueAccount, type AgentProcess } from '../agent/helpers.js';
 import { eventually } from '../agent/fake-control.js';
 import { call } from '../control/support.js';
 import { upload } from '../control/dispatch-support.js';
@@ -39,6 +39,10 @@ describe('an agent stopped during a rolling restart', () => {
       return r && agents[r.worker_id]!.log().split('\n').some((l) => l.includes('"msg":"claimed"') && l.includes(r.id)) ? r.worker_id : undefined;
     });
     const survivor = victim === 'leave-a' ? 'leave-b' : 'leave-a';
+    // Its container running, not only the claim taken: a drain starts no new build, so a claim still
+    // waiting for its image at the stop would be handed back — right, but not this test's case.
+    await eventually('the slow run running', async () =>
+      ((await docker.listContainers({ filters: { label: [`io.rgrid.account=${account}`, 'io.rgrid.role=run'], status: ['running'] } })).length > 0 ? true : undefined));
     const stopped = agents[victim]!.stop();
 
     await eventually('the stopped worker marked leaving', async () => {
